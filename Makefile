@@ -1,0 +1,28 @@
+# Set-up is part of every target: a virtual environment in .venv is created (or reused) and the
+# project installed into it. TORCH_SPEC lets CI pin a CPU build of torch (e.g. torch==2.13.0);
+# users get the regular torch wheel from pyproject.toml.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test bench clean-venv
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	if [ -n "$(TORCH_SPEC)" ]; then $(PY) -m pip install --quiet "$(TORCH_SPEC)"; fi
+	$(PY) -m pip install --quiet -e ".[test,eval]"
+	touch $@
+
+run: $(VENV)/.installed  ## co-train on the embedded default (digits); ARGS="policy=fgsm_rs ..."
+	$(PY) -m runners.cotrain $(ARGS)
+
+test: $(VENV)/.installed  ## the test suite (CPU, a few minutes)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed  ## speed benchmarks (short mode)
+	$(PY) -m benchmarks.speed --quick
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Policies acting on the attack environment, and how each one learns."""

@@ -1,0 +1,3 @@
+"""Imports every built-in policy module so that each registers itself (one line per policy)."""
+
+import agents.fixed  # noqa: F401

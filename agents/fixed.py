@@ -1,0 +1,115 @@
+"""Fixed (non-learning) baseline policies: standard training, FGSM-AT, FGSM-RS and PGD-AT."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from agents.base import Policy, PolicyConfig, PolicyContext, register_policy
+from envs.attack_env import AttackAction, Obs
+
+
+def uniform_action(obs: Obs, eps: float, alpha: float, steps: int,
+                   init: torch.Tensor | None) -> AttackAction:
+    """The same (eps, alpha, budget) for every sample of the batch, as (N,) tensors."""
+    n, dev = obs["x"].shape[0], obs["x"].device
+    full = torch.full((n,), 1.0, device=dev)
+    return AttackAction(eps=full * eps, alpha=full * alpha,
+                        budget=torch.full((n,), steps, dtype=torch.long, device=dev), init=init)
+
+
+@dataclass(frozen=True)
+class NoAttackConfig(PolicyConfig):
+    """Standard (non-adversarial) training: the attack makes no step."""
+
+    name: str = "none"
+
+
+@register_policy(NoAttackConfig)
+class NoAttack(Policy):
+    """Budget 0 for every sample: the 'adversarial' batch is the clean batch."""
+
+    def act(self, obs: Obs, t: int, generator: torch.Generator | None) -> AttackAction | None:
+        return uniform_action(obs, self.context.eps, 0.0, 0, None) if t == 0 else None
+
+
+@dataclass(frozen=True)
+class FgsmAtConfig(PolicyConfig):
+    """FGSM-AT (Goodfellow et al.): one sign step of size ``alpha_ratio``·ε from the clean point.
+
+    Attributes:
+        alpha_ratio: step size as a multiple of ε.
+    """
+
+    name: str = "fgsm_at"
+    alpha_ratio: float = 1.0
+
+
+@register_policy(FgsmAtConfig)
+class FgsmAt(Policy):
+    """One step from the clean point."""
+
+    def act(self, obs: Obs, t: int, generator: torch.Generator | None) -> AttackAction | None:
+        if t:
+            return None
+        eps = self.context.eps
+        return uniform_action(obs, eps, self.config.alpha_ratio * eps, 1, None)
+
+
+@dataclass(frozen=True)
+class FgsmRsConfig(PolicyConfig):
+    """FGSM-RS (Wong et al., 'Fast is better than free'): uniform start, α = 1.25ε, one step.
+
+    Attributes:
+        alpha_ratio: step size as a multiple of ε.
+    """
+
+    name: str = "fgsm_rs"
+    alpha_ratio: float = 1.25
+
+
+@register_policy(FgsmRsConfig)
+class FgsmRs(Policy):
+    """One step from a uniform random start in the ball."""
+
+    def act(self, obs: Obs, t: int, generator: torch.Generator | None) -> AttackAction | None:
+        if t:
+            return None
+        eps = self.context.eps
+        init = self.context.threat.random_init(obs["x"], eps, generator)
+        return uniform_action(obs, eps, self.config.alpha_ratio * eps, 1, init)
+
+
+@dataclass(frozen=True)
+class PgdAtConfig(PolicyConfig):
+    """PGD-AT (Madry et al.): K steps of size α from a random start.
+
+    Attributes:
+        steps: iterations K per sample.
+        alpha_ratio: step size α as a multiple of ε (0.25: α = ε/4, i.e. 2/255 at 8/255).
+        random_start: start from a uniform point of the ball (else from the clean input).
+    """
+
+    name: str = "pgd_at"
+    steps: int = 10
+    alpha_ratio: float = 0.25
+    random_start: bool = True
+
+
+@register_policy(PgdAtConfig)
+class PgdAt(Policy):
+    """The same K, α, ε for every sample."""
+
+    def __init__(self, config: PgdAtConfig, context: PolicyContext) -> None:
+        super().__init__(config, context)
+        if config.steps < 0:
+            raise ValueError(f"policy.steps must be >= 0, got {config.steps}")
+
+    def act(self, obs: Obs, t: int, generator: torch.Generator | None) -> AttackAction | None:
+        if t:
+            return None
+        eps = self.context.eps
+        init = (self.context.threat.random_init(obs["x"], eps, generator)
+                if self.config.random_start else None)
+        return uniform_action(obs, eps, self.config.alpha_ratio * eps, self.config.steps, init)

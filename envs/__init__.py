@@ -1,0 +1,1 @@
+"""The attack environment: threat models, attack objectives, the batched env and reference PGD."""

@@ -1,0 +1,1 @@
+"""Run infrastructure: MLflow tracking, policy-choice distributions, plots, checkpoints, inspection."""

@@ -1,0 +1,304 @@
+"""Typed run configuration, registered as Hydra structured configs (one group per axis).
+
+Groups: ``data``, ``target``, ``policy``, ``at_loss``, ``threat``. An ablation is one switch
+(``policy=fgsm_rs``), a field is ``group.field=value`` (``policy.steps=7``), a sweep is a Hydra
+multirun (``-m policy=pgd_at,fgsm_rs``). Policies and AT losses come from their registries, so
+a new one appears here without edits.
+
+Values left as ``None`` mean "the data set's preset" (see :data:`DATA_PRESETS`); the resolved
+values are what the run logs as its params.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra import compose, initialize
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from agents.base import policy_registry
+from targets.at_loss import at_loss_registry
+
+
+class ConfigError(ValueError):
+    """A bad override: unknown key, unknown option or a value of the wrong type."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training data.
+
+    Attributes:
+        name: ``digits`` (embedded, scikit-learn 8x8), ``mnist``, ``cifar10``, ``cifar100``.
+        root: folder holding the files (mnist: the IDX .gz files or MNIST/raw; cifar: the
+            python batches or the cifar-10-batches-py folder). Not needed for digits.
+        augment: random crop (pad 4) + horizontal flip on the device; None = preset
+            (on for CIFAR, off otherwise).
+    """
+
+    name: str = "digits"
+    root: str | None = None
+    augment: bool | None = None
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """The defended model.
+
+    Attributes:
+        name: model id (``auto`` = the data set's preset: digits_cnn, mnist_cnn,
+            preact_resnet18).
+    """
+
+    name: str = "auto"
+
+
+@dataclass(frozen=True)
+class ThreatConfig:
+    """Threat model.
+
+    Attributes:
+        norm: ``linf`` or ``l2``.
+        eps: budget in [0, 1]-pixel units; None = preset (digits 0.2, mnist 0.3, cifar 8/255
+            for L∞; digits 1.0, mnist 2.0, cifar 0.5 for L2).
+    """
+
+    norm: str = "linf"
+    eps: float | None = None
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Target optimiser (SGD) and learning-rate schedule, stepped per batch.
+
+    Attributes:
+        lr: peak learning rate; None = preset.
+        momentum: SGD momentum.
+        weight_decay: L2 weight decay.
+        schedule: ``piecewise`` (×gamma at each milestone), ``cyclic`` (0 → lr → 0, linear,
+            peak at ``cyclic_peak`` of training) or ``constant``.
+        milestones: piecewise milestones as fractions of training.
+        gamma: piecewise decay factor.
+        cyclic_peak: where the cyclic schedule peaks, as a fraction of training.
+    """
+
+    lr: float | None = None
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "piecewise"
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    gamma: float = 0.1
+    cyclic_peak: float = 0.4
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Per-epoch monitoring and the final evaluation.
+
+    Attributes:
+        test_subset: fixed test samples for the per-epoch ``test/pgd_acc`` (PGD-10).
+        epoch_pgd_steps: PGD steps of the per-epoch monitor.
+        final_pgd_steps: PGD steps of the final ``eval/pgd<k>_acc`` on the whole test set.
+        final_restarts: restarts of the final PGD.
+        batch_size: evaluation batch size.
+    """
+
+    test_subset: int = 512
+    epoch_pgd_steps: int = 10
+    final_pgd_steps: int = 20
+    final_restarts: int = 1
+    batch_size: int = 500
+
+
+@dataclass(frozen=True)
+class CotrainConfig:
+    """One co-training run.
+
+    Attributes:
+        epochs: training epochs; None = preset.
+        batch_size: training batch size.
+        seed: seed of every named generator (data order, augmentation, attack starts, policy).
+        device: ``auto`` (cuda if available), ``cpu`` or ``cuda``.
+        bn_mode: BatchNorm mode of the target during attack steps (``eval`` leaves its running
+            statistics untouched; ``train`` attacks through batch statistics).
+        resume: MLflow run id of an interrupted run to continue (its checkpoint is loaded).
+        experiment: MLflow experiment name.
+        run_name: MLflow run name (default: ``<policy>-<data>-<target>``).
+        checkpoint_dir: local folder for checkpoints (one sub-folder per run id).
+        progress: show progress bars.
+    """
+
+    defaults: list[Any] = field(default_factory=lambda: [
+        "_self_", {"data": "digits"}, {"target": "auto"}, {"policy": "pgd_at"},
+        {"at_loss": "ce"}, {"threat": "linf"}])
+    data: Any = MISSING
+    target: Any = MISSING
+    policy: Any = MISSING
+    at_loss: Any = MISSING
+    threat: Any = MISSING
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    epochs: int | None = None
+    batch_size: int = 128
+    seed: int = 0
+    device: str = "auto"
+    bn_mode: str = "eval"
+    resume: str | None = None
+    experiment: str = "learned-at"
+    run_name: str | None = None
+    checkpoint_dir: str = "checkpoints"
+    progress: bool = True
+
+
+#: per-data-set defaults for the ``None`` fields.
+DATA_PRESETS: dict[str, dict[str, Any]] = {
+    "digits": {"target": "digits_cnn", "eps": {"linf": 0.2, "l2": 1.0}, "epochs": 30,
+               "lr": 0.1, "augment": False},
+    "mnist": {"target": "mnist_cnn", "eps": {"linf": 0.3, "l2": 2.0}, "epochs": 20,
+              "lr": 0.01, "augment": False},
+    "cifar10": {"target": "preact_resnet18", "eps": {"linf": 8 / 255, "l2": 0.5},
+                "epochs": 110, "lr": 0.1, "augment": True},
+    "cifar100": {"target": "preact_resnet18", "eps": {"linf": 8 / 255, "l2": 0.5},
+                 "epochs": 110, "lr": 0.1, "augment": True},
+}
+
+GROUP_NAMES = ("data", "target", "policy", "at_loss", "threat")
+
+
+def _writable(node: Any) -> None:
+    if isinstance(node, DictConfig):
+        OmegaConf.set_readonly(node, False)
+        for key in node.keys():
+            _writable(node._get_node(key))
+
+
+def _node(obj: Any) -> DictConfig:
+    """A writable structured node (Hydra cannot merge overrides into frozen dataclasses).
+
+    The dataclasses stay frozen for the code: ``OmegaConf.to_object`` rebuilds them.
+    """
+    node = OmegaConf.structured(obj)
+    _writable(node)
+    return node
+
+
+def register_configs() -> None:
+    """Store every group option in Hydra's ConfigStore (idempotent)."""
+    from targets.models import MODELS
+
+    cs = ConfigStore.instance()
+    cs.store(name="cotrain", node=_node(CotrainConfig))
+    for name in DATA_PRESETS:
+        cs.store(group="data", name=name, node=_node(DataConfig(name=name)))
+    for name in ["auto", *MODELS]:
+        cs.store(group="target", name=name, node=_node(TargetConfig(name=name)))
+    for name, (cfg_cls, _) in policy_registry().items():
+        cs.store(group="policy", name=name, node=_node(cfg_cls()))
+    for name, (cfg_cls, _) in at_loss_registry().items():
+        cs.store(group="at_loss", name=name, node=_node(cfg_cls()))
+    for norm in ("linf", "l2"):
+        cs.store(group="threat", name=norm, node=_node(ThreatConfig(norm=norm)))
+
+
+def group_options() -> dict[str, list[str]]:
+    """Valid options per config group."""
+    from targets.models import MODELS
+
+    return {
+        "data": list(DATA_PRESETS), "target": ["auto", *MODELS],
+        "policy": sorted(policy_registry()), "at_loss": sorted(at_loss_registry()),
+        "threat": ["linf", "l2"],
+    }
+
+
+def _valid_keys(cfg: DictConfig, path: str) -> list[str]:
+    node = OmegaConf.select(cfg, path) if path else cfg
+    if not isinstance(node, DictConfig):
+        return []
+    return sorted(k for k in node.keys() if k != "defaults")
+
+
+def _explain(overrides: list[str], error: Exception) -> ConfigError:
+    """Turn a Hydra composition error into one that names the problem and the valid choices."""
+    options = group_options()
+    groups = [o for o in overrides if o.split("=", 1)[0] in options and "=" in o]
+    for o in groups:
+        g, v = o.split("=", 1)
+        if v not in options[g]:
+            return ConfigError(f"unknown option {v!r} for '{g}'; valid: {', '.join(options[g])}")
+    try:
+        base = _compose(groups)
+    except Exception:  # pragma: no cover - groups alone always compose once validated
+        return ConfigError(str(error))
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if o in groups or key.startswith("hydra"):
+            continue
+        parent, _, leaf = key.rpartition(".")
+        if leaf not in _valid_keys(base, parent):
+            where = f"'{parent}'" if parent else "the top level"
+            return ConfigError(f"unknown config key {key!r}; valid keys in {where}: "
+                               f"{', '.join(_valid_keys(base, parent))}")
+    cause = error.__cause__ or error
+    return ConfigError(f"bad override in {overrides}: {cause}")
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize(version_base=None, config_path=None):
+        return compose("cotrain", overrides=overrides)
+
+
+def compose_config(overrides: list[str] | None = None) -> CotrainConfig:
+    """Compose the run config from ``key=value`` overrides (Hydra syntax).
+
+    Raises:
+        ConfigError: naming the unknown key/option and listing the valid ones.
+    """
+    overrides = list(overrides or [])
+    try:
+        cfg = _compose(overrides)
+    except Exception as error:  # Hydra raises several exception types for bad overrides
+        raise _explain(overrides, error) from None
+    return to_object(cfg)
+
+
+def to_object(cfg: DictConfig) -> CotrainConfig:
+    """DictConfig -> typed :class:`CotrainConfig` (group nodes become their dataclasses)."""
+    obj = OmegaConf.to_object(cfg)
+    return dataclasses.replace(obj, defaults=[])  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Preset-resolved values of a run (what ``None`` fields stand for)."""
+
+    target: str
+    eps: float
+    epochs: int
+    lr: float
+    augment: bool
+
+
+def resolve(cfg: CotrainConfig) -> Resolved:
+    """Fill the ``None`` fields from :data:`DATA_PRESETS`."""
+    preset = DATA_PRESETS[cfg.data.name]
+    return Resolved(
+        target=preset["target"] if cfg.target.name == "auto" else cfg.target.name,
+        eps=preset["eps"][cfg.threat.norm] if cfg.threat.eps is None else float(cfg.threat.eps),
+        epochs=preset["epochs"] if cfg.epochs is None else int(cfg.epochs),
+        lr=preset["lr"] if cfg.optim.lr is None else float(cfg.optim.lr),
+        augment=preset["augment"] if cfg.data.augment is None else bool(cfg.data.augment),
+    )
+
+
+def config_to_dict(cfg: CotrainConfig) -> dict[str, Any]:
+    """Plain nested dict of the config (for params and checkpoints)."""
+    d = dataclasses.asdict(cfg)
+    d.pop("defaults", None)
+    return d

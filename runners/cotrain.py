@@ -1,0 +1,337 @@
+"""Co-training: a target network and an attack policy, alternating on every batch.
+
+Usage::
+
+    python -m runners.cotrain [group=option ...] [key=value ...]     # one run
+    python -m runners.cotrain -m policy=pgd_at,fgsm_rs seed=0,1       # a sweep (Hydra multirun)
+    python -m runners.cotrain resume=<run_id>                         # continue a run
+
+Per batch: the policy attacks the batch through the env, the target takes its AT step, the
+policy may learn (``policy.update``). Per epoch: test accuracy (clean, PGD-10 on a fixed
+subset), the policy's choice distributions, a checkpoint. At the end: clean and PGD-20
+accuracy on the whole test set. Everything goes to one MLflow run; the last line printed is
+``run_id=<id>``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from agents.base import Policy, PolicyContext, UpdateBatch, make_policy
+from envs.attack_env import AttackEnv, EnvConfig
+from envs.threat import make_threat
+from runners.checkpoint import restore_rng_state, rng_state, save_checkpoint
+from runners.config import (CotrainConfig, ConfigError, compose_config, config_to_dict, resolve)
+from runners.distributions import DistributionHistory, log_distributions
+from runners.evaluate import evaluate
+from runners.rollout import run_attack
+from runners.run_loading import load_run_state
+from runners.schedule import make_scheduler
+from runners.tracking import Tracker, flatten_config
+from targets.at_loss import make_at_loss
+from targets.datasets import load_dataset
+from targets.loader import Batch, DeviceLoader
+from targets.models import make_model
+
+CHECKPOINT_FORMAT = 1
+GENERATORS = ("data", "attack", "policy")
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is available; use device=cpu or auto")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise ConfigError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:<n>")
+    return torch.device(name)
+
+
+@dataclass
+class EpochAccumulator:
+    """Device-side running sums of per-batch training scalars (no host sync)."""
+
+    sums: dict[str, torch.Tensor]
+    count: int = 0
+
+    def add(self, values: dict[str, torch.Tensor]) -> None:
+        for k, v in values.items():
+            v = v.detach().float()
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+        self.count += 1
+
+    def means(self) -> dict[str, torch.Tensor]:
+        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+
+
+class Cotrainer:
+    """Owns one run's objects: data, target, AT loss, env, policy, optimiser, tracker.
+
+    Args:
+        cfg: the composed config.
+        overrides: the command-line overrides it came from (stored for resume).
+        tracking_uri: MLflow tracking URI (None = MLflow's default / MLFLOW_TRACKING_URI).
+    """
+
+    def __init__(self, cfg: CotrainConfig, overrides: list[str],
+                 tracking_uri: str | None = None) -> None:
+        self.cfg, self.overrides = cfg, list(overrides)
+        self.resolved = r = resolve(cfg)
+        self.device = pick_device(cfg.device)
+        self.data = load_dataset(cfg.data.name, cfg.data.root)
+        self.gens = {k: torch.Generator(device=self.device).manual_seed(cfg.seed + i)
+                     for i, k in enumerate(GENERATORS)}
+        self.train_loader = DeviceLoader(self.data.train, cfg.batch_size, self.device,
+                                         shuffle=True, augment=r.augment, drop_last=True,
+                                         generator=self.gens["data"])
+        if len(self.train_loader) == 0:
+            raise ConfigError(f"batch_size={cfg.batch_size} exceeds the training set "
+                              f"({len(self.data.train)} samples)")
+        self.test_x = self.data.test.images.to(self.device).float().div_(255)
+        self.test_y = self.data.test.labels.to(self.device)
+        n_sub = min(cfg.eval.test_subset, len(self.test_y))
+        self.train_sub_x = self.data.train.images[:n_sub].to(self.device).float().div_(255)
+        self.train_sub_y = self.data.train.labels[:n_sub].to(self.device)
+        torch.manual_seed(cfg.seed)  # model initialisation is the only global-RNG consumer
+        self.model = make_model(r.target, self.data.image_shape, self.data.num_classes)
+        self.model.to(self.device)
+        self.threat = make_threat(cfg.threat.norm)
+        self.at_loss = make_at_loss(cfg.at_loss)
+        self.context = PolicyContext(
+            threat=self.threat, eps=r.eps, image_shape=self.data.image_shape,
+            num_classes=self.data.num_classes, num_train=len(self.data.train), epochs=r.epochs,
+            batches_per_epoch=len(self.train_loader), device=self.device,
+            attack_loss=self.at_loss.attack_loss, data=cfg.data.name)
+        self.policy: Policy = make_policy(cfg.policy, self.context).to(self.device)
+        self.env = AttackEnv(self.model, EnvConfig(
+            norm=self.threat.norm, loss=self.at_loss.attack_loss, bn_mode=cfg.bn_mode,
+            observe_after_step=self.policy.observe_after_step,
+            differentiable=self.policy.differentiable, extras=self.policy.extras),
+            self.data.image_shape)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=r.lr,
+                                         momentum=cfg.optim.momentum,
+                                         weight_decay=cfg.optim.weight_decay)
+        self.scheduler = make_scheduler(self.optimizer, cfg.optim.schedule,
+                                        r.epochs * len(self.train_loader), cfg.optim.milestones,
+                                        cfg.optim.gamma, cfg.optim.cyclic_peak)
+        self.distributions = DistributionHistory()
+        for key, grid in self.policy.grids().items():
+            self.distributions.declare(key, grid)
+        self.start_epoch, self.global_step = 0, 0
+        self.tracking_uri = tracking_uri
+        self.tracker: Tracker | None = None
+        #: called after each epoch's evaluation: hook(trainer, epoch) -> metrics to log.
+        self.epoch_hooks: list[Callable[[Cotrainer, int], dict[str, Any]]] = []
+
+    # -- checkpoints ------------------------------------------------------------------
+    def checkpoint_path(self, run_id: str) -> Path:
+        """Local checkpoint of a run: ``<checkpoint_dir>/<run_id>/last.pt``."""
+        return Path(self.cfg.checkpoint_dir) / run_id / "last.pt"
+
+    def state(self, next_epoch: int) -> dict[str, Any]:
+        """Everything needed to continue the run exactly (weights_only-loadable)."""
+        return {
+            "format": CHECKPOINT_FORMAT, "overrides": self.overrides,
+            "config": config_to_dict(self.cfg), "epoch": next_epoch,
+            "global_step": self.global_step, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "policy": self.policy.state_dict(), "policy_extra": self.policy.extra_state(),
+            "at_loss": self.at_loss.state_dict(), "rng": rng_state(self.gens),
+            "distributions": self.distributions.state_dict(),
+            "image_shape": list(self.data.image_shape), "num_classes": self.data.num_classes,
+            "target": self.resolved.target, "eps": self.resolved.eps,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` (the inverse, for resume)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.policy.load_state_dict(state["policy"])
+        self.policy.load_extra_state(state["policy_extra"])
+        self.at_loss.load_state_dict(state["at_loss"])
+        restore_rng_state(state["rng"], self.gens)
+        self.distributions.load_state_dict(state["distributions"])
+        self.start_epoch, self.global_step = state["epoch"], state["global_step"]
+
+    def save(self, next_epoch: int) -> None:
+        """Atomic local checkpoint, mirrored to the MLflow run as ``checkpoints/last.pt``."""
+        assert self.tracker is not None
+        path = self.checkpoint_path(self.tracker.run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(path, self.state(next_epoch))
+        self.tracker.log_artifact(str(path), "checkpoints")
+
+    # -- the loop ---------------------------------------------------------------------
+    def train_batch(self, b: Batch, epoch: int) -> tuple[dict[str, torch.Tensor],
+                                                        dict[str, torch.Tensor]]:
+        """Attack one batch with the policy, take the target's AT step, let the policy learn.
+
+        Returns:
+            (training scalars, policy metrics), all device tensors (no host sync).
+        """
+        x_adv = run_attack(self.env, self.policy, b.x, b.y, b.index, self.gens["attack"])
+        out = self.at_loss.train_step(self.model, self.optimizer, b.x, x_adv, b.y,
+                                      self.policy.target_extras(self.env, b))
+        self.scheduler.step()
+        stats = {f"train/{k}": v for k, v in out.parts.items()}
+        stats["train/adv_acc"] = (out.logits_adv.argmax(1) == b.y).float().mean()
+        for key, values in self.policy.describe(self.env).items():
+            self.distributions.add(key, values)
+        policy_metrics = self.policy.update(UpdateBatch(
+            x=b.x, y=b.y, index=b.index, x_adv=x_adv, env=self.env, model=self.model,
+            target_step=self, batch_idx=self.global_step, epoch=epoch,
+            generator=self.gens["policy"], augmentation=(b.offsets, b.flipped)))
+        self.global_step += 1
+        return stats, policy_metrics or {}
+
+    def train_epoch(self, epoch: int, bar: tqdm) -> dict[str, torch.Tensor]:
+        """One pass over the training set; returns device-side epoch means."""
+        acc = EpochAccumulator({})
+        policy_metrics = EpochAccumulator({})
+        self.policy.begin_epoch(epoch)
+        for b in self.train_loader:
+            stats, pm = self.train_batch(b, epoch)
+            acc.add(stats)
+            if pm:
+                policy_metrics.add(pm)
+            bar.update(1)
+            if self.global_step % 10 == 0:  # host sync for the progress bar, every 10 batches
+                m = acc.means()
+                bar.set_postfix(loss=f"{m['train/loss'].item():.3f}",
+                                adv_acc=f"{m['train/adv_acc'].item():.3f}")
+        return {**acc.means(), **policy_metrics.means()}
+
+    def evaluate_epoch(self) -> dict[str, float]:
+        """Test clean accuracy, PGD on the fixed test subset, clean accuracy on a train subset."""
+        n = min(self.cfg.eval.test_subset, len(self.test_y))
+        steps = self.cfg.eval.epoch_pgd_steps
+        res = evaluate(self.model, self.test_x[:n], self.test_y[:n], ["clean", f"pgd{steps}"],
+                       self.threat, self.resolved.eps, self.cfg.eval.batch_size,
+                       torch.Generator(device=self.device).manual_seed(self.cfg.seed))
+        full_clean = evaluate(self.model, self.test_x, self.test_y, ["clean"], self.threat,
+                              self.resolved.eps, self.cfg.eval.batch_size)
+        train_clean = evaluate(self.model, self.train_sub_x, self.train_sub_y, ["clean"],
+                               self.threat, self.resolved.eps, self.cfg.eval.batch_size)
+        return {"test/clean_acc": full_clean["clean"]["acc"],
+                "test/pgd_acc": res[f"pgd{steps}"]["acc"],
+                "train/clean_acc": train_clean["clean"]["acc"]}
+
+    def final_evaluation(self) -> dict[str, float]:
+        """Clean and PGD-k (k = eval.final_pgd_steps) accuracy on the whole test set."""
+        k, r = self.cfg.eval.final_pgd_steps, self.cfg.eval.final_restarts
+        name = f"pgd{k}" if r == 1 else f"pgd{k}x{r}"
+        res = evaluate(self.model, self.test_x, self.test_y, ["clean", name], self.threat,
+                       self.resolved.eps, self.cfg.eval.batch_size,
+                       torch.Generator(device=self.device).manual_seed(self.cfg.seed),
+                       progress=self.cfg.progress)
+        return {"eval/clean_acc": res["clean"]["acc"], f"eval/{name}_acc": res[name]["acc"]}
+
+    def _open_tracker(self, run_id: str | None) -> Tracker:
+        c, r = self.cfg, self.resolved
+        name = c.run_name or f"{c.policy.name}-{c.data.name}-{r.target}"
+        tags = {"policy": c.policy.name, "target": r.target, "data": c.data.name,
+                "at_loss": c.at_loss.name, "threat": c.threat.norm}
+        tracker = Tracker(c.experiment, run_id=run_id, run_name=name, tags=tags,
+                          tracking_uri=self.tracking_uri)
+        if run_id is None:  # a resumed run keeps the params it was created with
+            params = flatten_config(config_to_dict(c))
+            params.update({f"resolved.{k}": str(v) for k, v in vars(r).items()})
+            tracker.log_params(params)
+            tracker.log_text(" ".join(self.overrides), "config/overrides.txt")
+        return tracker
+
+    def run(self, run_id: str | None = None) -> str:
+        """Train from ``start_epoch`` to the end, evaluate, and return the MLflow run id."""
+        self.tracker = tracker = self._open_tracker(run_id)
+        epochs = self.resolved.epochs
+        try:
+            for epoch in range(self.start_epoch, epochs):
+                bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch + 1}/{epochs}",
+                           disable=not self.cfg.progress, leave=False)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                metrics: dict[str, Any] = dict(self.train_epoch(epoch, bar))
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                seconds = time.perf_counter() - t0
+                bar.close()
+                metrics.update(self.evaluate_epoch())
+                n_images = len(self.train_loader) * self.cfg.batch_size
+                metrics.update({"time/epoch_s": seconds,
+                                "time/train_images_per_s": n_images / max(seconds, 1e-9),
+                                "train/lr": self.optimizer.param_groups[0]["lr"]})
+                metrics.update(self.policy.epoch_metrics())
+                for hook in self.epoch_hooks:
+                    metrics.update(hook(self, epoch))
+                summary = self.distributions.end_epoch(epoch)
+                for key, stats in summary.items():
+                    metrics.update({f"policy/{key}_{k}": v for k, v in stats.items()})
+                tracker.log_metrics(metrics, step=epoch)
+                log_distributions(tracker, self.distributions, epoch)
+                tracker.flush()
+                self.save(epoch + 1)
+                self._print_epoch(epoch, metrics)
+            final = self.final_evaluation()
+            tracker.log_metrics(final, step=epochs)
+            tracker.flush()
+            print("  ".join(f"{k}={v:.4f}" for k, v in final.items()))
+        except KeyboardInterrupt:
+            tracker.finish("KILLED")
+            print(f"\ninterrupted; continue with: python -m runners.cotrain "
+                  f"resume={tracker.run_id}", file=sys.stderr)
+            raise
+        except BaseException:
+            tracker.finish("FAILED")
+            raise
+        tracker.finish("FINISHED")
+        return tracker.run_id
+
+    def _print_epoch(self, epoch: int, m: dict[str, Any]) -> None:
+        if not self.cfg.progress:
+            return
+        keys = ("train/loss", "train/adv_acc", "test/clean_acc", "test/pgd_acc", "time/epoch_s")
+        vals = "  ".join(f"{k}={float(m[k]):.3f}" for k in keys if k in m)
+        tqdm.write(f"epoch {epoch + 1}/{self.resolved.epochs}  {vals}")
+
+
+def cotrain(overrides: list[str], tracking_uri: str | None = None) -> str:
+    """Compose the config (or load it from the run to resume), train, return the run id."""
+    cfg = compose_config(overrides)
+    if cfg.resume:
+        state = load_run_state(cfg.resume, cfg.checkpoint_dir, tracking_uri)
+        saved = [o for o in state["overrides"] if not o.startswith(("progress=", "device="))]
+        extra = [o for o in overrides if o.startswith(("progress=", "device="))]
+        trainer = Cotrainer(compose_config(saved + extra), saved, tracking_uri)
+        trainer.load_state(state)
+        return trainer.run(run_id=cfg.resume)
+    return Cotrainer(cfg, overrides, tracking_uri).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point (single run, resume, or ``-m`` multirun through Hydra's sweeper)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "-m" in argv or "--multirun" in argv:
+        from runners.multirun import multirun
+
+        return multirun([a for a in argv if a not in ("-m", "--multirun")])
+    try:
+        run_id = cotrain(argv)
+    except ConfigError as e:
+        print(f"runners.cotrain: {e}", file=sys.stderr)
+        return 2
+    print(f"run_id={run_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""Find and rebuild a finished or interrupted run from its checkpoint (for resume and evaluation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from envs.threat import ThreatModel, make_threat
+from runners.checkpoint import load_checkpoint
+from runners.config import ConfigError, compose_config
+from runners.tracking import Tracker
+from targets.datasets import DataSet, load_dataset
+from targets.models import make_model
+
+
+def find_checkpoint(run_id: str, checkpoint_dir: str, tracking_uri: str | None = None) -> Path:
+    """A run's checkpoint: ``<checkpoint_dir>/<run_id>/last.pt``, else its MLflow artifact."""
+    local = Path(checkpoint_dir) / run_id / "last.pt"
+    if local.exists():
+        return local
+    import mlflow
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="checkpoints/last.pt",
+            dst_path=str(Path(checkpoint_dir) / f"{run_id}-download"), tracking_uri=tracking_uri))
+    except Exception as e:
+        raise ConfigError(f"no checkpoint for run {run_id!r}: not at {local} and not in the run's "
+                          f"MLflow artifacts ({type(e).__name__}: {e}). Check the run id, "
+                          "checkpoint_dir= and MLFLOW_TRACKING_URI.") from None
+
+
+def load_run_state(run_id: str, checkpoint_dir: str, tracking_uri: str | None = None
+                   ) -> dict[str, Any]:
+    """Load a run's checkpoint dict (``weights_only``; see runners/checkpoint.py)."""
+    return load_checkpoint(find_checkpoint(run_id, checkpoint_dir, tracking_uri))
+
+
+@dataclass
+class LoadedRun:
+    """A trained target rebuilt from its run, with its data and threat model."""
+
+    run_id: str
+    model: nn.Module
+    data: DataSet
+    threat: ThreatModel
+    eps: float
+    device: torch.device
+    tracking_uri: str | None = None
+
+    def test_tensors(self, n: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` test samples (all when n = 0) on the device: (n, C, H, W), (n,)."""
+        split = self.data.test
+        n = len(split.labels) if n <= 0 else min(n, len(split.labels))
+        x = split.images[:n].to(self.device).float().div_(255)
+        return x, split.labels[:n].to(self.device)
+
+    def tracker(self) -> Tracker:
+        """Re-open the run for logging evaluation results."""
+        return Tracker(run_id=self.run_id, tracking_uri=self.tracking_uri)
+
+
+def load_run(run_id: str, checkpoint_dir: str = "checkpoints", device: str = "auto",
+             tracking_uri: str | None = None) -> LoadedRun:
+    """Rebuild the target of ``run_id`` in eval mode from its last checkpoint."""
+    from runners.cotrain import pick_device
+
+    state = load_run_state(run_id, checkpoint_dir, tracking_uri)
+    cfg = compose_config(state["overrides"])
+    dev = pick_device(device)
+    data = load_dataset(cfg.data.name, cfg.data.root)
+    model = make_model(state["target"], data.image_shape, data.num_classes)
+    model.load_state_dict(state["model"])
+    model.to(dev).eval()
+    return LoadedRun(run_id, model, data, make_threat(cfg.threat.norm), float(state["eps"]), dev,
+                     tracking_uri)

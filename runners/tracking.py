@@ -1,0 +1,360 @@
+"""One MLflow run behind a small, sync-free logging interface.
+
+:class:`Tracker` talks to MLflow through an explicit :class:`mlflow.MlflowClient` (no fluent
+global state). Metric values, including 0-dim tensors still on an accelerator, are buffered
+as they are; :meth:`Tracker.flush` is the only place they reach the host (one transfer per
+device) and MLflow (``log_batch`` in chunks of at most 1000 metrics).
+
+Non-finite values: MLflow 3.17 accepts them (measured on the sqlite store: NaN is stored as
+NaN, ±inf is clamped to ±1.797e308), so they are logged as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import os
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, NamedTuple
+
+import torch
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+
+__all__ = ["ParamConflictError", "Tracker", "flatten_config"]
+
+_log = logging.getLogger(__name__)
+
+MAX_PARAM_VALUE_LENGTH = 6000
+"""MLflow's limit on the length of a param value."""
+PARAMS_PER_BATCH = 100
+METRICS_PER_BATCH = 1000
+
+
+def flatten_config(cfg: Mapping, prefix: str = "") -> dict[str, str]:
+    """Flattens a nested mapping into dotted keys with string values.
+
+    Args:
+        cfg: Nested mapping (plain dicts, or any ``Mapping`` such as an OmegaConf ``DictConfig``).
+        prefix: Prefix for every key (without the trailing dot).
+
+    Returns:
+        ``{"a.b.c": "value"}``; lists appear as their repr, an empty nested mapping as ``"{}"``,
+        and values longer than 6000 characters (MLflow's limit) are truncated, ending in ``...``.
+    """
+    out: dict[str, str] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and len(value) > 0:
+            out.update(flatten_config(value, name))
+            continue
+        text = "{}" if isinstance(value, Mapping) else str(value)
+        if len(text) > MAX_PARAM_VALUE_LENGTH:
+            text = text[: MAX_PARAM_VALUE_LENGTH - 3] + "..."
+        out[name] = text
+    return out
+
+
+class ParamConflictError(ValueError):
+    """A param was logged before with a different value (MLflow params are immutable)."""
+
+
+class _Entry(NamedTuple):
+    key: str
+    value: torch.Tensor | float
+    step: int
+    timestamp: int
+
+
+class Tracker:
+    """One MLflow run: buffered metrics, params, tags and artifacts.
+
+    Use as a context manager: on exit the buffer is flushed and the run is terminated as
+    ``FINISHED``, ``KILLED`` (``KeyboardInterrupt``) or ``FAILED`` (any other exception, which
+    is re-raised).
+
+    Args:
+        experiment: Experiment name; created if missing (ignored when ``run_id`` is given).
+        run_id: Re-open this run (resume): its status is set to ``RUNNING`` again.
+        run_name: Name of a new run.
+        tags: Tags set on the run (on resume too).
+        tracking_uri: MLflow tracking URI; ``None`` uses MLflow's default (which honours
+            ``MLFLOW_TRACKING_URI``).
+
+    Raises:
+        ValueError: ``run_id`` does not name a run of this tracking store.
+    """
+
+    max_buffer: int = 2000
+    """The buffer is flushed automatically once it holds more values than this."""
+
+    def __init__(
+        self,
+        experiment: str = "learned-at",
+        *,
+        run_id: str | None = None,
+        run_name: str | None = None,
+        tags: dict[str, str] | None = None,
+        tracking_uri: str | None = None,
+    ) -> None:
+        self._client = MlflowClient(tracking_uri=tracking_uri)
+        if run_id is not None:
+            try:
+                run = self._client.get_run(run_id)
+            except MlflowException as exc:
+                raise ValueError(
+                    f"cannot resume MLflow run {run_id!r} at tracking URI "
+                    f"{self._client.tracking_uri!r}: {exc.message}"
+                ) from exc
+            self._client.update_run(run_id, status="RUNNING", name=run_name)
+            for key, value in (tags or {}).items():
+                self._client.set_tag(run_id, key, value)
+        else:
+            experiment_id = self._experiment_id(experiment)
+            run = self._client.create_run(experiment_id, tags=tags, run_name=run_name)
+        self._run_id: str = run.info.run_id
+        self._experiment_id_value: str = run.info.experiment_id
+        self._params: dict[str, str] = dict(run.data.params)
+        self._buffer: list[_Entry] = []
+        self._latest: dict[str, float] = {}
+        self._finished = False
+
+    def _experiment_id(self, name: str) -> str:
+        experiment = self._client.get_experiment_by_name(name)
+        if experiment is None:
+            try:
+                return self._client.create_experiment(name)
+            except MlflowException:  # created concurrently by another process
+                experiment = self._client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
+        if experiment.lifecycle_stage == "deleted":
+            self._client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+
+    # ----------------------------------------------------------------------------- properties
+
+    @property
+    def run_id(self) -> str:
+        """The MLflow run id."""
+        return self._run_id
+
+    @property
+    def experiment_id(self) -> str:
+        """The id of the run's experiment."""
+        return self._experiment_id_value
+
+    @property
+    def client(self) -> MlflowClient:
+        """The client bound to the run's tracking store."""
+        return self._client
+
+    @property
+    def tracking_uri(self) -> str:
+        """The tracking URI in use."""
+        return self._client.tracking_uri
+
+    # --------------------------------------------------------------------------------- params
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Logs params (nested mappings are flattened to dotted keys), 100 per request.
+
+        Keys already logged with the same value are skipped, so re-logging the config of a
+        resumed run is fine.
+
+        Args:
+            params: Flat or nested mapping of params.
+
+        Raises:
+            ParamConflictError: A key was logged before with a different value.
+        """
+        flat = flatten_config(params)
+        new: dict[str, str] = {}
+        for key, value in flat.items():
+            old = self._params.get(key)
+            if old is None:
+                new[key] = value
+            elif old != value:
+                raise ParamConflictError(
+                    f"param {key!r} of run {self._run_id} was logged as {old!r}, now {value!r}; "
+                    "MLflow params cannot change. Resume with the original setting or start a "
+                    "new run."
+                )
+        items = [Param(key, value) for key, value in new.items()]
+        for start in range(0, len(items), PARAMS_PER_BATCH):
+            self._client.log_batch(self._run_id, params=items[start : start + PARAMS_PER_BATCH])
+        self._params.update(new)
+
+    # -------------------------------------------------------------------------------- metrics
+
+    def log_metrics(self, metrics: Mapping[str, float | int | torch.Tensor], step: int) -> None:
+        """Buffers metric values; never synchronises the device.
+
+        Tensors (one element, any device) are kept as they are (detached) until :meth:`flush`.
+        The buffer is flushed automatically once it exceeds :attr:`max_buffer` values.
+
+        Args:
+            metrics: ``{"component/metric": value}``.
+            step: Step of all values.
+
+        Raises:
+            ValueError: A tensor has more than one element.
+            TypeError: A value is neither a real number nor a tensor.
+        """
+        timestamp = time.time_ns() // 1_000_000
+        for key, value in metrics.items():
+            if isinstance(value, torch.Tensor):
+                if value.numel() != 1:
+                    raise ValueError(
+                        f"metric {key!r}: expected a tensor with one element, got shape "
+                        f"{tuple(value.shape)}"
+                    )
+                entry_value: torch.Tensor | float = value.detach().reshape(())
+            elif isinstance(value, numbers.Real):
+                entry_value = float(value)
+            else:
+                raise TypeError(f"metric {key!r}: unsupported value type {type(value).__name__}")
+            self._buffer.append(_Entry(key, entry_value, int(step), timestamp))
+        if len(self._buffer) > self.max_buffer:
+            self.flush()
+
+    @property
+    def pending(self) -> int:
+        """Number of buffered values not yet sent."""
+        return len(self._buffer)
+
+    def flush(self) -> None:
+        """Moves buffered values to the host (one transfer per device) and sends them to MLflow."""
+        if not self._buffer:
+            return
+        entries, self._buffer = self._buffer, []
+        values = _host_values([entry.value for entry in entries])
+        metrics = [
+            Metric(entry.key, value, entry.timestamp, entry.step)
+            for entry, value in zip(entries, values)
+        ]
+        for start in range(0, len(metrics), METRICS_PER_BATCH):
+            self._client.log_batch(self._run_id, metrics=metrics[start : start + METRICS_PER_BATCH])
+        for entry, value in zip(entries, values):
+            self._latest[entry.key] = value
+
+    def latest(self, key: str) -> float | None:
+        """The last flushed value of ``key`` (``None`` if none was flushed yet)."""
+        return self._latest.get(key)
+
+    # --------------------------------------------------------------------- tags and artifacts
+
+    def set_tag(self, key: str, value: Any) -> None:
+        """Sets a run tag."""
+        self._client.set_tag(self._run_id, key, str(value))
+
+    def log_dict(self, obj: Any, artifact_file: str) -> None:
+        """Writes a JSON (``.json``) or YAML (``.yaml``/``.yml``) artifact."""
+        self._client.log_dict(self._run_id, obj, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Writes a text artifact."""
+        self._client.log_text(self._run_id, text, artifact_file)
+
+    def log_figure(self, fig: Any, artifact_file: str) -> None:
+        """Writes a matplotlib figure as an image artifact and closes the figure."""
+        try:
+            self._client.log_figure(self._run_id, fig, artifact_file)
+        finally:
+            from matplotlib import pyplot as plt
+
+            plt.close(fig)
+
+    def log_artifact(self, local_path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        """Uploads a local file into the artifact folder ``artifact_path`` (root if ``None``)."""
+        self._client.log_artifact(self._run_id, os.fspath(local_path), artifact_path)
+
+    def download_artifact(self, artifact_path: str, dst_dir: str | os.PathLike) -> str:
+        """Downloads an artifact (file or folder) of the run.
+
+        Returns:
+            Local path of the downloaded artifact.
+        """
+        os.makedirs(dst_dir, exist_ok=True)
+        return self._client.download_artifacts(self._run_id, artifact_path, os.fspath(dst_dir))
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """Flushes and terminates the run with ``status`` (FINISHED, FAILED or KILLED)."""
+        try:
+            self.flush()
+        finally:
+            self._client.set_terminated(self._run_id, status)
+            self._finished = True
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if exc_type is None:
+            status = "FINISHED"
+        elif issubclass(exc_type, KeyboardInterrupt):
+            status = "KILLED"
+        else:
+            status = "FAILED"
+        if exc_type is None:
+            try:
+                self.flush()
+            except BaseException:
+                self._client.set_terminated(self._run_id, "FAILED")
+                self._finished = True
+                raise
+        else:
+            try:
+                self.flush()
+            except Exception:  # keep the original exception; the run is failing anyway
+                _log.warning("flushing metrics of run %s failed", self._run_id, exc_info=True)
+        self._client.set_terminated(self._run_id, status)
+        self._finished = True
+        return False
+
+
+def _host_values(values: list[torch.Tensor | float]) -> list[float]:
+    """Converts buffered values to floats with one device-to-host transfer per device."""
+    out: list[float] = [0.0] * len(values)
+    by_device: dict[torch.device, list[int]] = {}
+    for index, value in enumerate(values):
+        if isinstance(value, torch.Tensor):
+            by_device.setdefault(value.device, []).append(index)
+        else:
+            out[index] = value
+    pending: list[tuple[list[int], torch.Tensor, Any]] = []
+    for device, indices in by_device.items():
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+        # stack per dtype (torch.stack needs one dtype), then one tensor per device
+        by_dtype: dict[torch.dtype, list[int]] = {}
+        for index in indices:
+            by_dtype.setdefault(values[index].dtype, []).append(index)  # type: ignore[union-attr]
+        order: list[int] = []
+        parts: list[torch.Tensor] = []
+        for group in by_dtype.values():
+            order.extend(group)
+            parts.append(torch.stack([values[i] for i in group]).to(dtype))  # type: ignore[misc]
+        stacked = torch.cat(parts)
+        if device.type == "cuda":
+            host = stacked.to("cpu", non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(device))
+            pending.append((order, host, event))
+        else:
+            pending.append((order, stacked.cpu(), None))
+    for order, host, event in pending:
+        if event is not None:
+            event.synchronize()
+        for index, value in zip(order, host.tolist()):
+            out[index] = float(value)
+    return out

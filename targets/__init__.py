@@ -1,0 +1,1 @@
+"""Target data sets, on-device batch loading and classifier architectures."""

@@ -1,0 +1,1 @@
+"""Imports AT-loss modules beyond the built-in CE and TRADES so that each registers itself."""

@@ -1,0 +1,144 @@
+"""On-device batch loading with optional batched CIFAR augmentation.
+
+The whole split is copied to the device once as uint8; each batch is gathered by index and
+converted to float32 in [0, 1] on the device. Augmentation (random crop with zero padding and
+random horizontal flip) is done for the whole batch at once with advanced indexing, without a
+Python loop over samples, and returns the per-sample crop offsets and flip flags so that other
+per-sample tensors (e.g. stored perturbations) can be transformed identically with
+:func:`apply_augmentation`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from targets.datasets import DataSplit
+
+
+@dataclass
+class Batch:
+    """One mini-batch on the loader's device.
+
+    Attributes:
+        x: float32 (B, C, H, W), values in [0, 1] (augmented when the loader augments).
+        y: int64 (B,), class labels.
+        index: int64 (B,), indices of the samples in the split (``split.images[index]``).
+        offsets: int64 (B, 2), crop (top, left) in the padded image, in [0, 2 * pad];
+            ``None`` without augmentation. ``(pad, pad)`` is the un-shifted crop.
+        flipped: bool (B,), whether the sample was flipped horizontally; ``None`` without
+            augmentation.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    index: torch.Tensor
+    offsets: torch.Tensor | None = None
+    flipped: torch.Tensor | None = None
+
+
+def apply_augmentation(t: torch.Tensor, offsets: torch.Tensor, flipped: torch.Tensor,
+                       pad: int = 4) -> torch.Tensor:
+    """Crop each sample of ``t`` from its zero-padded version at ``offsets``, then flip.
+
+    Args:
+        t: (B, C, H, W), any dtype (images, perturbations, ...).
+        offsets: int64 (B, 2), (top, left) of the crop in the padded (H + 2 pad, W + 2 pad)
+            image, each in [0, 2 * pad].
+        flipped: bool (B,), flip the cropped sample left-right where True.
+        pad: zero padding on each side, in pixels.
+
+    Returns:
+        (B, C, H, W), same dtype and device as ``t``. Pixels shifted in from outside are 0.
+    """
+    b, c, h, w = t.shape
+    padded = F.pad(t, (pad, pad, pad, pad))
+    rows = offsets[:, 0:1] + torch.arange(h, device=t.device)  # (B, H)
+    cols = offsets[:, 1:2] + torch.arange(w, device=t.device)  # (B, W)
+    bi = torch.arange(b, device=t.device).view(b, 1, 1, 1)
+    ci = torch.arange(c, device=t.device).view(1, c, 1, 1)
+    crop = padded[bi, ci, rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]
+    return torch.where(flipped.view(b, 1, 1, 1), crop.flip(-1), crop)
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None,
+                  pad: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random crop (zero padding ``pad``) and random horizontal flip, per sample.
+
+    Args:
+        x: (B, C, H, W) images, any dtype.
+        generator: RNG on ``x``'s device (``None``: the global RNG of that device).
+        pad: padding in pixels; crop offsets are uniform in [0, 2 * pad] per axis.
+
+    Returns:
+        ``(x_aug, offsets, flipped)``: x_aug (B, C, H, W) like ``x``; offsets int64 (B, 2)
+        (top, left); flipped bool (B,) with probability 1/2 each.
+    """
+    b = x.shape[0]
+    offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator, device=x.device)
+    flipped = torch.randint(0, 2, (b,), generator=generator, device=x.device).bool()
+    return apply_augmentation(x, offsets, flipped, pad), offsets, flipped
+
+
+class DeviceLoader:
+    """Iterate over a :class:`DataSplit` in mini-batches that live on ``device``.
+
+    The split's uint8 images and labels are copied to ``device`` once, at construction.
+    Each epoch (each ``iter``) draws a fresh permutation when ``shuffle``; float conversion
+    (divide by 255) and augmentation happen per batch on the device.
+
+    Args:
+        split: the data, uint8 (N, C, H, W) and int64 (N,).
+        batch_size: B, samples per batch (the last batch may be smaller unless ``drop_last``).
+        device: where the data and batches live.
+        shuffle: draw a new random order every epoch (else the split's order).
+        augment: random crop (4-pixel zero padding) + horizontal flip, filling
+            ``Batch.offsets`` / ``Batch.flipped``.
+        drop_last: drop the final incomplete batch.
+        generator: RNG for the order and the augmentation. It must live on the same device
+            as the data; the caller creates it, e.g.
+            ``torch.Generator(device=device).manual_seed(seed)``. ``None``: global RNG.
+    """
+
+    def __init__(self, split: DataSplit, batch_size: int, device: torch.device | str, *,
+                 shuffle: bool, augment: bool = False, drop_last: bool = False,
+                 generator: torch.Generator | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = torch.device(device)
+        if generator is not None and generator.device.type != self.device.type:
+            raise ValueError(f"generator lives on {generator.device} but the data on "
+                             f"{self.device}: create it with torch.Generator(device=...)")
+        self.images = split.images.to(self.device)
+        self.labels = split.labels.to(self.device)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.augment = augment
+        self.drop_last = drop_last
+        self.generator = generator
+
+    @property
+    def num_samples(self) -> int:
+        """N, the number of samples in the split."""
+        return self.labels.shape[0]
+
+    def __len__(self) -> int:
+        n, b = self.num_samples, self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = self.num_samples
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator, device=self.device)
+        else:
+            order = torch.arange(n, device=self.device)
+        for i in range(len(self)):
+            index = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = self.images.index_select(0, index).to(torch.float32).div_(255.0)
+            batch = Batch(x=x, y=self.labels.index_select(0, index), index=index)
+            if self.augment:
+                batch.x, batch.offsets, batch.flipped = augment_batch(x, self.generator)
+            yield batch

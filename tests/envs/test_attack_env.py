@@ -1,0 +1,176 @@
+"""The batched attack env: per-sample parameters, compaction, modes and the gymnasium contract."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from gymnasium.vector import AutoresetMode, VectorEnv
+
+from envs.attack_env import AttackAction, AttackEnv, EnvConfig
+from envs.attack_loss import AttackLoss, attack_loss
+from envs.threat import Norm, ThreatModel
+
+
+def _env(model, **kw):
+    return AttackEnv(model, EnvConfig(**kw), (1, 8, 8))
+
+
+def _run(env, x, y, eps, alpha, budget, init=None, stop_after=None):
+    obs, _ = env.reset(options={"x": x, "y": y})
+    obs, *_ , info = env.step(AttackAction(eps=eps, alpha=alpha, budget=budget, init=init))
+    t = 1
+    while info["num_active"]:
+        stop = None if stop_after is None else (env.steps >= stop_after)
+        obs, *_, info = env.step(AttackAction(stop=stop))
+        t += 1
+    return env.adversarial_batch()
+
+
+def _masked_reference(model, x, y, eps, alpha, budget, init, norm=Norm.LINF):
+    """Full-batch PGD where sample i only moves while step < budget_i (no compaction)."""
+    threat = ThreatModel(norm)
+    delta = threat.project(init, x, eps)
+    for s in range(int(budget.max())):
+        d = delta.detach().requires_grad_(True)
+        loss = F.cross_entropy(model(x + d), y, reduction="none").sum()
+        (g,) = torch.autograd.grad(loss, d)
+        moved = threat.project(threat.step(delta, g, alpha), x, eps)
+        delta = torch.where((s < budget).view(-1, 1, 1, 1), moved, delta)
+    return x + delta
+
+
+@pytest.mark.parametrize("norm", [Norm.LINF, Norm.L2])
+def test_compaction_equals_masked_full_batch(tiny_net, batch, norm):
+    x, y = batch
+    n = len(y)
+    eps = torch.linspace(0.05, 0.3, n) * (1 if norm is Norm.LINF else 4)
+    alpha = eps / 4
+    budget = torch.arange(n) % 6  # 0..5 iterations, including samples that never move
+    init = ThreatModel(norm).random_init(x, eps, torch.Generator().manual_seed(0))
+    env = _env(tiny_net, norm=norm)
+    got = _run(env, x, y, eps, alpha, budget, init)
+    want = _masked_reference(tiny_net, x, y, eps, alpha, budget, init, norm)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    assert env.samples_evaluated == int(budget.sum())  # the saved work: sum of budgets, not N*max
+    assert torch.equal(env.steps, budget)
+
+
+def test_per_sample_parameters_are_honoured(tiny_net, batch):
+    x, y = batch
+    n = len(y)
+    eps = torch.linspace(0.01, 0.2, n)
+    budget = torch.full((n,), 5)
+    budget[0] = 0
+    adv = _run(_env(tiny_net), x, y, eps, eps / 2, budget)
+    linf = (adv - x).flatten(1).abs().amax(1)
+    assert torch.equal(adv[0], x[0])  # budget 0: unchanged
+    assert torch.all(linf <= eps + 1e-6)
+    assert torch.all(linf[1:] > 0)
+    assert torch.all((adv >= 0) & (adv <= 1))
+
+
+def test_pgd_raises_the_loss_over_clean(tiny_net, batch):
+    x, y = batch
+    n = len(y)
+    eps = torch.full((n,), 0.1)
+    adv = _run(_env(tiny_net), x, y, eps, eps / 4, torch.full((n,), 10))
+    with torch.no_grad():
+        clean = F.cross_entropy(tiny_net(x), y, reduction="none")
+        robust = F.cross_entropy(tiny_net(adv), y, reduction="none")
+    assert torch.all(robust >= clean - 1e-6) and robust.mean() > clean.mean() + 0.05
+
+
+def test_stopped_sample_gets_no_further_steps_and_equals_one_step_attack(tiny_net, batch):
+    x, y = batch
+    n = len(y)
+    eps = torch.full((n,), 0.1)
+    env = _env(tiny_net, observe_after_step=True)
+    adv = _run(env, x, y, eps, eps / 4, torch.full((n,), 5), stop_after=1)
+    one = _run(_env(tiny_net), x, y, eps, eps / 4, torch.ones(n, dtype=torch.long))
+    torch.testing.assert_close(adv, one)
+    assert torch.all(env.steps == 1)
+    assert torch.all(env.fosc >= 0)  # evaluated at the new iterate (natural reference point)
+
+
+def test_bn_statistics_untouched_in_eval_mode_and_updated_in_train_mode(tiny_net, batch):
+    x, y = batch
+    n = len(y)
+    bn = tiny_net.body[1]
+    before = bn.num_batches_tracked.clone()
+    tiny_net.train()
+    _run(_env(tiny_net, bn_mode="eval"), x, y, torch.full((n,), 0.1), torch.full((n,), 0.05),
+         torch.full((n,), 3))
+    assert bn.num_batches_tracked == before and tiny_net.training  # mode restored
+    _run(_env(tiny_net, bn_mode="train"), x, y, torch.full((n,), 0.1), torch.full((n,), 0.05),
+         torch.full((n,), 3))
+    assert bn.num_batches_tracked == before + 3
+
+
+def test_attack_never_accumulates_parameter_gradients(tiny_net, batch):
+    x, y = batch
+    n = len(y)
+    _run(_env(tiny_net), x, y, torch.full((n,), 0.1), torch.full((n,), 0.05), torch.full((n,), 3))
+    assert all(p.grad is None for p in tiny_net.parameters())
+
+
+def test_differentiable_mode_carries_gradient_to_the_init(tiny_net, batch):
+    x, y = batch
+    n = len(y)
+    eps = torch.full((n,), 0.1)
+    init = (0.05 * torch.randn_like(x)).requires_grad_(True)
+    adv = _run(_env(tiny_net, differentiable=True), x, y, eps, eps / 4,
+               torch.ones(n, dtype=torch.long), init=init)
+    loss = F.cross_entropy(tiny_net(adv), y)
+    (g,) = torch.autograd.grad(loss, init)
+    assert g.abs().sum() > 0
+    nondiff = _run(_env(tiny_net), x, y, eps, eps / 4, torch.ones(n, dtype=torch.long),
+                   init=init.detach())
+    assert not nondiff.requires_grad
+    torch.testing.assert_close(adv.detach(), nondiff)
+
+
+def test_kl_objective_and_clean_gradient_extra(tiny_net, batch):
+    x, y = batch
+    env = _env(tiny_net, loss=AttackLoss.KL, extras=frozenset({"clean_grad_sign"}))
+    obs, _ = env.reset(options={"x": x, "y": y})
+    d = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(tiny_net(d), y, reduction="sum"), d)
+    assert torch.equal(obs["clean_grad_sign"], g.sign())
+    n = len(y)
+    obs, reward, *_ = env.step(AttackAction(eps=torch.full((n,), 0.1), alpha=torch.full((n,), 0.02),
+                                            budget=torch.full((n,), 2)))
+    torch.testing.assert_close(reward, torch.zeros(n), atol=1e-6, rtol=0)  # KL at δ=0 is 0
+
+
+def test_gymnasium_contract(tiny_net, batch):
+    x, y = batch
+    env = _env(tiny_net)
+    assert isinstance(env, VectorEnv)
+    assert env.metadata["autoreset_mode"] is AutoresetMode.DISABLED
+    obs, info = env.reset(options={"x": x, "y": y})
+    assert env.num_envs == len(y)
+    for key, space in env.single_observation_space.items():
+        assert tuple(obs[key].shape) == (len(y), *space.shape), key
+        np_obs = obs[key].detach().numpy()
+        assert env.observation_space[key].contains(np_obs.astype(space.dtype)), key
+    n = len(y)
+    obs, reward, term, trunc, info = env.step(AttackAction(
+        eps=torch.full((n,), 0.1), alpha=torch.full((n,), 0.05), budget=torch.full((n,), 1)))
+    assert reward.shape == term.shape == trunc.shape == (n,)
+    assert term.dtype == torch.bool and bool(term.all()) and not bool(trunc.any())
+
+
+def test_first_action_must_configure(tiny_net, batch):
+    x, y = batch
+    env = _env(tiny_net)
+    env.reset(options={"x": x, "y": y})
+    with pytest.raises(ValueError, match="eps"):
+        env.step(AttackAction())
+    with pytest.raises(ValueError, match="reset"):
+        _env(tiny_net).reset(options={})
+
+
+def test_margin_loss_matches_definition():
+    logits = torch.tensor([[1.0, 3.0, 2.0], [5.0, 1.0, 0.0]])
+    y = torch.tensor([1, 0])
+    torch.testing.assert_close(attack_loss(AttackLoss.MARGIN, logits, y), torch.tensor([-1.0, -4.0]))
