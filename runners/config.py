@@ -38,11 +38,15 @@ class DataConfig:
             python batches or the cifar-10-batches-py folder). Not needed for digits.
         augment: random crop (pad 4) + horizontal flip on the device; None = preset
             (on for CIFAR, off otherwise).
+        train_subset: use only the first n training samples (0 = all); for short benchmarks.
+        test_subset: use only the first n test samples (0 = all).
     """
 
     name: str = "digits"
     root: str | None = None
     augment: bool | None = None
+    train_subset: int = 0
+    test_subset: int = 0
 
 
 @dataclass(frozen=True)

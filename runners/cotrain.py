@@ -36,7 +36,7 @@ from runners.run_loading import load_run_state
 from runners.schedule import make_scheduler
 from runners.tracking import Tracker, flatten_config
 from targets.at_loss import make_at_loss
-from targets.datasets import load_dataset
+from targets.datasets import load_dataset, subset_dataset
 from targets.loader import Batch, DeviceLoader
 from targets.models import make_model
 
@@ -86,7 +86,8 @@ class Cotrainer:
         self.cfg, self.overrides = cfg, list(overrides)
         self.resolved = r = resolve(cfg)
         self.device = pick_device(cfg.device)
-        self.data = load_dataset(cfg.data.name, cfg.data.root)
+        self.data = subset_dataset(load_dataset(cfg.data.name, cfg.data.root),
+                                   cfg.data.train_subset, cfg.data.test_subset)
         self.gens = {k: torch.Generator(device=self.device).manual_seed(cfg.seed + i)
                      for i, k in enumerate(GENERATORS)}
         self.train_loader = DeviceLoader(self.data.train, cfg.batch_size, self.device,

@@ -285,3 +285,12 @@ def _load_cifar(root: str | None, name: str) -> DataSet:
                            f"{err}. Re-download them or pass data.root=/path/to/a/good/copy"
                            ) from err
     return DataSet(name, splits[0], splits[1], num_classes=num_classes)
+
+
+def subset_dataset(data: DataSet, n_train: int = 0, n_test: int = 0) -> DataSet:
+    """The first ``n_train`` / ``n_test`` samples of each split (0 keeps a split whole)."""
+
+    def cut(split: DataSplit, n: int) -> DataSplit:
+        return split if n <= 0 else DataSplit(split.images[:n], split.labels[:n])
+
+    return DataSet(data.name, cut(data.train, n_train), cut(data.test, n_test), data.num_classes)
