@@ -36,7 +36,7 @@ from runners.run_loading import load_run_state
 from runners.schedule import make_scheduler
 from runners.tracking import Tracker, flatten_config
 from targets.at_loss import make_at_loss
-from targets.datasets import load_dataset, subset_dataset
+from targets.datasets import DataSet, load_dataset, subset_dataset
 from targets.loader import Batch, DeviceLoader
 from targets.models import make_model
 
@@ -79,15 +79,17 @@ class Cotrainer:
         cfg: the composed config.
         overrides: the command-line overrides it came from (stored for resume).
         tracking_uri: MLflow tracking URI (None = MLflow's default / MLFLOW_TRACKING_URI).
+        data: an in-memory data set to use instead of loading ``cfg.data`` (benchmarks, tests).
     """
 
     def __init__(self, cfg: CotrainConfig, overrides: list[str],
-                 tracking_uri: str | None = None) -> None:
+                 tracking_uri: str | None = None, data: DataSet | None = None) -> None:
         self.cfg, self.overrides = cfg, list(overrides)
         self.resolved = r = resolve(cfg)
         self.device = pick_device(cfg.device)
-        self.data = subset_dataset(load_dataset(cfg.data.name, cfg.data.root),
-                                   cfg.data.train_subset, cfg.data.test_subset)
+        if data is None:
+            data = load_dataset(cfg.data.name, cfg.data.root)
+        self.data = subset_dataset(data, cfg.data.train_subset, cfg.data.test_subset)
         self.gens = {k: torch.Generator(device=self.device).manual_seed(cfg.seed + i)
                      for i, k in enumerate(GENERATORS)}
         self.train_loader = DeviceLoader(self.data.train, cfg.batch_size, self.device,
