@@ -40,45 +40,39 @@ class FgsmAtConfig(PolicyConfig):
 
     Attributes:
         alpha_ratio: step size as a multiple of ε.
+        random_start: start from a uniform point of the ball instead of the clean input.
     """
 
     name: str = "fgsm_at"
     alpha_ratio: float = 1.0
+    random_start: bool = False
 
 
 @register_policy(FgsmAtConfig)
 class FgsmAt(Policy):
-    """One step from the clean point."""
+    """One sign step, from the clean point or from a uniform random start."""
 
     def act(self, obs: Obs, t: int, generator: torch.Generator | None) -> AttackAction | None:
         if t:
             return None
         eps = self.context.eps
-        return uniform_action(obs, eps, self.config.alpha_ratio * eps, 1, None)
+        init = (self.context.threat.random_init(obs["x"], eps, generator)
+                if self.config.random_start else None)
+        return uniform_action(obs, eps, self.config.alpha_ratio * eps, 1, init)
 
 
 @dataclass(frozen=True)
-class FgsmRsConfig(PolicyConfig):
-    """FGSM-RS (Wong et al., 'Fast is better than free'): uniform start, α = 1.25ε, one step.
-
-    Attributes:
-        alpha_ratio: step size as a multiple of ε.
-    """
+class FgsmRsConfig(FgsmAtConfig):
+    """FGSM-RS (Wong et al., 'Fast is better than free'): uniform start, α = 1.25ε, one step."""
 
     name: str = "fgsm_rs"
     alpha_ratio: float = 1.25
+    random_start: bool = True
 
 
 @register_policy(FgsmRsConfig)
-class FgsmRs(Policy):
-    """One step from a uniform random start in the ball."""
-
-    def act(self, obs: Obs, t: int, generator: torch.Generator | None) -> AttackAction | None:
-        if t:
-            return None
-        eps = self.context.eps
-        init = self.context.threat.random_init(obs["x"], eps, generator)
-        return uniform_action(obs, eps, self.config.alpha_ratio * eps, 1, init)
+class FgsmRs(FgsmAt):
+    """FGSM-AT with its random-start defaults (a separate id so ablations read clearly)."""
 
 
 @dataclass(frozen=True)

@@ -37,5 +37,7 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture
-def tracking_uri(tmp_path) -> str:
+def tracking_uri(tmp_path, monkeypatch) -> str:
+    """A fresh sqlite store; the test runs in tmp_path so MLflow's ./mlruns artifacts land there."""
+    monkeypatch.chdir(tmp_path)
     return f"sqlite:///{tmp_path}/mlflow.db"
