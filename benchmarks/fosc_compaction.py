@@ -1,0 +1,114 @@
+"""Does FOSC stopping save compute? Attack time of the dynamic policy vs. full-K PGD.
+
+For several fixed thresholds c, the dynamic policy (K = 10, α = ε/4, random start, natural
+reference point) attacks the same batch as full-K PGD through the env; the two are timed
+interleaved, round after round, and each round gives one time ratio (median reported).
+Printed per threshold:
+
+* ``steps/K``: mean gradient steps per sample over K (what the paper calls iterations);
+* ``passes/K``: mean forward/backward sample passes over K (the work actually done: a sample
+  stopped after j steps pays j + 1 passes, the last one deciding to stop; full PGD pays K);
+* ``time``: attack time relative to the full-K attack (goal: within 15% of passes/K).
+
+The target is ``mnist_cnn`` after a few clean SGD steps (so that its gradients are not those of
+a random network), in eval mode; the batch is the first training images.
+
+    python -m benchmarks.fosc_compaction --root /work/shared/data        # MNIST, full mode
+    python -m benchmarks.fosc_compaction --quick                         # digits, < 1 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from agents.base import PolicyContext, make_policy
+from agents.dynamic import DynamicConfig
+from agents.fixed import PgdAtConfig
+from envs.attack_env import AttackEnv, EnvConfig
+from envs.threat import make_threat
+from runners.rollout import run_attack
+from targets.datasets import load_dataset
+from targets.models import make_model
+
+
+def _warm_up(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> None:
+    """A few clean SGD steps so that the input gradients are those of a learning network."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model.train()
+    for i in range(steps):
+        j = torch.arange(i * 64, i * 64 + 64) % len(y)
+        loss = F.cross_entropy(model(x[j]), y[j])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default="/work/shared/data")
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="digits, 3 rounds (< 1 min)")
+    args = parser.parse_args(argv)
+    data_name, model_name, eps = ("digits", "digits_cnn", 0.2) if args.quick else (
+        "mnist", "mnist_cnn", 0.3)
+    rounds = 3 if args.quick else args.rounds
+    data = load_dataset(data_name, None if args.quick else args.root)
+    n = min(args.batch_size, len(data.train.labels))
+    x = data.train.images[:n].float().div(255)
+    y = data.train.labels[:n]
+    torch.manual_seed(0)
+    model = make_model(model_name, tuple(x.shape[1:]), data.num_classes)
+    _warm_up(model, data.train.images[:4096].float().div(255), data.train.labels[:4096], 60)
+    context = PolicyContext(threat=make_threat("linf"), eps=eps, image_shape=tuple(x.shape[1:]),
+                            num_classes=data.num_classes, num_train=n, epochs=1,
+                            batches_per_epoch=1, device=torch.device("cpu"), data=data_name)
+    k = 10
+    full = make_policy(PgdAtConfig(steps=k), context)
+    full_env = AttackEnv(model, EnvConfig(), tuple(x.shape[1:]))
+
+    # thresholds: quantiles of the FOSC values seen along the full trajectory (with no stopping)
+    probe = make_policy(DynamicConfig(c_max=0.0, steps=k, final_fosc=False), context)
+    probe_env = AttackEnv(model, EnvConfig(observe_after_step=True), tuple(x.shape[1:]))
+    seen: list[torch.Tensor] = []
+    act = probe.act
+    probe.act = lambda obs, t, g: (seen.append(obs["fosc"].clone()) if t else None) or act(obs, t, g)
+    run_attack(probe_env, probe, x, y, None, torch.Generator().manual_seed(0))
+    values = torch.cat(seen[:k])
+    quantiles = (0.1, 0.3, 0.5, 0.7, 0.9)
+    thresholds = [float(values.quantile(q)) for q in quantiles]
+
+    def timed(policy, env) -> tuple[float, AttackEnv]:
+        gen = torch.Generator().manual_seed(0)
+        t0 = time.perf_counter()
+        run_attack(env, policy, x, y, None, gen)
+        return time.perf_counter() - t0, env
+
+    timed(full, full_env)  # warm-up of the allocator / kernels
+    print(f"{data_name} {model_name} batch={n} eps={eps} K={k} alpha=eps/4 "
+          f"threads={torch.get_num_threads()} rounds={rounds}")
+    print(f"{'threshold':>12} {'(quantile)':>10} {'steps/K':>8} {'passes/K':>9} {'time':>6} "
+          f"{'time/(passes/K)':>16} {'time/(steps/K)':>15}")
+    for q, c in zip(quantiles, thresholds):
+        policy = make_policy(DynamicConfig(c_max=c, steps=k, final_fosc=False), context)
+        env = AttackEnv(model, EnvConfig(observe_after_step=True), tuple(x.shape[1:]))
+        ratios = []
+        for _ in range(rounds):
+            t_full, _ = timed(full, full_env)
+            t_dyn, env = timed(policy, env)
+            ratios.append(t_dyn / t_full)
+        steps = float(env.steps.float().mean()) / k
+        passes = float(env.grad_evals.float().mean()) / k
+        r = statistics.median(ratios)
+        print(f"{c:12.4g} {q:10.1f} {steps:8.3f} {passes:9.3f} {r:6.3f} {r / passes:16.3f} "
+              f"{r / steps:15.3f}")
+
+
+if __name__ == "__main__":
+    main()
