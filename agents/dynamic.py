@@ -42,7 +42,7 @@ from envs.attack_env import AttackAction, AttackEnv, Obs, target_mode
 #: (data set, norm) -> c_max: the median first-epoch FOSC after step 1 (benchmarks/fosc_preset).
 C_MAX_PRESETS: dict[tuple[str, str], float] = {
     ("digits", "linf"): 0.025,
-    ("mnist", "linf"): 0.0,
+    ("mnist", "linf"): 0.3,
     ("cifar10", "linf"): 0.0,
 }
 
