@@ -11,7 +11,11 @@ Printed per threshold:
 * ``cpu``: the attack's process CPU time relative to the full-K attack's (goal: within 15%
   of passes/K); ``wall``: the same for wall-clock time. On a shared, overloaded machine (the
   CPUs this was written on ran ~20 processes on 2 cores) wall time mostly measures the
-  scheduler, so the goal is judged on CPU time, the work the process actually did.
+  scheduler, so the goal is judged on CPU time, the work the process actually did. One
+  intra-op thread by default: with 2 threads on contended cores, the waiting thread spins and
+  adds a fixed CPU cost per pass (measured: mnist_cnn fwd+bwd at batch 16/64/256 took
+  0.30/0.25/0.45 s of CPU with 2 threads, 0.010/0.036/0.146 s with 1), which would make small
+  (compacted) batches look expensive.
 
 The target is ``mnist_cnn`` after a few clean SGD steps (so that its gradients are not those of
 a random network), in eval mode; the batch is the first training images.
@@ -59,8 +63,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quantiles", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7, 0.9],
                         help="thresholds = these quantiles of the trajectory's FOSC values")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (1: idle threads of a contended pool spin "
+                             "and inflate CPU time by a fixed cost per pass)")
     parser.add_argument("--quick", action="store_true", help="digits, 3 rounds (< 1 min)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     data_name, model_name, eps = ("digits", "digits_cnn", 0.2) if args.quick else (
         "mnist", "mnist_cnn", 0.3)
     rounds = 3 if args.quick else args.rounds
