@@ -20,6 +20,19 @@ Printed per threshold:
 The target is ``mnist_cnn`` after a few clean SGD steps (so that its gradients are not those of
 a random network), in eval mode; the batch is the first training images.
 
+Result (2026-11-21, shared 2-core CPU at load ~20, batch 256 of MNIST train, 3 rounds,
+1 thread; thresholds = FOSC quantiles along the trajectory):
+
+    threshold quantile steps/K passes/K   cpu   wall cpu/(passes/K) cpu/(steps/K)
+         7.11     0.10   0.585    0.631 0.663  0.414          1.050         1.134
+        12.44     0.30   0.382    0.452 0.451  0.151          0.996         1.181
+        15.87     0.50   0.273    0.357 0.371  0.362          1.038         1.357
+        18.76     0.70   0.185    0.279 0.296  0.277          1.060         1.598
+        23.36     0.90   0.121    0.221 0.229  0.237          1.037         1.884
+
+CPU time follows the passes within 6% (goal: 15%); against gradient steps alone it is 13-88%
+higher, the price of the decision pass at each stopped sample's last iterate.
+
     python -m benchmarks.fosc_compaction --root /work/shared/data        # MNIST, full mode
     python -m benchmarks.fosc_compaction --quick                         # digits, < 1 min
 """
