@@ -101,6 +101,11 @@ class Policy(nn.Module):
     observe_after_step: ClassVar[bool] = False
     #: keep the autograd graph from the action to the final example.
     differentiable: ClassVar[bool] = False
+    #: with observe_after_step: also evaluate the final iterate of samples that used up their
+    #: budget (EnvConfig.observe_final). Instances may override it from their config.
+    observe_final: bool = False
+    #: x⁰ of the env's FOSC value, "natural" or "start" (EnvConfig.fosc_reference).
+    fosc_reference: str = "natural"
 
     def __init__(self, config: Any, context: PolicyContext) -> None:
         super().__init__()

@@ -81,6 +81,9 @@ class EnvConfig:
         extras: costly observation extras to compute at reset, e.g. ``{"clean_grad_sign"}``.
         fosc_reference: x⁰ of the FOSC value: ``"natural"`` (the clean input, as in the Dynamic
             AT paper) or ``"start"`` (the initial point x + δ₀, as in its reference code).
+        observe_final: with ``observe_after_step``, also evaluate the new iterate of samples
+            that have just used up their budget, so ``obs["fosc"]``/``loss``/``correct``
+            describe every sample's *final* example (one extra pass per such sample).
     """
 
     norm: Norm = Norm.LINF
@@ -90,6 +93,7 @@ class EnvConfig:
     differentiable: bool = False
     extras: frozenset[str] = frozenset()
     fosc_reference: str = "natural"
+    observe_final: bool = False
 
     def __post_init__(self) -> None:
         if self.fosc_reference not in ("natural", "start"):
@@ -329,7 +333,7 @@ class AttackEnv(VectorEnv):
             self.steps.index_add_(0, idx_all, torch.ones_like(idx_all))
             self._grad = None
             if self.config.observe_after_step:
-                self._observe_new_iterate()
+                self._observe_new_iterate(idx_all if self.config.observe_final else None)
         terminated = ~self.active_mask()
         truncated = torch.zeros_like(terminated)
         reward = self.loss
@@ -349,9 +353,13 @@ class AttackEnv(VectorEnv):
         else:
             self.grad_evals.index_add_(0, idx, torch.ones_like(idx))
 
-    def _observe_new_iterate(self) -> None:
-        """Evaluate the samples that can still move at their new iterate; cache the gradient."""
-        idx_all = self.active_mask().nonzero().squeeze(1)  # host sync
+    def _observe_new_iterate(self, moved: torch.Tensor | None = None) -> None:
+        """Evaluate the samples that can still move at their new iterate; cache the gradient.
+
+        ``moved`` (M,) int64: evaluate these samples instead (``observe_final``: every sample
+        that has just moved, including those that used up their budget).
+        """
+        idx_all = self.active_mask().nonzero().squeeze(1) if moved is None else moved  # host sync
         m = idx_all.numel()
         if not m:
             return

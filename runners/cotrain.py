@@ -117,7 +117,8 @@ class Cotrainer:
         self.env = AttackEnv(self.model, EnvConfig(
             norm=self.threat.norm, loss=self.at_loss.attack_loss, bn_mode=cfg.bn_mode,
             observe_after_step=self.policy.observe_after_step,
-            differentiable=self.policy.differentiable, extras=self.policy.extras),
+            differentiable=self.policy.differentiable, extras=self.policy.extras,
+            observe_final=self.policy.observe_final, fosc_reference=self.policy.fosc_reference),
             self.data.image_shape)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=r.lr,
                                          momentum=cfg.optim.momentum,

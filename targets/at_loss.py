@@ -68,7 +68,11 @@ class ATLossConfig:
 
 
 class ATLoss:
-    """Base AT loss (cross-entropy on the adversarial batch)."""
+    """Base AT loss (cross-entropy on the adversarial batch).
+
+    ``extras["weight"]`` (N,), when a policy provides it, weights each sample's CE:
+    loss = mean(w·CE) (Dynamic AT's reference-code re-weighting, see agents/dynamic.py).
+    """
 
     name: ClassVar[str] = "ce"
     attack_loss: ClassVar[AttackLoss] = AttackLoss.CE
@@ -81,7 +85,8 @@ class ATLoss:
         """Loss of ``model`` (in its current mode) on the batch. Shapes (N, C, H, W), (N,)."""
         logits = model(x_adv)
         per = soft_cross_entropy(logits, y, self.config.true_class_prob)
-        loss = per.mean()
+        weight = (extras or {}).get("weight")  # (N,) optional per-sample weights (Dynamic AT)
+        loss = per.mean() if weight is None else (per * weight.to(per.dtype)).mean()
         return ATLossOutput(loss, {"loss": loss.detach()}, logits.detach(), per.detach())
 
     def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,

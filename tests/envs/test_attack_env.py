@@ -174,3 +174,20 @@ def test_margin_loss_matches_definition():
     logits = torch.tensor([[1.0, 3.0, 2.0], [5.0, 1.0, 0.0]])
     y = torch.tensor([1, 0])
     torch.testing.assert_close(attack_loss(AttackLoss.MARGIN, logits, y), torch.tensor([-1.0, -4.0]))
+
+
+def test_observe_final_evaluates_the_last_iterate_of_exhausted_samples(tiny_net, batch):
+    x, y = batch
+    n = len(y)
+    eps = torch.full((n,), 0.1)
+    budget = torch.full((n,), 3)
+    plain = _env(tiny_net, observe_after_step=True)
+    _run(plain, x, y, eps, eps / 4, budget)
+    final = _env(tiny_net, observe_after_step=True, observe_final=True)
+    adv = _run(final, x, y, eps, eps / 4, budget)
+    assert torch.all(plain.grad_evals == 3) and torch.all(final.grad_evals == 4)
+    torch.testing.assert_close(adv, plain.adversarial_batch())  # same attack, one more pass
+    d = (adv - x).requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(tiny_net(x + d), y, reduction="sum"), d)
+    torch.testing.assert_close(final.fosc, ThreatModel(Norm.LINF).fosc(g, adv - x, eps))
+    assert not torch.allclose(plain.fosc, final.fosc)

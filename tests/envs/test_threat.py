@@ -82,3 +82,23 @@ def test_fosc_linf_equals_brute_force_maximum_over_the_ball():
 def test_unknown_norm_lists_valid():
     with pytest.raises(ValueError, match="linf, l2"):
         make_threat("l3")
+
+
+def test_fosc_l2_equals_brute_force_maximum_over_the_ball():
+    # max over ‖x − x⁰‖₂ ≤ ε of ⟨x − xᵏ, g⟩ is attained on the sphere: sample it densely (2-D)
+    g = torch.tensor([[[[0.7, -1.3]]]])
+    xk_minus_x0 = torch.tensor([[[[0.1, 0.05]]]])
+    eps = 0.3
+    angle = torch.linspace(0, 2 * torch.pi, 200_001, dtype=torch.float64)
+    sphere = eps * torch.stack([angle.cos(), angle.sin()], 1)
+    brute = ((sphere - xk_minus_x0.flatten().double()) @ g.flatten().double()).max()
+    torch.testing.assert_close(fosc_l2(g, xk_minus_x0, eps)[0].double(), brute,
+                               atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("fosc", [fosc_linf, fosc_l2])
+def test_fosc_zero_for_zero_gradient_and_positive_inside_the_ball(fosc):
+    g = torch.randn(4, 1, 3, 3, generator=torch.Generator().manual_seed(3))
+    inside = 0.02 * torch.rand(4, 1, 3, 3, generator=torch.Generator().manual_seed(4))
+    assert torch.all(fosc(torch.zeros_like(g), inside, 0.1) == 0)
+    assert torch.all(fosc(g, inside, 0.1) > 0)

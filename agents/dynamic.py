@@ -1,0 +1,150 @@
+"""Dynamic AT (Wang et al., ICML 2019): PGD that stops per sample on its FOSC value.
+
+Each sample runs PGD (K = 10, α = ε/4, random start); the first step always runs; after each
+step the env evaluates the new iterate (``observe_after_step``), and a sample stops as soon as
+its First-Order Stationary Condition value is at most the epoch's threshold
+
+    c_t = max(c_max − t·c_max/T′, 0),   t the 0-based epoch, T′ = ramp_fraction · epochs.
+
+Stopped samples leave the env's forward/backward passes (active-set compaction), so an epoch's
+time follows the passes actually used: a sample that stops after j steps costs j + 1 passes
+(the gradient at its last iterate is paid to decide; the next step would have reused it), a
+sample that runs all K steps costs K passes, plus one when ``final_fosc`` is on.
+
+``c_max`` presets: FOSC grows with the input dimension and ε (ε‖g‖₁ sums over C·H·W pixels),
+so the paper's 0.5 (CIFAR-10, ε = 8/255) does not transfer. :data:`C_MAX_PRESETS` holds, per
+data set and threat, the *median FOSC after the first PGD step over the first epoch* of a
+full-K run from a fresh target (``python -m benchmarks.fosc_preset``; values and conditions in
+the module docstring there): with it, about half of the samples stop after one step at the
+start of training, and the threshold then decays linearly to 0 at T′. Presets exist for
+digits (0.025) and MNIST (0.3) under L∞; other data sets/threats (CIFAR-10 included: its
+measurement did not fit this session's CPU budget) need ``policy.c_max``, and the error says so.
+
+Departures from the reference code (dynamic_adv_training@470210e, see docs/seeds.md §4):
+    * FOSC reference point x⁰ = the natural example (paper); ``fosc_reference=start`` gives
+      the code's random start (FOSC may then be negative).
+    * Stopped samples cost nothing (the code freezes but still computes them).
+    * The code's loss re-weighting by each sample's adversarial CE (from epoch 1 on) is not in
+      the paper; it is available as ``reweight=true``, off by default.
+    * The gradient is that of the per-sample (summed) loss, as the code and its issue #1 need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from agents.base import Policy, PolicyConfig, PolicyContext, register_policy
+from agents.fixed import uniform_action
+from envs.attack_env import AttackAction, AttackEnv, Obs, target_mode
+
+#: (data set, norm) -> c_max: the median first-epoch FOSC after step 1 (benchmarks/fosc_preset).
+C_MAX_PRESETS: dict[tuple[str, str], float] = {
+    ("digits", "linf"): 0.025,
+    ("mnist", "linf"): 0.3,
+}
+
+
+def fosc_threshold(epoch: int, c_max: float, ramp_epochs: float) -> float:
+    """The paper's schedule c_t = max(c_max − t·c_max/T′, 0) for 0-based epoch t, T′ > 0."""
+    return max(c_max - epoch * c_max / ramp_epochs, 0.0)
+
+
+@dataclass(frozen=True)
+class DynamicConfig(PolicyConfig):
+    """Dynamic AT: per-sample FOSC stopping with a threshold decreasing over training.
+
+    Attributes:
+        steps: iteration budget K per sample.
+        alpha_ratio: step size α as a multiple of ε.
+        random_start: start from a uniform point of the ball (paper and code: yes).
+        c_max: threshold at epoch 0; None = the data set's preset (:data:`C_MAX_PRESETS`).
+        ramp_fraction: T′ as a fraction of the run's epochs (paper: 100 of 120 = 5/6); the
+            threshold is 0 from epoch T′ on.
+        fosc_reference: x⁰ of FOSC: ``natural`` (paper) or ``start`` (reference code).
+        final_fosc: evaluate the final iterate of samples that used all K steps, so the
+            tracked FOSC is that of every final training example (costs one pass for each
+            such sample); off: those samples report the FOSC of their iterate K−1.
+        reweight: weight each sample's training CE by its (detached) adversarial CE from
+            epoch 1 on, as the reference code does (not in the paper; off by default).
+    """
+
+    name: str = "dynamic"
+    steps: int = 10
+    alpha_ratio: float = 0.25
+    random_start: bool = True
+    c_max: float | None = None
+    ramp_fraction: float = 5 / 6
+    fosc_reference: str = "natural"
+    final_fosc: bool = True
+    reweight: bool = False
+
+
+@register_policy(DynamicConfig)
+class DynamicAt(Policy):
+    """Stops each sample's PGD once its FOSC value is at most the epoch's threshold."""
+
+    observe_after_step = True
+
+    def __init__(self, config: DynamicConfig, context: PolicyContext) -> None:
+        super().__init__(config, context)
+        if config.steps < 1:
+            raise ValueError(f"policy.steps must be >= 1, got {config.steps}")
+        if not 0 < config.ramp_fraction:
+            raise ValueError(f"policy.ramp_fraction must be > 0, got {config.ramp_fraction}")
+        if config.fosc_reference not in ("natural", "start"):
+            raise ValueError("policy.fosc_reference must be 'natural' or 'start', got "
+                             f"{config.fosc_reference!r}")
+        self.observe_final = config.final_fosc
+        self.fosc_reference = config.fosc_reference
+        self.c_max = self._resolve_c_max(config, context)
+        if self.c_max < 0:
+            raise ValueError(f"policy.c_max must be >= 0, got {self.c_max}")
+        self.ramp_epochs = config.ramp_fraction * context.epochs
+
+    @staticmethod
+    def _resolve_c_max(config: DynamicConfig, context: PolicyContext) -> float:
+        if config.c_max is not None:
+            return float(config.c_max)
+        key = (context.data, context.threat.norm.value)
+        if key not in C_MAX_PRESETS:
+            known = ", ".join(f"{d}/{n}" for d, n in C_MAX_PRESETS)
+            raise ValueError(f"no c_max preset for data={key[0]} threat={key[1]} (presets: "
+                             f"{known}); set policy.c_max=<value> (measure it with "
+                             "python -m benchmarks.fosc_preset)")
+        return C_MAX_PRESETS[key]
+
+    @property
+    def threshold(self) -> float:
+        """c_t of the current epoch."""
+        return fosc_threshold(self.epoch, self.c_max, self.ramp_epochs)
+
+    def act(self, obs: Obs, t: int, generator: torch.Generator | None) -> AttackAction | None:
+        if t == 0:
+            eps = self.context.eps
+            init = (self.context.threat.random_init(obs["x"], eps, generator)
+                    if self.config.random_start else None)
+            return uniform_action(obs, eps, self.config.alpha_ratio * eps, self.config.steps,
+                                  init)
+        # obs["fosc"] is the FOSC of each active sample's newest iterate (observe_after_step)
+        return AttackAction(stop=obs["fosc"] <= self.threshold)
+
+    def describe(self, env: AttackEnv) -> dict[str, torch.Tensor]:
+        """Per-sample gradient steps, forward/backward passes and FOSC of the final example."""
+        dtype = env.eps.dtype
+        return {"steps": env.steps.to(dtype), "passes": env.grad_evals.to(dtype),
+                "fosc": env.fosc}
+
+    def epoch_metrics(self) -> dict[str, float | torch.Tensor]:
+        return {"policy/fosc_threshold": self.threshold}
+
+    def target_extras(self, env: AttackEnv, batch: Any) -> dict[str, torch.Tensor]:
+        """With ``reweight`` from epoch 1 on: ``weight`` = adversarial CE per sample (N,)."""
+        if not self.config.reweight or self.epoch < 1:
+            return {}
+        with torch.no_grad(), target_mode(env.model, False):
+            logits = env.model(env.adversarial_batch())
+        return {"weight": F.cross_entropy(logits, env.y, reduction="none")}
