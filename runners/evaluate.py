@@ -4,7 +4,8 @@ Usage::
 
     python -m runners.evaluate run_id=<id> [attacks=[clean,pgd20,pgd50x10,cw50,autoattack]]
         [n_examples=1000] [batch_size=500] [seed=0] [checkpoint_dir=checkpoints]
-        [surrogate=<run id>] [checks=true] [state_path=<file>]
+        [surrogate=<run id>] [checks=true] [check_attack=pgd20] [square_queries=1000]
+        [state_dir=<folder for AutoAttack's resumable state>] [device=auto] [progress=true]
 
 Attack names: ``clean``, ``fgsm``, ``pgd<K>``, ``pgd<K>x<R>`` (R restarts), ``cw<K>``,
 ``cw<K>x<R>``, ``autoattack`` (the original standard AutoAttack, :mod:`runners.autoattack_eval`),
@@ -241,13 +242,14 @@ def log_evaluation(tracker, results: dict[str, dict[str, float]], eps: float,
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; see the module docstring."""
     from runners.cli_args import parse_key_values
-    from runners.masking_checks import log_checks, report_checks, run_masking_checks
+    from runners.masking_checks import CheckConfig, log_checks, report_checks, run_masking_checks
     from runners.run_loading import load_run
 
     args = parse_key_values(sys.argv[1:] if argv is None else argv, {
         "run_id": None, "attacks": list(DEFAULT_ATTACKS), "n_examples": 0, "batch_size": 500,
         "seed": 0, "checkpoint_dir": "checkpoints", "progress": True, "device": "auto",
-        "surrogate": "", "checks": False, "state_dir": ""})
+        "surrogate": "", "checks": False, "state_dir": "", "check_attack": "pgd20",
+        "square_queries": 1000})
     if not args["run_id"]:
         raise SystemExit("runners.evaluate: run_id=<mlflow run id> is required")
     attacks = list(args["attacks"])
@@ -272,9 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     state_dir = args["state_dir"] or str(Path(args["checkpoint_dir"]) / args["run_id"] / "eval")
     results = evaluate(loaded.model, x, y, attacks, loaded.threat, loaded.eps, bs, gen, progress,
                        seed=seed, surrogate=surrogate, state_dir=state_dir)
+    config = CheckConfig(attack=args["check_attack"], square_queries=int(args["square_queries"]))
     checks = (run_masking_checks(loaded.model, x, y, loaded.threat, loaded.eps, results,
-                                 batch_size=bs, seed=seed, surrogate=surrogate, progress=progress)
-              if args["checks"] else [])
+                                 config=config, batch_size=bs, seed=seed, surrogate=surrogate,
+                                 progress=progress) if args["checks"] else [])
     with loaded.tracker() as tracker:
         rows = log_evaluation(tracker, results, loaded.eps, attacks)
         if checks:
