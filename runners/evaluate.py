@@ -25,9 +25,10 @@ from __future__ import annotations
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -134,7 +135,8 @@ def worst_case(masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
 def _mask_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec,
              threat: ThreatModel, eps: float, batch_size: int,
              generator: torch.Generator | None, progress: bool, seed: int,
-             surrogate: nn.Module | None, state_dir: str | Path | None, make_adversary
+             surrogate: nn.Module | None, state_dir: str | Path | None,
+             make_adversary: Callable[..., Any] | None
              ) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
     """(N,) robustness mask of one attack, plus per-stage results (AutoAttack only)."""
     if spec.transfer:
@@ -169,7 +171,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: list[s
              threat: ThreatModel, eps: float, batch_size: int = 500,
              generator: torch.Generator | None = None, progress: bool = False, *,
              seed: int = 0, surrogate: nn.Module | None = None,
-             state_dir: str | Path | None = None, make_adversary=None,
+             state_dir: str | Path | None = None,
+             make_adversary: Callable[..., Any] | None = None,
              masks: dict[str, torch.Tensor] | None = None) -> dict[str, dict[str, float]]:
     """Accuracy under each attack plus the per-example worst case over the list.
 
@@ -223,7 +226,7 @@ def format_table(rows: list[dict[str, float | str]]) -> str:
     return "\n".join(lines)
 
 
-def log_evaluation(tracker, results: dict[str, dict[str, float]], eps: float,
+def log_evaluation(tracker: Any, results: dict[str, dict[str, float]], eps: float,
                    attacks: list[str]) -> list[dict[str, float | str]]:
     """``eval/<attack>_acc`` metrics and one table artifact (JSON + markdown) per evaluation."""
     tracker.log_metrics({f"eval/{k}_acc": v["acc"] for k, v in results.items()}, step=0)
