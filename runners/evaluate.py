@@ -227,9 +227,14 @@ def format_table(rows: list[dict[str, float | str]]) -> str:
 
 
 def log_evaluation(tracker: Any, results: dict[str, dict[str, float]], eps: float,
-                   attacks: list[str]) -> list[dict[str, float | str]]:
-    """``eval/<attack>_acc`` metrics and one table artifact (JSON + markdown) per evaluation."""
-    tracker.log_metrics({f"eval/{k}_acc": v["acc"] for k, v in results.items()}, step=0)
+                   attacks: list[str], step: int = 0) -> list[dict[str, float | str]]:
+    """``eval/<attack>_acc`` metrics and one table artifact (JSON + markdown) per evaluation.
+
+    ``step`` should be the checkpoint's epoch: the co-training's own final ``eval/*`` values sit
+    at step = epochs, and MLflow's latest value is the one at the highest step, then the latest
+    time, so a later evaluation of the final checkpoint supersedes them.
+    """
+    tracker.log_metrics({f"eval/{k}_acc": v["acc"] for k, v in results.items()}, step=step)
     rows = [{"attack": k, "eps": eps, "n": v["n"], "acc": v["acc"], "time_s": v["time_s"]}
             for k, v in results.items()]
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -282,9 +287,9 @@ def main(argv: list[str] | None = None) -> int:
                                  config=config, batch_size=bs, seed=seed, surrogate=surrogate,
                                  progress=progress) if args["checks"] else [])
     with loaded.tracker() as tracker:
-        rows = log_evaluation(tracker, results, loaded.eps, attacks)
+        rows = log_evaluation(tracker, results, loaded.eps, attacks, loaded.epoch)
         if checks:
-            log_checks(tracker, checks)
+            log_checks(tracker, checks, loaded.epoch)
     print(format_table(rows))
     report_checks(checks)
     print(f"run_id={args['run_id']}")

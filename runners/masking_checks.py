@@ -233,10 +233,10 @@ def _blackbox_check(top: dict[str, float], whitebox: dict[str, float],
     return check_blackbox_ge_whitebox(blackbox, whitebox, n, config.z)
 
 
-def log_checks(tracker: Any, checks: list[CheckResult]) -> None:
+def log_checks(tracker: Any, checks: list[CheckResult], step: int = 0) -> None:
     """``check/<name>`` metric (1 pass, 0 fail), ``check/<name>`` tag with the numbers."""
     tracker.log_metrics({f"check/{c.name}": float(c.status == "pass")
-                         for c in checks if c.status != "skip"}, step=0)
+                         for c in checks if c.status != "skip"}, step=step)
     for c in checks:
         tracker.set_tag(f"check/{c.name}", f"{c.status.upper()}: {c.detail}"[:5000])
     tracker.log_dict({"checks": [vars(c) for c in checks]}, "eval/checks.json")

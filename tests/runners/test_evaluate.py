@@ -77,6 +77,9 @@ def test_cli_logs_metrics_table_and_checks(tmp_path, tracking_uri, monkeypatch, 
                 "eval/worst_case_acc", "check/eps_monotone", "check/large_eps"):
         assert key in m, key
     assert m["eval/worst_case_acc"] <= m["eval/pgd3x2_acc"] <= m["eval/clean_acc"]
+    hist = sorted(client.get_metric_history(run_id, "eval/clean_acc"), key=lambda h: h.timestamp)
+    # cotrain logs at step = epochs, so does the evaluation (later): its value is the latest
+    assert [h.step for h in hist] == [1, 1] and m["eval/clean_acc"] == hist[-1].value
     assert run.data.tags["check/eps_monotone"].startswith(("PASS: ", "FAIL: "))
     tables = [a.path for a in client.list_artifacts(run_id, "eval")]
     assert any(p.endswith(".md") for p in tables) and "eval/checks.json" in tables
