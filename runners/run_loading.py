@@ -51,6 +51,7 @@ class LoadedRun:
     eps: float
     device: torch.device
     tracking_uri: str | None = None
+    epoch: int = 0  # epochs trained when the checkpoint was written
 
     def test_tensors(self, n: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``n`` test samples (all when n = 0) on the device: (n, C, H, W), (n,)."""
@@ -77,4 +78,4 @@ def load_run(run_id: str, checkpoint_dir: str = "checkpoints", device: str = "au
     model.load_state_dict(state["model"])
     model.to(dev).eval()
     return LoadedRun(run_id, model, data, make_threat(cfg.threat.norm), float(state["eps"]), dev,
-                     tracking_uri)
+                     tracking_uri, int(state.get("epoch", 0)))

@@ -1,44 +1,90 @@
-"""Evaluation attacks: parsing, monotonicity, worst-case aggregation and the CLI."""
+"""runners.evaluate: attack names, worst case over attacks, transfer, the CLI end to end."""
+
+from __future__ import annotations
+
+import json
 
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
+from mlflow import MlflowClient
 
 from envs.threat import make_threat
-from runners.cotrain import cotrain
-from runners.evaluate import AttackSpec, evaluate, main, parse_attack
+from runners.evaluate import AttackSpec, evaluate, main, parse_attack, worst_case
 
 
-def test_parse_attack():
+def test_parse_attack_names():
     assert parse_attack("pgd50x10") == AttackSpec("pgd50x10", "pgd", 50, 10)
     assert parse_attack("cw30") == AttackSpec("cw30", "cw", 30, 1)
-    assert parse_attack("fgsm") == AttackSpec("fgsm", "fgsm", 1, 1)
-    for bad in ("pgd", "fgsm3", "autoatack", "pgdx3"):
+    assert parse_attack("autoattack") == AttackSpec("autoattack", "autoattack", 0, 1)
+    assert parse_attack("square") == AttackSpec("square", "square", 5000, 1)
+    assert parse_attack("square200").steps == 200
+    assert parse_attack("transfer_pgd20") == AttackSpec("transfer_pgd20", "pgd", 20, 1, True)
+    for bad in ("pgd", "autoattack5", "square10x2", "transfer_autoattack", "transfer_clean",
+                "fgsm3", "apgd"):
         with pytest.raises(ValueError, match="valid: clean, fgsm"):
             parse_attack(bad)
 
 
-def test_attacks_lower_accuracy_and_worst_case_is_the_intersection(tiny_net):
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(64, 1, 8, 8, generator=g)
-    with torch.no_grad():
-        y = tiny_net(x).argmax(1)  # all correct when clean
-    res = evaluate(tiny_net, x, y, ["clean", "fgsm", "pgd10", "pgd10x3", "cw10"],
-                   make_threat("linf"), 0.1, batch_size=32,
-                   generator=torch.Generator().manual_seed(0))
-    assert res["clean"]["acc"] == 1.0
-    assert res["pgd10"]["acc"] < 1.0
-    assert res["pgd10x3"]["acc"] <= res["pgd10"]["acc"] + 1e-9  # restarts only attack survivors
-    assert res["worst_case"]["acc"] <= min(v["acc"] for k, v in res.items() if k != "worst_case")
+def test_worst_case_on_hand_made_results():
+    t, f = True, False
+    masks = {"pgd20": torch.tensor([t, t, f, t, t]), "cw20": torch.tensor([t, f, t, t, t]),
+             "autoattack": torch.tensor([t, t, t, f, t])}
+    assert worst_case(masks).tolist() == [t, f, f, f, t]
+    assert worst_case({"clean": torch.tensor([t, f])}).tolist() == [t, f]
+    before = masks["pgd20"].clone()
+    worst_case(masks)
+    assert torch.equal(masks["pgd20"], before)  # inputs untouched
+    with pytest.raises(ValueError, match="at least one"):
+        worst_case({})
 
 
-def test_evaluate_cli_logs_into_the_run(tmp_path, tracking_uri, monkeypatch, capsys):
+def test_evaluate_worst_case_and_transfer(digits_model, digits_tensors, one_thread):
+    _, _, x, y = digits_tensors
+    x, y, threat = x[:64], y[:64], make_threat("linf")
+    masks: dict[str, torch.Tensor] = {}
+    res = evaluate(digits_model, x, y, ["clean", "fgsm", "pgd5", "transfer_pgd5"], threat, 0.1,
+                   32, torch.Generator().manual_seed(0), surrogate=digits_model, masks=masks)
+    expected = (masks["clean"] & masks["fgsm"] & masks["pgd5"] & masks["transfer_pgd5"])
+    assert res["worst_case"]["acc"] == pytest.approx(expected.float().mean().item())
+    assert res["worst_case"]["acc"] < min(res[k]["acc"] for k in ("clean", "fgsm")) + 1e-9
+    # with the model as its own surrogate, the transfer attack is the white-box attack
+    assert torch.equal(masks["transfer_pgd5"], masks["pgd5"]) or \
+        abs(res["transfer_pgd5"]["acc"] - res["pgd5"]["acc"]) < 0.1
+    with pytest.raises(ValueError, match="surrogate"):
+        evaluate(digits_model, x, y, ["transfer_pgd5"], threat, 0.1)
+
+
+def test_cli_logs_metrics_table_and_checks(tmp_path, tracking_uri, monkeypatch, capsys,
+                                          one_thread):
+    from runners.cotrain import cotrain
+
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-    run_id = cotrain(["epochs=1", "policy.steps=1", "eval.test_subset=32", "eval.final_pgd_steps=1",
-                      "progress=false", f"checkpoint_dir={tmp_path}/ck"], tracking_uri)
-    assert main([f"run_id={run_id}", "attacks=[clean,pgd5]", "n_examples=64",
-                 f"checkpoint_dir={tmp_path}/ck", "progress=false"]) == 0
-    metrics = MlflowClient(tracking_uri).get_run(run_id).data.metrics
-    assert {"eval/clean_acc", "eval/pgd5_acc", "eval/worst_case_acc"} <= set(metrics)
-    assert metrics["eval/pgd5_acc"] <= metrics["eval/clean_acc"]
-    assert capsys.readouterr().out.strip().splitlines()[-1] == f"run_id={run_id}"
+    ck = f"checkpoint_dir={tmp_path}/ck"
+    run_id = cotrain(["epochs=1", "batch_size=128", "data.train_subset=256", "policy.steps=1",
+                      "eval.test_subset=32", "eval.final_pgd_steps=1", "progress=false", ck],
+                     tracking_uri)
+    with pytest.raises(SystemExit, match="unknown attack"):
+        main([f"run_id={run_id}", "attacks=[pgd]", ck])
+    assert main([f"run_id={run_id}", "attacks=[clean,pgd3,pgd3x2,transfer_fgsm]",
+                 f"surrogate={run_id}", "n_examples=32", "checks=true", "square_queries=0",
+                 "check_attack=pgd3", "progress=false", ck]) == 0
+    out = capsys.readouterr().out
+    assert "| pgd3x2 | 0.2 | 32 |" in out and "check eps_monotone" in out
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(run_id)
+    m = run.data.metrics
+    for key in ("eval/clean_acc", "eval/pgd3_acc", "eval/pgd3x2_acc", "eval/transfer_fgsm_acc",
+                "eval/worst_case_acc", "check/eps_monotone", "check/large_eps"):
+        assert key in m, key
+    assert m["eval/worst_case_acc"] <= m["eval/pgd3x2_acc"] <= m["eval/clean_acc"]
+    hist = sorted(client.get_metric_history(run_id, "eval/clean_acc"), key=lambda h: h.timestamp)
+    # cotrain logs at step = epochs, so does the evaluation (later): its value is the latest
+    assert [h.step for h in hist] == [1, 1] and m["eval/clean_acc"] == hist[-1].value
+    assert run.data.tags["check/eps_monotone"].startswith(("PASS: ", "FAIL: "))
+    tables = [a.path for a in client.list_artifacts(run_id, "eval")]
+    assert any(p.endswith(".md") for p in tables) and "eval/checks.json" in tables
+    rows = json.load(open(client.download_artifacts(
+        run_id, next(p for p in tables if p.startswith("eval/table_") and p.endswith(".json")))))
+    assert [r["attack"] for r in rows["rows"]] == ["clean", "pgd3", "pgd3x2", "transfer_fgsm",
+                                                   "worst_case"]
+    assert all(r["n"] == 32 and r["eps"] == pytest.approx(0.2) for r in rows["rows"])

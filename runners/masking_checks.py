@@ -1,0 +1,259 @@
+"""Gradient-masking sanity checks (Athalye, Carlini & Wagner 2018; Carlini et al. 2019, §5).
+
+A robustness number is suspect when the attack that measured it was fooled by the model
+(obfuscated gradients). Five checks, each a pure function of accuracies so it is testable on
+hand-made numbers, and :func:`run_masking_checks` computes the numbers they need (reusing those
+already in the evaluation results):
+
+* ``eps_monotone``: robust accuracy does not rise as ε grows (0, ε/4, ε/2, ε, large ε).
+* ``large_eps``: at a large ε (0.5 for L∞ on [0, 1] pixels, where every image can be moved to
+  the constant grey image; 0.5·√d for L2) accuracy is near 0.
+* ``autoattack_le_pgd``: AutoAttack accuracy ≤ PGD accuracy.
+* ``blackbox_ge_whitebox``: no black-box attack (transfer from a surrogate, Square) beats the
+  best gradient attack.
+* ``stronger_not_better``: more steps or more restarts of the same attack never raise
+  accuracy.
+
+"Beyond noise": an accuracy may exceed the one it should not exceed by at most
+``z·sqrt(p(1-p)/n) + 1/n`` (binomial standard error at the larger accuracy, plus one example).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import torch
+from torch import nn
+
+from envs.threat import Norm, ThreatModel
+from runners.evaluate import GRADIENT_KINDS, AttackSpec, evaluate, parse_attack
+
+__all__ = ["CheckConfig", "CheckResult", "check_autoattack_le_pgd",
+           "check_blackbox_ge_whitebox", "check_eps_monotone", "check_large_eps",
+           "check_stronger_not_better", "default_large_eps", "log_checks", "noise_margin",
+           "report_checks", "run_masking_checks"]
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """Settings of the gradient-masking checks.
+
+    Attributes:
+        attack: gradient attack used for the ε sweep (and the white-box side of comparisons).
+        eps_factors: the sweep's budgets as multiples of the evaluation ε.
+        large_eps: the "everything breaks" budget; None = 0.5 (L∞) or 0.5·√(C·H·W) (L2).
+        large_eps_max_acc: highest accuracy accepted at ``large_eps``.
+        square_queries: queries of the Square black-box attack (0 = do not run Square).
+        z: noise tolerance in binomial standard errors.
+    """
+
+    attack: str = "pgd20"
+    eps_factors: tuple[float, ...] = (0.25, 0.5, 1.0)
+    large_eps: float | None = None
+    large_eps_max_acc: float = 0.1
+    square_queries: int = 1000
+    z: float = 2.0
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check's outcome.
+
+    Attributes:
+        name: check id (metric ``check/<name>``).
+        status: ``pass``, ``fail`` or ``skip``.
+        detail: one line with the numbers and the rule.
+        numbers: the accuracies (and budgets) the check used.
+    """
+
+    name: str
+    status: str
+    detail: str
+    numbers: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "fail"
+
+
+def noise_margin(p: float, n: int, z: float = 2.0) -> float:
+    """How far an accuracy ``p`` measured on ``n`` examples may move by chance."""
+    return z * math.sqrt(max(p * (1 - p), 0.0) / max(n, 1)) + 1.0 / max(n, 1)
+
+
+def _verdict(ok: bool) -> str:
+    return "pass" if ok else "fail"
+
+
+def check_eps_monotone(curve: list[tuple[float, float]], n: int, z: float = 2.0) -> CheckResult:
+    """Accuracy must not rise (beyond noise) along ``curve`` = [(ε, acc)] sorted by ε."""
+    curve = sorted(curve)
+    rises = [(e0, a0, e1, a1) for (e0, a0), (e1, a1) in zip(curve, curve[1:])
+             if a1 > a0 + noise_margin(max(a0, a1), n, z)]
+    numbers = {f"acc_eps_{e:.4g}": a for e, a in curve}
+    text = ", ".join(f"ε={e:.4g}: {a:.4f}" for e, a in curve)
+    if rises:
+        e0, a0, e1, a1 = rises[0]
+        return CheckResult("eps_monotone", "fail", f"accuracy rises from {a0:.4f} at ε={e0:.4g} "
+                           f"to {a1:.4f} at ε={e1:.4g} ({text})", numbers)
+    return CheckResult("eps_monotone", "pass", f"accuracy falls as ε grows ({text})", numbers)
+
+
+def check_large_eps(acc: float, eps: float, max_acc: float) -> CheckResult:
+    """Accuracy at a budget that can erase the image must be near 0."""
+    return CheckResult("large_eps", _verdict(acc <= max_acc),
+                       f"accuracy {acc:.4f} at ε={eps:.4g} (must be ≤ {max_acc:.4f})",
+                       {"acc": acc, "eps": eps, "max_acc": max_acc})
+
+
+def check_autoattack_le_pgd(aa_acc: float, pgd_name: str, pgd_acc: float, n: int,
+                            z: float = 2.0) -> CheckResult:
+    """AutoAttack must not be weaker than PGD beyond noise."""
+    ok = aa_acc <= pgd_acc + noise_margin(max(aa_acc, pgd_acc), n, z)
+    return CheckResult("autoattack_le_pgd", _verdict(ok),
+                       f"AutoAttack {aa_acc:.4f} vs {pgd_name} {pgd_acc:.4f} (AA must be ≤)",
+                       {"autoattack_acc": aa_acc, "pgd_acc": pgd_acc})
+
+
+def check_blackbox_ge_whitebox(blackbox: dict[str, float], whitebox: dict[str, float], n: int,
+                               z: float = 2.0) -> CheckResult:
+    """The best black-box attack must not beat the best white-box (gradient) attack."""
+    bb_name, bb = min(blackbox.items(), key=lambda kv: kv[1])
+    wb_name, wb = min(whitebox.items(), key=lambda kv: kv[1])
+    ok = bb >= wb - noise_margin(max(bb, wb), n, z)
+    return CheckResult("blackbox_ge_whitebox", _verdict(ok),
+                       f"black-box {bb_name} {bb:.4f} vs white-box {wb_name} {wb:.4f} "
+                       "(black-box must be ≥)", {"blackbox_acc": bb, "whitebox_acc": wb})
+
+
+def check_stronger_not_better(accs: dict[str, float], n: int, z: float = 2.0) -> CheckResult:
+    """For attacks of one kind, more steps and restarts must not raise accuracy."""
+    specs = {name: parse_attack(name) for name in accs}
+    pairs = [(a, b) for a, sa in specs.items() for b, sb in specs.items()
+             if a != b and sa.kind == sb.kind and sb.steps >= sa.steps
+             and sb.restarts >= sa.restarts and not sa.transfer and not sb.transfer]
+    if not pairs:
+        return CheckResult("stronger_not_better", "skip", "no weaker/stronger attack pair")
+    bad = [(a, b) for a, b in pairs
+           if accs[b] > accs[a] + noise_margin(max(accs[a], accs[b]), n, z)]
+    text = ", ".join(f"{b} {accs[b]:.4f} ≤ {a} {accs[a]:.4f}" for a, b in pairs)
+    if bad:
+        a, b = bad[0]
+        return CheckResult("stronger_not_better", "fail",
+                           f"stronger {b} {accs[b]:.4f} > weaker {a} {accs[a]:.4f}", dict(accs))
+    return CheckResult("stronger_not_better", "pass", text, dict(accs))
+
+
+def default_large_eps(threat: ThreatModel, image_shape: tuple[int, ...]) -> float:
+    """0.5 for L∞; 0.5·√d for L2 (both reach the grey image from any image in [0, 1])."""
+    return 0.5 if threat.norm is Norm.LINF else 0.5 * math.sqrt(math.prod(image_shape))
+
+
+def run_masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
+                       eps: float, results: dict[str, dict[str, float]], *,
+                       config: CheckConfig = CheckConfig(), batch_size: int = 500, seed: int = 0,
+                       surrogate: nn.Module | None = None, progress: bool = False
+                       ) -> list[CheckResult]:
+    """Compute what the checks need (reusing ``results`` of :func:`evaluate`) and run them.
+
+    Args:
+        model: the target; x: (N, C, H, W); y: (N,); threat, eps: as evaluated.
+        results: the evaluation's results at ``eps`` (read, not modified).
+        config: check settings. batch_size, seed, progress: as for :func:`evaluate`.
+        surrogate: a second model for the transfer attack (black-box side), if any.
+
+    Returns:
+        One :class:`CheckResult` per check.
+    """
+    n, spec = len(x), parse_attack(config.attack)
+    if spec.kind not in GRADIENT_KINDS or spec.transfer:
+        raise ValueError(f"checks need a gradient attack (pgd<K>, cw<K>, fgsm), got {spec.name!r}")
+
+    def acc(attacks: list[str], at_eps: float) -> dict[str, float]:
+        gen = torch.Generator(device=x.device).manual_seed(seed)
+        res = evaluate(model, x, y, attacks, threat, at_eps, batch_size, gen, progress,
+                       seed=seed, surrogate=surrogate)
+        return {k: v["acc"] for k, v in res.items() if k in attacks}
+
+    top = {k: v["acc"] for k, v in results.items() if k != "worst_case" and "." not in k}
+    curve = [(0.0, top["clean"] if "clean" in top else acc(["clean"], eps)["clean"])]
+    for f in config.eps_factors:
+        reuse = f == 1.0 and spec.name in top
+        curve.append((f * eps, top[spec.name] if reuse else acc([spec.name], f * eps)[spec.name]))
+    large = config.large_eps or default_large_eps(threat, tuple(x.shape[1:]))
+    large_acc = acc([spec.name], large)[spec.name]
+    curve.append((large, large_acc))
+    checks = [check_eps_monotone(curve, n, config.z),
+              check_large_eps(large_acc, large, config.large_eps_max_acc)]
+    at_eps = {spec.name: dict(curve).get(eps, top.get(spec.name))}
+    if at_eps[spec.name] is None:
+        at_eps = acc([spec.name], eps)
+    whitebox = {k: v for k, v in {**top, **at_eps}.items() if v is not None and
+                k != "clean" and (s := parse_attack(k)).kind in GRADIENT_KINDS and not s.transfer}
+    pgd = {k: v for k, v in whitebox.items() if parse_attack(k).kind == "pgd"}
+    if "autoattack" in top and pgd:
+        name = min(pgd, key=pgd.get)
+        checks.append(check_autoattack_le_pgd(top["autoattack"], name, pgd[name], n, config.z))
+    else:
+        checks.append(CheckResult("autoattack_le_pgd", "skip", "needs autoattack and a pgd "
+                                  "attack in the list"))
+    checks.append(_blackbox_check(top, whitebox, surrogate, spec, config, acc, eps, n))
+    stronger = {k: v for k, v in whitebox.items() if parse_attack(k).kind in ("pgd", "cw")}
+    if len(stronger) < 2:
+        strong = f"{spec.kind}{2 * spec.steps}x2"
+        stronger = {spec.name: at_eps[spec.name], **acc([strong], eps)}
+    checks.append(check_stronger_not_better(stronger, n, config.z))
+    return checks
+
+
+def _blackbox_check(top: dict[str, float], whitebox: dict[str, float],
+                    surrogate: nn.Module | None, spec: AttackSpec, config: CheckConfig,
+                    acc: Any, eps: float, n: int) -> CheckResult:
+    blackbox = {k: v for k, v in top.items()
+                if k.startswith("transfer_") or parse_attack(k).kind == "square"}
+    wanted = []
+    if surrogate is not None and not any(k.startswith("transfer_") for k in blackbox):
+        wanted.append(f"transfer_{spec.name}")
+    if config.square_queries > 0 and not any(k.startswith("square") for k in blackbox):
+        try:
+            from runners.autoattack_eval import import_pyautoattack
+
+            import_pyautoattack()
+            wanted.append(f"square{config.square_queries}")
+        except ImportError as e:
+            print(f"masking checks: Square skipped ({e})", file=sys.stderr)
+    if wanted:
+        blackbox.update(acc(wanted, eps))
+    if not blackbox:
+        return CheckResult("blackbox_ge_whitebox", "skip",
+                           "no black-box attack (give surrogate=<run id> or install pyautoattack)")
+    return check_blackbox_ge_whitebox(blackbox, whitebox, n, config.z)
+
+
+def log_checks(tracker: Any, checks: list[CheckResult], step: int = 0) -> None:
+    """``check/<name>`` metric (1 pass, 0 fail), ``check/<name>`` tag with the numbers."""
+    tracker.log_metrics({f"check/{c.name}": float(c.status == "pass")
+                         for c in checks if c.status != "skip"}, step=step)
+    for c in checks:
+        tracker.set_tag(f"check/{c.name}", f"{c.status.upper()}: {c.detail}"[:5000])
+    tracker.log_dict({"checks": [vars(c) for c in checks]}, "eval/checks.json")
+
+
+def report_checks(checks: list[CheckResult], stream: TextIO | None = None) -> None:
+    """Print every check; failures loudly, as a banner on stderr."""
+    for c in checks:
+        print(f"check {c.name:<22s} {c.status.upper():<4s}  {c.detail}")
+    failed = [c for c in checks if c.failed]
+    if failed:
+        out = stream or sys.stderr
+        bar = "!" * 100
+        print(bar, file=out)
+        for c in failed:
+            print(f"!!! GRADIENT-MASKING CHECK FAILED: {c.name}: {c.detail}", file=out)
+        print("!!! The robustness numbers of this evaluation are suspect (obfuscated gradients?"
+              " Athalye et al. 2018). Use stronger/adaptive attacks before reporting them.",
+              file=out)
+        print(bar, file=out)

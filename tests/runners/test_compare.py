@@ -1,0 +1,56 @@
+"""runners.compare: the expected table from a temporary MLflow store (by ids, experiment, filter)."""
+
+from __future__ import annotations
+
+from mlflow import MlflowClient
+
+from runners.compare import main
+from runners.tracking import Tracker
+
+
+def _make_run(uri, name, policy, at_loss, evals, epoch_times, checks=None):
+    with Tracker("ablation", run_name=name, tracking_uri=uri,
+                 tags={"policy": policy, "at_loss": at_loss}) as t:
+        for step, s in enumerate(epoch_times):
+            t.log_metrics({"time/epoch_s": s}, step=step)
+        t.log_metrics({f"eval/{k}_acc": v for k, v in evals.items()}, step=len(epoch_times))
+        t.log_metrics({f"check/{k}": v for k, v in (checks or {}).items()}, step=0)
+    return t.run_id
+
+
+def test_compare_writes_the_expected_table(tracking_uri, capsys):
+    a = _make_run(tracking_uri, "pgd", "pgd_at", "ce",
+                  {"clean": 0.9812, "pgd20": 0.92, "pgd50x10": 0.905, "autoattack": 0.8875,
+                   "worst_case": 0.885}, [10.0, 12.0, 11.0],
+                  {"eps_monotone": 1.0, "large_eps": 1.0, "autoattack_le_pgd": 1.0})
+    b = _make_run(tracking_uri, "fgsm", "fgsm_rs", "ce",
+                  {"clean": 0.99, "pgd20": 0.5, "pgd50x10": 0.45}, [4.0, 6.0],
+                  {"eps_monotone": 1.0, "large_eps": 0.0})
+    c = _make_run(tracking_uri, "trades", "pgd_at", "trades", {"clean": 0.97}, [20.0])
+    assert main([f"run_ids=[{a},{b},{c}]", f"tracking_uri={tracking_uri}"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    expected = [
+        "| run | policy | AT loss | clean % | PGD (pgd50x10) % | AutoAttack % | worst case % "
+        "| masking checks | s / epoch | train s (epochs) |",
+        "|---|---|---|---:|---:|---:|---:|---|---:|---:|",
+        f"| pgd ({a[:8]}) | pgd_at | ce | 98.12 | 90.50 | 88.75 | 88.50 | 3/3 | 11.0 | 33.0 (3) |",
+        f"| fgsm ({b[:8]}) | fgsm_rs | ce | 99.00 | 45.00 | – | – | 1/2 FAIL: large_eps | 5.0 "
+        "| 10.0 (2) |",
+        f"| trades ({c[:8]}) | pgd_at | trades | 97.00 | – | – | – | – | 20.0 | 20.0 (1) |",
+    ]
+    assert out[:5] == expected
+    # the table is also an artifact of a comparison run, which later comparisons skip
+    comparison_id = out[5].split("=")[1]
+    client = MlflowClient(tracking_uri)
+    text = client.download_artifacts(comparison_id, "compare/table.md")
+    assert open(text).read().splitlines() == expected
+    assert client.get_run(comparison_id).data.tags["kind"] == "comparison"
+    assert main(["experiment=ablation", "pgd=pgd20", "log=false",
+                 f"tracking_uri={tracking_uri}"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert len(rows) == 5 and "PGD (pgd20) %" in rows[0]
+    assert rows[2].startswith("| pgd (") and "| 92.00 |" in rows[2]
+    assert main(["filter=tags.at_loss = 'trades'", "log=false",
+                 f"tracking_uri={tracking_uri}"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert len(rows) == 3 and "| trades |" in rows[2] and "PGD (–)" in rows[0]
