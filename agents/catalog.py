@@ -1,3 +1,5 @@
 """Imports every built-in policy module so that each registers itself (one line per policy)."""
 
 import agents.fixed  # noqa: F401
+import agents.fgsm_sdi  # noqa: F401
+import agents.fgsm_pgi  # noqa: F401
