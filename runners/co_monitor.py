@@ -43,8 +43,10 @@ class MonitorConfig:
 
     Attributes:
         enabled: run the monitor after every epoch.
-        train_subset: fixed training samples (the first n) for ``monitor/train_pgd_acc``.
-        test_subset: fixed test samples (the first n) for the test accuracies.
+        train_subset: fixed training samples (the first n) for ``monitor/train_pgd_acc``;
+            None = ``eval.test_subset`` (512 by default).
+        test_subset: fixed test samples (the first n) for the test accuracies; None =
+            ``eval.test_subset`` (then the runner's ``test/pgd_acc`` is reused).
         pgd_steps: PGD iterations (α = ε/4, random start).
         drop_ratio: CO when test PGD accuracy falls below this fraction of the previous
             epoch's ...
@@ -57,8 +59,8 @@ class MonitorConfig:
     """
 
     enabled: bool = True
-    train_subset: int = 512
-    test_subset: int = 512
+    train_subset: int | None = None
+    test_subset: int | None = None
     pgd_steps: int = 10
     drop_ratio: float = 0.5
     floor: float = 0.05
@@ -111,7 +113,9 @@ class COMonitor:
     def _accuracies(self, trainer: Cotrainer) -> dict[str, float]:
         c, ev = self.config, trainer.cfg.eval
         k, eps, bs = c.pgd_steps, trainer.resolved.eps, ev.batch_size
-        n_test = min(c.test_subset, len(trainer.test_y))
+        n_train = ev.test_subset if c.train_subset is None else c.train_subset
+        n_test = min(ev.test_subset if c.test_subset is None else c.test_subset,
+                     len(trainer.test_y))
         gen = torch.Generator(device=trainer.device).manual_seed(trainer.cfg.seed)
         reuse = getattr(trainer, "current_metrics", {}).get("test/pgd_acc")
         attacks = ["fgsm"] if (reuse is not None and k == ev.epoch_pgd_steps
@@ -119,8 +123,8 @@ class COMonitor:
             else ["fgsm", f"pgd{k}"]
         test = evaluate(trainer.model, trainer.test_x[:n_test], trainer.test_y[:n_test],
                         attacks, trainer.threat, eps, bs, gen)
-        train_x = trainer.data.train.images[:c.train_subset].to(trainer.device).float() / 255
-        train_y = trainer.data.train.labels[:c.train_subset].to(trainer.device)
+        train_x = trainer.data.train.images[:n_train].to(trainer.device).float() / 255
+        train_y = trainer.data.train.labels[:n_train].to(trainer.device)
         train = evaluate(trainer.model, train_x, train_y, [f"pgd{k}"], trainer.threat, eps, bs,
                          torch.Generator(device=trainer.device).manual_seed(trainer.cfg.seed))
         return {"monitor/train_pgd_acc": train[f"pgd{k}"]["acc"],
