@@ -17,6 +17,12 @@ Departures from the reference code (docs/seeds.md §2.3-2.4), each deliberate:
     * Only the generator's parameters receive gradients (``autograd.grad``), so the target's
       ``.grad`` is never touched by the generator step.
     * The reference's generator LR scheduler never decays (§0.4); this one has none.
+
+Option ``grad_input=previous`` (not in the paper; for speed): instead of the clean-point
+gradient (one extra forward/backward of the target per batch, the main cost of FGSM-SDI over
+FGSM-RS), the generator sees the sign of the gradient the env took at this sample's FGSM point
+x + η in the previous epoch (the ``first_grad`` extra, free), stored per data-set index and
+aligned with the augmentation like FGSM-PGI's priors; samples not seen yet get zeros.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import torch
 from agents.base import Policy, PolicyConfig, PolicyContext, UpdateBatch, register_policy
 from agents.fixed import uniform_action
 from agents.init_stats import describe_init
+from agents.prior_memory import PriorMemory
 from agents.sdi_generator import InitGenerator
 from envs.attack_env import AttackAction, AttackEnv, Obs, target_mode
 from targets.at_loss import soft_cross_entropy
@@ -45,6 +52,9 @@ class FgsmSdiConfig(PolicyConfig):
         lr: generator Adam learning rate (reference 1e-3).
         weight_decay: generator Adam L2 weight decay (reference 5e-4).
         width: hidden channels of the generator (reference 64).
+        grad_input: the gradient sign the generator sees: ``clean`` (paper: at the clean
+            point, computed every batch) or ``previous`` (at the sample's FGSM point of the
+            previous epoch, stored per sample; no extra target pass; see the module doc).
         true_class_prob: label smoothing of the generator's objective *and* the target's AT
             loss (the policy passes it to the AT loss, overriding ``at_loss.true_class_prob``);
             0.5 is the reference recipe (docs/seeds.md §0.2), 1.0 turns smoothing off.
@@ -56,6 +66,7 @@ class FgsmSdiConfig(PolicyConfig):
     lr: float = 1e-3
     weight_decay: float = 5e-4
     width: int = 64
+    grad_input: str = "clean"
     true_class_prob: float = 0.5
 
 
@@ -73,34 +84,49 @@ class FgsmSdi(Policy):
         if not 0.0 < config.true_class_prob <= 1.0:
             raise ValueError("policy.true_class_prob must be in (0, 1], got "
                              f"{config.true_class_prob}")
+        if config.grad_input not in ("clean", "previous"):
+            raise ValueError(f"policy.grad_input must be 'clean' or 'previous', "
+                             f"got {config.grad_input!r}")
+        if config.grad_input == "previous":  # the runner builds the env from these
+            self.extras = frozenset({"first_grad"})
+            self.grad_memory = PriorMemory(context.num_train, context.image_shape,
+                                           context.device, "bfloat16")  # signs are exact
         self.generator = InitGenerator(context.image_shape[0], config.width).to(context.device)
         self.generator.eval()
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.lr,
                                           weight_decay=config.weight_decay)
 
+    def _grad_sign(self, obs: Obs) -> torch.Tensor:
+        if self.config.grad_input == "previous":
+            return self.grad_memory.read(obs["index"], obs.get("offsets"), obs.get("flipped"))
+        if "clean_grad_sign" not in obs:
+            raise ValueError("fgsm_sdi needs the env extra 'clean_grad_sign': build the env with "
+                             "EnvConfig(extras=policy.extras, differentiable=True)")
+        return obs["clean_grad_sign"]
+
     def _action(self, obs: Obs) -> AttackAction:
         eps = self.context.eps
-        eta = self.generator(obs["x"], obs["clean_grad_sign"], eps)
+        eta = self.generator(obs["x"], self._grad_sign(obs), eps)
         return uniform_action(obs, eps, self.config.alpha_ratio * eps, 1, eta)
 
     def act(self, obs: Obs, t: int, generator: torch.Generator | None) -> AttackAction | None:
         if t:
             return None
-        if "clean_grad_sign" not in obs:
-            raise ValueError("fgsm_sdi needs the env extra 'clean_grad_sign': build the env with "
-                             "EnvConfig(extras=FgsmSdi.extras, differentiable=True)")
         with torch.no_grad():  # the training attack needs no graph; update() builds its own
             return self._action(obs)
 
     def update(self, batch: UpdateBatch) -> dict[str, torch.Tensor]:
         """Every k-th batch: one Adam step maximising LS-CE(f(x + δ_final), y) over G."""
+        env = batch.env
+        offsets, flipped = batch.augmentation
+        if self.config.grad_input == "previous":
+            self.grad_memory.write(batch.index, env.extras["first_grad"].sign(), offsets,
+                                   flipped)
         if batch.batch_idx % self.config.update_every:
             return {}
-        env = batch.env
         if not env.config.differentiable:
             raise ValueError("fgsm_sdi's generator update needs the env's differentiable mode "
                              "(EnvConfig(differentiable=True))")
-        offsets, flipped = batch.augmentation
         obs, _ = env.reset(options={"x": batch.x, "y": batch.y, "index": batch.index,
                                     "offsets": offsets, "flipped": flipped})
         params = list(self.generator.parameters())

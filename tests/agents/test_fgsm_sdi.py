@@ -87,3 +87,16 @@ def test_target_step_does_not_backprop_into_generator(tmp_path, tracking_uri):
     stats, _ = trainer.train_batch(b, 0)
     assert all(p.grad is None for p in trainer.policy.generator.parameters())
     assert 0.0 <= float(stats["policy/attack_success"]) <= 1.0
+
+
+def test_previous_grad_input_uses_stored_signs_without_clean_pass(tiny_net, batch):
+    x, y = batch
+    policy = _policy(grad_input="previous", width=8, update_every=1000)
+    assert policy.extras == frozenset({"first_grad"})
+    env = AttackEnv(tiny_net, EnvConfig(differentiable=True, extras=policy.extras), (1, 8, 8))
+    index = torch.arange(16)
+    run_attack(env, policy, x, y, index)
+    assert "clean_grad_sign" not in env.extras
+    policy.update(UpdateBatch(x=x, y=y, index=index, x_adv=x, env=env, model=tiny_net,
+                              target_step=None, batch_idx=1, epoch=0))
+    torch.testing.assert_close(policy.grad_memory.read(index), env.extras["first_grad"].sign())
