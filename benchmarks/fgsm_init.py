@@ -43,6 +43,7 @@ SPEED_EXTRA = {  # variants timed in the speed part only
     "fgsm_pgi (reg, prior_grad=false)": ["policy=fgsm_pgi", "at_loss=pgi",
                                          "at_loss.prior_grad=false"],
     "fgsm_pgi (no reg)": ["policy=fgsm_pgi"],
+    "fgsm_sdi (grad_input=previous)": ["policy=fgsm_sdi", "policy.grad_input=previous"],
 }
 
 
@@ -126,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--train-subset", type=int, default=1024)
     p.add_argument("--test-subset", type=int, default=128)
+    p.add_argument("--monitor-train", type=int, default=None,
+                   help="training samples for monitor/train_pgd_acc (default: --test-subset)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--eps", type=float, nargs="+", default=[8.0, 16.0], help="in 1/255")
     p.add_argument("--speed-rounds", type=int, default=5)
@@ -143,13 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     n = a.test_subset
     base = [f"data={a.data}", f"batch_size={a.batch_size}", "progress=false", "device=cpu",
             f"data.train_subset={a.train_subset}", f"data.test_subset={n}",
-            f"eval.test_subset={n}", f"monitor.test_subset={n}", f"monitor.train_subset={n}",
+            f"eval.test_subset={n}", f"monitor.test_subset={n}",
+            f"monitor.train_subset={a.monitor_train or n}",
             "optim.schedule=constant", "checkpoint_dir=/tmp/fgsm_init_bench"]
     if a.data != "digits":
         base += [f"data.root={a.data_root}", f"target={a.target}"]
     print(f"conditions: torch threads={torch.get_num_threads()}, data={a.data}, "
           f"target={a.target if a.data != 'digits' else 'auto'}, train_subset={a.train_subset}, "
-          f"test_subset={n}, batch={a.batch_size}, epochs={a.epochs}, eps={a.eps}/255",
+          f"test_subset={n}, monitor_train={a.monitor_train or n}, batch={a.batch_size}, epochs={a.epochs}, eps={a.eps}/255",
           flush=True)
     results: dict[str, object] = {"args": vars(a)}
     if not a.skip_speed:
