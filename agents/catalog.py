@@ -3,3 +3,5 @@
 import agents.fixed  # noqa: F401
 import agents.dynamic  # noqa: F401
 import agents.curriculum  # noqa: F401
+import agents.fgsm_sdi  # noqa: F401
+import agents.fgsm_pgi  # noqa: F401

@@ -78,7 +78,10 @@ class EnvConfig:
             ``"train"`` (attack through batch statistics; updates running stats every step).
         observe_after_step: evaluate each new iterate right after its update (see module doc).
         differentiable: keep the graph from ``init`` to the final δ.
-        extras: costly observation extras to compute at reset, e.g. ``{"clean_grad_sign"}``.
+        extras: costly observation extras, e.g. ``{"clean_grad_sign"}`` (computed at reset) or
+            ``{"first_grad"}`` (the attack-loss gradient at the initial point x + δ₀, kept
+            from the first step, (N, C, H, W), zeros for samples with budget 0; FGSM-PGI's
+            momentum prior needs it).
         fosc_reference: x⁰ of the FOSC value: ``"natural"`` (the clean input, as in the Dynamic
             AT paper) or ``"start"`` (the initial point x + δ₀, as in its reference code).
         observe_final: with ``observe_after_step``, also evaluate the new iterate of samples
@@ -101,10 +104,10 @@ class EnvConfig:
                              f"got {self.fosc_reference!r}")
         if self.bn_mode not in ("eval", "train"):
             raise ValueError(f"bn_mode must be 'eval' or 'train', got {self.bn_mode!r}")
-        unknown = set(self.extras) - {"clean_grad_sign", "clean_logits"}
+        unknown = set(self.extras) - {"clean_grad_sign", "clean_logits", "first_grad"}
         if unknown:
             raise ValueError(f"unknown observation extras {sorted(unknown)}; "
-                             "valid: clean_grad_sign, clean_logits")
+                             "valid: clean_grad_sign, clean_logits, first_grad")
 
 
 @contextmanager
@@ -178,6 +181,10 @@ class AttackEnv(VectorEnv):
               ) -> tuple[Obs, dict[str, Any]]:
         """Load a clean batch. ``options`` = {"x": (N,C,H,W), "y": (N,), "index": (N,) optional}.
 
+        Optional ``"offsets"`` (N, 2) and ``"flipped"`` (N,) describe the loader's augmentation
+        of ``x`` (targets/loader.py); when given they appear in the observation, so policies
+        with per-sample memory can align stored tensors with the augmented images.
+
         Returns:
             obs, info. ``seed`` is accepted for API compatibility; the env itself draws no
             random numbers (random starts are the policy's choice).
@@ -190,6 +197,8 @@ class AttackEnv(VectorEnv):
         self.num_envs = n
         self.x, self.y = x, y
         self.index = options.get("index")
+        self.augmentation = {k: options[k] for k in ("offsets", "flipped")
+                             if options.get(k) is not None}
         if self.index is None:
             self.index = torch.arange(n, device=dev)
         zeros = torch.zeros(n, device=dev)
@@ -231,6 +240,7 @@ class AttackEnv(VectorEnv):
             "loss": self.loss, "correct": self.correct, "fosc": self.fosc,
             "active": self.active_mask(), "y": self.y,
         }
+        obs.update(self.augmentation)
         obs.update(self.extras)
         return obs
 
@@ -325,6 +335,9 @@ class AttackEnv(VectorEnv):
             else:
                 grad, loss, correct = self._evaluate(idx, delta)
                 self._record(idx, delta, grad, loss, correct)
+            if "first_grad" in self.config.extras and "first_grad" not in self.extras:
+                self.extras["first_grad"] = (grad if idx is None else torch.zeros_like(
+                    self.x).index_copy_(0, idx, grad))
             eps = self.eps if idx is None else self.eps.index_select(0, idx)
             alpha = self.alpha if idx is None else self.alpha.index_select(0, idx)
             x = self.x if idx is None else self.x.index_select(0, idx)

@@ -21,6 +21,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from agents.base import policy_registry
+from runners.co_monitor import MonitorConfig
 from targets.at_loss import at_loss_registry
 
 
@@ -134,6 +135,7 @@ class CotrainConfig:
         run_name: MLflow run name (default: ``<policy>-<data>-<target>``).
         checkpoint_dir: local folder for checkpoints (one sub-folder per run id).
         progress: show progress bars.
+        monitor: the catastrophic-overfitting monitor (runners/co_monitor.py).
     """
 
     defaults: list[Any] = field(default_factory=lambda: [
@@ -146,6 +148,7 @@ class CotrainConfig:
     threat: Any = MISSING
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     epochs: int | None = None
     batch_size: int = 128
     seed: int = 0

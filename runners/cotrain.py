@@ -28,6 +28,7 @@ from agents.base import Policy, PolicyContext, UpdateBatch, make_policy
 from envs.attack_env import AttackEnv, EnvConfig
 from envs.threat import make_threat
 from runners.checkpoint import restore_rng_state, rng_state, save_checkpoint
+from runners.co_monitor import COMonitor
 from runners.config import (CotrainConfig, ConfigError, compose_config, config_to_dict, resolve)
 from runners.distributions import DistributionHistory, log_distributions
 from runners.evaluate import evaluate
@@ -134,6 +135,12 @@ class Cotrainer:
         self.tracker: Tracker | None = None
         #: called after each epoch's evaluation: hook(trainer, epoch) -> metrics to log.
         self.epoch_hooks: list[Callable[[Cotrainer, int], dict[str, Any]]] = []
+        if cfg.monitor.enabled:
+            self.epoch_hooks.append(COMonitor(cfg.monitor))
+        #: set by a hook (e.g. the CO monitor's stop_on_co) to end training after this epoch.
+        self.stop_requested = False
+        #: the metrics of the epoch being finished, readable by epoch hooks.
+        self.current_metrics: dict[str, Any] = {}
 
     # -- checkpoints ------------------------------------------------------------------
     def checkpoint_path(self, run_id: str) -> Path:
@@ -182,12 +189,18 @@ class Cotrainer:
         Returns:
             (training scalars, policy metrics), all device tensors (no host sync).
         """
-        x_adv = run_attack(self.env, self.policy, b.x, b.y, b.index, self.gens["attack"])
-        out = self.at_loss.train_step(self.model, self.optimizer, b.x, x_adv, b.y,
-                                      self.policy.target_extras(self.env, b))
+        x_adv = run_attack(self.env, self.policy, b.x, b.y, b.index, self.gens["attack"],
+                           offsets=b.offsets, flipped=b.flipped)
+        # detached: in the env's differentiable mode x_adv carries a graph into the policy
+        # (e.g. FGSM-SDI's generator), which the target's step must not reach.
+        extras = {"x_init": (b.x + self.env.delta0).detach(),
+                  **self.policy.target_extras(self.env, b)}
+        out = self.at_loss.train_step(self.model, self.optimizer, b.x, x_adv.detach(), b.y,
+                                      extras)
         self.scheduler.step()
         stats = {f"train/{k}": v for k, v in out.parts.items()}
         stats["train/adv_acc"] = (out.logits_adv.argmax(1) == b.y).float().mean()
+        stats["policy/attack_success"] = 1.0 - stats["train/adv_acc"]  # misclassified after attack
         for key, values in self.policy.describe(self.env).items():
             self.distributions.add(key, values)
         policy_metrics = self.policy.update(UpdateBatch(
@@ -275,6 +288,7 @@ class Cotrainer:
                                 "time/train_images_per_s": n_images / max(seconds, 1e-9),
                                 "train/lr": self.optimizer.param_groups[0]["lr"]})
                 metrics.update(self.policy.epoch_metrics())
+                self.current_metrics = metrics
                 for hook in self.epoch_hooks:
                     metrics.update(hook(self, epoch))
                 summary = self.distributions.end_epoch(epoch)
@@ -285,6 +299,8 @@ class Cotrainer:
                 tracker.flush()
                 self.save(epoch + 1)
                 self._print_epoch(epoch, metrics)
+                if self.stop_requested:
+                    break
             final = self.final_evaluation()
             tracker.log_metrics(final, step=epochs)
             tracker.flush()
@@ -303,7 +319,8 @@ class Cotrainer:
     def _print_epoch(self, epoch: int, m: dict[str, Any]) -> None:
         if not self.cfg.progress:
             return
-        keys = ("train/loss", "train/adv_acc", "test/clean_acc", "test/pgd_acc", "time/epoch_s")
+        keys = ("train/loss", "train/adv_acc", "test/clean_acc", "test/pgd_acc",
+                "monitor/test_fgsm_acc", "monitor/co", "time/epoch_s")
         vals = "  ".join(f"{k}={float(m[k]):.3f}" for k in keys if k in m)
         tqdm.write(f"epoch {epoch + 1}/{self.resolved.epochs}  {vals}")
 

@@ -80,11 +80,17 @@ class ATLoss:
     def __init__(self, config: Any) -> None:
         self.config = config
 
+    def true_class_prob(self, extras: dict[str, torch.Tensor] | None) -> float:
+        """Label smoothing: a policy's preset (``extras["true_class_prob"]``, a 0-dim CPU
+        tensor, e.g. FGSM-SDI 0.5, FGSM-PGI 0.6) wins over ``config.true_class_prob``."""
+        preset = (extras or {}).get("true_class_prob")
+        return self.config.true_class_prob if preset is None else float(preset)
+
     def compute(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
                 extras: dict[str, torch.Tensor] | None = None) -> ATLossOutput:
         """Loss of ``model`` (in its current mode) on the batch. Shapes (N, C, H, W), (N,)."""
         logits = model(x_adv)
-        per = soft_cross_entropy(logits, y, self.config.true_class_prob)
+        per = soft_cross_entropy(logits, y, self.true_class_prob(extras))
         weight = (extras or {}).get("weight")  # (N,) optional per-sample weights (Dynamic AT)
         loss = per.mean() if weight is None else (per * weight.to(per.dtype)).mean()
         return ATLossOutput(loss, {"loss": loss.detach()}, logits.detach(), per.detach())
@@ -131,7 +137,7 @@ class Trades(ATLoss):
         n = x.shape[0]
         logits = model(torch.cat([x, x_adv]))
         clean, adv = logits[:n], logits[n:]
-        ce = soft_cross_entropy(clean, y, self.config.true_class_prob)
+        ce = soft_cross_entropy(clean, y, self.true_class_prob(extras))
         kl = kl_loss(adv, clean)
         beta = (extras or {}).get("beta")
         beta = self.config.beta if beta is None else beta.to(kl.dtype)

@@ -1,1 +1,3 @@
 """Imports AT-loss modules beyond the built-in CE and TRADES so that each registers itself."""
+
+import targets.pgi_loss  # noqa: F401

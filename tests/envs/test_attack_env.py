@@ -191,3 +191,23 @@ def test_observe_final_evaluates_the_last_iterate_of_exhausted_samples(tiny_net,
     (g,) = torch.autograd.grad(F.cross_entropy(tiny_net(x + d), y, reduction="sum"), d)
     torch.testing.assert_close(final.fosc, ThreatModel(Norm.LINF).fosc(g, adv - x, eps))
     assert not torch.allclose(plain.fosc, final.fosc)
+
+
+def test_augmentation_and_first_grad_reach_the_observation(tiny_net, batch):
+    x, y = batch
+    env = _env(tiny_net, extras=frozenset({"first_grad"}))
+    offsets = torch.zeros(16, 2, dtype=torch.long)
+    flipped = torch.ones(16, dtype=torch.bool)
+    obs, _ = env.reset(options={"x": x, "y": y, "offsets": offsets, "flipped": flipped})
+    assert obs["offsets"] is offsets and obs["flipped"] is flipped
+    init = torch.full_like(x, 0.05)
+    budget = torch.tensor([1] * 8 + [0] * 8)
+    obs, *_ = env.step(AttackAction(eps=torch.full((16,), 0.1), alpha=torch.full((16,), 0.1),
+                                    budget=budget, init=init))
+    d = (init[:8] + (x[:8] + init[:8]).clamp(0, 1) - x[:8] - init[:8]).requires_grad_(True)
+    loss = F.cross_entropy(tiny_net(x[:8] + d), y[:8], reduction="sum")
+    (g,) = torch.autograd.grad(loss, d)
+    torch.testing.assert_close(obs["first_grad"][:8], g)
+    assert obs["first_grad"][8:].abs().sum() == 0
+    plain, _ = _env(tiny_net).reset(options={"x": x, "y": y})
+    assert "offsets" not in plain and "first_grad" not in plain

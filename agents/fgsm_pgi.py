@@ -1,0 +1,207 @@
+"""FGSM-PGI (Jia et al., ECCV 2022): prior-guided initialisation of a single FGSM step.
+
+Each sample's FGSM starts from a prior perturbation instead of a random point:
+
+* ``bp``  — the previous *batch's* adversarial perturbation (different images), row by row;
+* ``ep``  — this sample's adversarial perturbation from the previous epoch;
+* ``mep`` — a prior built with momentum over all previous epochs (poster, Alg. 3)::
+
+      g_c     = sign(∇ₓ L(f(x + η_E), y))        # the gradient the FGSM step takes anyway
+      g_{E+1} = μ·g_E + g_c                      # per-sample momentum (μ = 0.3)
+      δ_adv   = Π[η_E + α·g_c]                   # the training example (taken by the env)
+      η_{E+1} = Π[η_E + α·sign(g_{E+1})]         # the stored prior
+
+The PGI regulariser (λ·MSE between the logits at x + δ_adv and at the prior point) is a
+target-step option, ``at_loss=pgi`` (targets/pgi_loss.py); the full recipe is
+``policy=fgsm_pgi at_loss=pgi``.
+
+Choices and departures from the reference code (docs/seeds.md §3.3), each deliberate:
+    * Alignment (the reference's bug): priors and momenta are stored in un-augmented
+      coordinates and cropped/flipped with their image (agents/prior_memory.py).
+    * ``momentum_form=sign`` (default) is the poster's g_c = sign(∇); ``l1`` reproduces the
+      code's g_c = ∇ / ‖∇‖₁, the L1 norm taken over the whole batch tensor (a scalar).
+    * ``init=uniform`` (default) starts epoch 1 (and each reset) from U(−ε, ε) (poster);
+      ``corners`` reproduces the code's ε·sign(U) start (L∞ only).
+    * The prior is reset every ``reset_every`` epochs (reference code: 40 on CIFAR-10; the
+      poster shows no reset); 0 never resets.
+    * The attack gradient is the env's attack loss (CE, per-sample), not the label-smoothed
+      CE of the reference; sign and the scalar L1 norm make the two identical in direction
+      up to the smoothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from agents.base import Policy, PolicyConfig, PolicyContext, UpdateBatch, register_policy
+from agents.fixed import uniform_action
+from agents.init_stats import describe_init
+from agents.prior_memory import PriorMemory
+from envs.attack_env import AttackAction, AttackEnv, Obs
+from envs.threat import Norm
+
+PRIORS = ("bp", "ep", "mep")
+
+
+@dataclass(frozen=True)
+class FgsmPgiConfig(PolicyConfig):
+    """FGSM-PGI: prior-guided initialisation.
+
+    Attributes:
+        name: registry id.
+        prior: ``bp`` (previous batch), ``ep`` (previous epoch) or ``mep`` (momentum over
+            epochs; the reference code's only variant).
+        alpha_ratio: FGSM step α (and prior step) as a multiple of ε (reference: α = ε).
+        momentum: μ of ``mep`` (reference 0.3).
+        momentum_form: ``sign`` (poster: accumulate sign(∇)) or ``l1`` (reference code:
+            accumulate ∇ / ‖∇‖₁ of the whole batch).
+        reset_every: re-draw the priors (and zero the momenta) every this many epochs
+            (reference code: 40 for CIFAR-10); 0 = only at the start.
+        init: start of a fresh prior: ``uniform`` (U(−ε, ε), poster) or ``corners``
+            (ε·sign(U), reference code; L∞ only).
+        true_class_prob: label smoothing of the target's AT loss (the policy passes it to the
+            AT loss, overriding ``at_loss.true_class_prob``); 0.6 is the reference recipe
+            (docs/seeds.md §0.2), 1.0 turns smoothing off.
+        memory_dtype: storage of the per-sample memories (``float32``, ``float16``,
+            ``bfloat16``); CIFAR-10 needs 614 MB per memory in float32.
+    """
+
+    name: str = "fgsm_pgi"
+    prior: str = "mep"
+    alpha_ratio: float = 1.0
+    momentum: float = 0.3
+    momentum_form: str = "sign"
+    reset_every: int = 40
+    init: str = "uniform"
+    true_class_prob: float = 0.6
+    memory_dtype: str = "float32"
+
+
+@register_policy(FgsmPgiConfig)
+class FgsmPgi(Policy):
+    """One FGSM step from a per-sample prior carried across batches (bp) or epochs (ep, mep)."""
+
+    extras = frozenset({"first_grad"})
+
+    def __init__(self, config: FgsmPgiConfig, context: PolicyContext) -> None:
+        super().__init__(config, context)
+        if config.prior not in PRIORS:
+            raise ValueError(f"unknown policy.prior {config.prior!r}; valid: {', '.join(PRIORS)}")
+        if config.momentum_form not in ("sign", "l1"):
+            raise ValueError(f"policy.momentum_form must be 'sign' or 'l1', "
+                             f"got {config.momentum_form!r}")
+        if config.init not in ("uniform", "corners"):
+            raise ValueError(f"policy.init must be 'uniform' or 'corners', got {config.init!r}")
+        if config.init == "corners" and context.threat.norm is not Norm.LINF:
+            raise ValueError("policy.init=corners is defined for the L∞ threat only; "
+                             "use policy.init=uniform")
+        if config.reset_every < 0:
+            raise ValueError(f"policy.reset_every must be >= 0, got {config.reset_every}")
+        shape, dev = context.image_shape, context.device
+        if config.prior != "bp":
+            self.delta_memory = PriorMemory(context.num_train, shape, dev, config.memory_dtype)
+            self.register_buffer("seen", torch.zeros(context.num_train, dtype=torch.bool,
+                                                     device=dev))
+        if config.prior == "mep":
+            self.momentum_memory = PriorMemory(context.num_train, shape, dev,
+                                               config.memory_dtype)
+        self.previous: torch.Tensor | None = None  # bp: last batch's δ_adv (B, C, H, W)
+
+    # -- epochs ---------------------------------------------------------------------------
+    def begin_epoch(self, epoch: int) -> None:
+        """Forget every prior at epoch 0 and every ``reset_every`` epochs."""
+        super().begin_epoch(epoch)
+        every = self.config.reset_every
+        if epoch == 0 or (every and epoch % every == 0):
+            self.reset_priors()
+
+    def reset_priors(self) -> None:
+        """Fresh start: no sample has a prior (the next attack draws ``init``), momenta 0."""
+        self.previous = None
+        if self.config.prior != "bp":
+            self.seen.zero_()
+        if self.config.prior == "mep":
+            self.momentum_memory.reset()
+
+    # -- acting ---------------------------------------------------------------------------
+    def _fresh(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        eps = self.context.eps
+        if self.config.init == "corners":
+            u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            return eps * torch.sign(2.0 * u - 1.0)
+        return self.context.threat.random_init(x, eps, generator)
+
+    def act(self, obs: Obs, t: int, generator: torch.Generator | None) -> AttackAction | None:
+        if t:
+            return None
+        x = obs["x"]
+        fresh = self._fresh(x, generator)
+        if self.config.prior == "bp":
+            prev = self.previous
+            eta = prev if prev is not None and prev.shape == x.shape else fresh
+        else:
+            idx = obs["index"]
+            stored = self.delta_memory.read(idx, obs.get("offsets"), obs.get("flipped"))
+            eta = torch.where(self.seen[idx].view(-1, 1, 1, 1), stored, fresh)
+        eps = self.context.eps
+        return uniform_action(obs, eps, self.config.alpha_ratio * eps, 1, eta)
+
+    # -- learning the priors -------------------------------------------------------------
+    def momentum_step(self, momentum: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """g_{E+1} = μ·g_E + g_c with g_c = sign(∇) (poster) or ∇/‖∇‖₁ (code). (B, C, H, W)."""
+        if self.config.momentum_form == "sign":
+            g_c = grad.sign()
+        else:
+            g_c = grad / grad.abs().sum().clamp_min(1e-12)  # whole-batch L1 norm, as the code
+        return self.config.momentum * momentum + g_c
+
+    def update(self, batch: UpdateBatch) -> dict[str, torch.Tensor]:
+        """Store this batch's priors for the next batch (bp) or the next epoch (ep, mep)."""
+        env = batch.env
+        delta_adv = env.delta.detach()
+        if self.config.prior == "bp":
+            self.previous = delta_adv.clone()
+            return {}
+        offsets, flipped = batch.augmentation
+        idx = batch.index
+        if self.config.prior == "ep":
+            prior = delta_adv
+        else:
+            grad = env.extras.get("first_grad")
+            if grad is None:
+                raise ValueError("fgsm_pgi (mep) needs the env extra 'first_grad': build the "
+                                 "env with EnvConfig(extras=FgsmPgi.extras)")
+            momentum = self.momentum_step(
+                self.momentum_memory.read(idx, offsets, flipped), grad)
+            alpha = self.config.alpha_ratio * self.context.eps
+            threat = self.context.threat
+            prior = threat.project(threat.step(env.delta0, momentum, alpha), batch.x,
+                                   self.context.eps)
+            self.momentum_memory.write(idx, momentum, offsets, flipped)
+        self.delta_memory.write(idx, prior, offsets, flipped)
+        self.seen[idx] = True
+        return {}
+
+    # -- reporting and state -------------------------------------------------------------
+    def describe(self, env: AttackEnv) -> dict[str, torch.Tensor]:
+        return describe_init(env)
+
+    def epoch_metrics(self) -> dict[str, float | torch.Tensor]:
+        """``policy/prior_coverage``: fraction of training samples holding a prior."""
+        if self.config.prior == "bp":
+            return {}
+        return {"policy/prior_coverage": self.seen.float().mean()}
+
+    def target_extras(self, env: AttackEnv, batch: Any) -> dict[str, torch.Tensor]:
+        """The preset label smoothing for the target's AT loss (0-dim tensor)."""
+        return {"true_class_prob": torch.tensor(self.config.true_class_prob)}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"previous": self.previous}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if state:
+            self.previous = state.get("previous")

@@ -1,0 +1,162 @@
+"""FGSM-SDI (Jia et al., TIP 2022): a generator network chooses each sample's FGSM start.
+
+Per batch: the env computes the sign of the target's input gradient at the clean point (the
+``clean_grad_sign`` extra, requested only by this policy); the generator maps (x, sign g) to
+η = ε·tanh(·); the env takes one FGSM step of size α from x + η and projects. Every
+``update_every`` batches the generator takes one Adam step that *maximises* the target's
+(label-smoothed) loss on the final example, back-propagating through the env's differentiable
+mode (gradient directions detached, as in the reference: no second order).
+
+Departures from the reference code (docs/seeds.md §2.3-2.4), each deliberate:
+    * The generator step runs after the target's step on the same batch (the policy protocol's
+      ``update``), not before it; it recomputes its own forward on that batch.
+    * The target is in the env's BatchNorm mode (``bn_mode``, eval by default) during the
+      attack and the generator step; the reference keeps it in train mode, which updates its
+      running statistics with attack batches.
+    * The adversarial input is projected onto the image box [0, 1] (the reference never clips).
+    * Only the generator's parameters receive gradients (``autograd.grad``), so the target's
+      ``.grad`` is never touched by the generator step.
+    * The reference's generator LR scheduler never decays (§0.4); this one has none.
+
+Option ``grad_input=previous`` (not in the paper; for speed): instead of the clean-point
+gradient (one extra forward/backward of the target per batch, the main cost of FGSM-SDI over
+FGSM-RS), the generator sees the sign of the gradient the env took at this sample's FGSM point
+x + η in the previous epoch (the ``first_grad`` extra, free), stored per data-set index and
+aligned with the augmentation like FGSM-PGI's priors; samples not seen yet get zeros.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from agents.base import Policy, PolicyConfig, PolicyContext, UpdateBatch, register_policy
+from agents.fixed import uniform_action
+from agents.init_stats import describe_init
+from agents.prior_memory import PriorMemory
+from agents.sdi_generator import InitGenerator
+from envs.attack_env import AttackAction, AttackEnv, Obs, target_mode
+from targets.at_loss import soft_cross_entropy
+
+
+@dataclass(frozen=True)
+class FgsmSdiConfig(PolicyConfig):
+    """FGSM-SDI: learned per-sample initialisation.
+
+    Attributes:
+        name: registry id.
+        alpha_ratio: FGSM step α as a multiple of ε (reference: α = ε = 8/255).
+        update_every: generator update period k in batches (reference 20).
+        lr: generator Adam learning rate (reference 1e-3).
+        weight_decay: generator Adam L2 weight decay (reference 5e-4).
+        width: hidden channels of the generator (reference 64).
+        grad_input: the gradient sign the generator sees: ``clean`` (paper: at the clean
+            point, computed every batch) or ``previous`` (at the sample's FGSM point of the
+            previous epoch, stored per sample; no extra target pass; see the module doc).
+        true_class_prob: label smoothing of the generator's objective *and* the target's AT
+            loss (the policy passes it to the AT loss, overriding ``at_loss.true_class_prob``);
+            0.5 is the reference recipe (docs/seeds.md §0.2), 1.0 turns smoothing off.
+    """
+
+    name: str = "fgsm_sdi"
+    alpha_ratio: float = 1.0
+    update_every: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    width: int = 64
+    grad_input: str = "clean"
+    true_class_prob: float = 0.5
+
+
+@register_policy(FgsmSdiConfig)
+class FgsmSdi(Policy):
+    """Generator-initialised FGSM; the generator ascends the target's loss every k batches."""
+
+    differentiable = True
+    extras = frozenset({"clean_grad_sign"})
+
+    def __init__(self, config: FgsmSdiConfig, context: PolicyContext) -> None:
+        super().__init__(config, context)
+        if config.update_every < 1:
+            raise ValueError(f"policy.update_every must be >= 1, got {config.update_every}")
+        if not 0.0 < config.true_class_prob <= 1.0:
+            raise ValueError("policy.true_class_prob must be in (0, 1], got "
+                             f"{config.true_class_prob}")
+        if config.grad_input not in ("clean", "previous"):
+            raise ValueError(f"policy.grad_input must be 'clean' or 'previous', "
+                             f"got {config.grad_input!r}")
+        if config.grad_input == "previous":  # the runner builds the env from these
+            self.extras = frozenset({"first_grad"})
+            self.grad_memory = PriorMemory(context.num_train, context.image_shape,
+                                           context.device, "bfloat16")  # signs are exact
+        self.generator = InitGenerator(context.image_shape[0], config.width).to(context.device)
+        self.generator.eval()
+        self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.lr,
+                                          weight_decay=config.weight_decay)
+
+    def _grad_sign(self, obs: Obs) -> torch.Tensor:
+        if self.config.grad_input == "previous":
+            return self.grad_memory.read(obs["index"], obs.get("offsets"), obs.get("flipped"))
+        if "clean_grad_sign" not in obs:
+            raise ValueError("fgsm_sdi needs the env extra 'clean_grad_sign': build the env with "
+                             "EnvConfig(extras=policy.extras, differentiable=True)")
+        return obs["clean_grad_sign"]
+
+    def _action(self, obs: Obs) -> AttackAction:
+        eps = self.context.eps
+        eta = self.generator(obs["x"], self._grad_sign(obs), eps)
+        return uniform_action(obs, eps, self.config.alpha_ratio * eps, 1, eta)
+
+    def act(self, obs: Obs, t: int, generator: torch.Generator | None) -> AttackAction | None:
+        if t:
+            return None
+        with torch.no_grad():  # the training attack needs no graph; update() builds its own
+            return self._action(obs)
+
+    def update(self, batch: UpdateBatch) -> dict[str, torch.Tensor]:
+        """Every k-th batch: one Adam step maximising LS-CE(f(x + δ_final), y) over G."""
+        env = batch.env
+        offsets, flipped = batch.augmentation
+        if self.config.grad_input == "previous":
+            self.grad_memory.write(batch.index, env.extras["first_grad"].sign(), offsets,
+                                   flipped)
+        if batch.batch_idx % self.config.update_every:
+            return {}
+        if not env.config.differentiable:
+            raise ValueError("fgsm_sdi's generator update needs the env's differentiable mode "
+                             "(EnvConfig(differentiable=True))")
+        obs, _ = env.reset(options={"x": batch.x, "y": batch.y, "index": batch.index,
+                                    "offsets": offsets, "flipped": flipped})
+        params = list(self.generator.parameters())
+        self.generator.train()
+        try:
+            with torch.enable_grad():
+                env.step(self._action(obs))
+                x_adv = env.adversarial_batch()  # graph back to the generator
+                with target_mode(batch.model, env.config.bn_mode == "train"):
+                    logits = batch.model(x_adv)
+                loss = soft_cross_entropy(logits, batch.y, self.config.true_class_prob).mean()
+                grads = torch.autograd.grad(-loss, params)  # ascent: minimise −loss
+        finally:
+            self.generator.eval()
+        for p, g in zip(params, grads):
+            p.grad = g
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"policy/generator_loss": loss.detach()}
+
+    def describe(self, env: AttackEnv) -> dict[str, torch.Tensor]:
+        return describe_init(env)
+
+    def target_extras(self, env: AttackEnv, batch: Any) -> dict[str, torch.Tensor]:
+        """The preset label smoothing for the target's AT loss (0-dim tensor)."""
+        return {"true_class_prob": torch.tensor(self.config.true_class_prob)}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if state:
+            self.optimizer.load_state_dict(state["optimizer"])
