@@ -131,7 +131,8 @@ class DeviceRolloutBuffer(RolloutBuffer):
             else:
                 non_terminal = 1.0 - self.episode_starts[step + 1]
                 next_values = self._values[step + 1]
-            delta = self.rewards[step] + self.gamma * next_values * non_terminal - self._values[step]
+            delta = (self.rewards[step] + self.gamma * next_values * non_terminal
+                     - self._values[step])
             gae = delta + self.gamma * self.gae_lambda * non_terminal * gae
             self.advantages[step] = gae
         self._returns = self.advantages + self._values

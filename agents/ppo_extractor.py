@@ -32,7 +32,8 @@ class SmallCnnExtractor(BaseFeaturesExtractor):
     def __init__(self, observation_space: spaces.Dict, features_dim: int = 64,
                  channels: tuple[int, int, int] = (16, 32, 32)) -> None:
         super().__init__(observation_space, features_dim)
-        if not isinstance(observation_space, spaces.Dict) or "image" not in observation_space.spaces:
+        if (not isinstance(observation_space, spaces.Dict)
+                or "image" not in observation_space.spaces):
             raise ValueError("SmallCnnExtractor needs a Dict observation space with an 'image' "
                              f"Box (C, H, W); got {observation_space}")
         c = observation_space["image"].shape[0]
