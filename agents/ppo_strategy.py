@@ -7,6 +7,15 @@ the target (its clean loss and true-class confidence), the action is the strateg
 is the loss of the target on the resulting adversarial example (LAS-AT's R1, clamped to
 ``[0, reward_clip]``), optionally plus per-sample look-ahead terms (see ``robust_weight``).
 
+Usage::
+
+    python -m runners.cotrain policy=ppo_strategy                       # digits
+    python -m runners.cotrain policy=ppo_strategy policy.n_steps=20 \\
+        policy.robust_weight=4 policy.clean_weight=2                     # LAS-AT's look-ahead
+    # SB3 drives instead (same policy object, same runner code per batch):
+    #   trainer = Cotrainer(compose_config(["policy=ppo_strategy"]), [])
+    #   agents.ppo_vec_env.learn_with_sb3(trainer, total_batches=200)
+
 Two drivers share this class:
 
 * The runner (``runners.cotrain``) drives: :meth:`PpoStrategy.act` runs the SB3 policy network
@@ -83,6 +92,8 @@ class PpoStrategyConfig(PolicyConfig):
             ball) or ``none`` (start at the clean input).
         reward_clip: R1 (the loss on the example) is clamped to [0, reward_clip] (LAS-AT: 10).
         robust_weight: weight of R2, the updated target's PGD accuracy (LAS-PGD-AT: 4; 0 = off).
+            With R1 alone the learner drifts to the strongest attack (largest ε and K; see
+            benchmarks/ppo_strategy.py), which is what R2/R3 exist to counter.
         clean_weight: weight of R3, the updated target's clean accuracy (LAS-PGD-AT: 2).
         lookahead_steps: PGD steps of R2 (LAS-AT: 10), at the run's ε with α = ε/4.
         lookahead_per_sample: R2/R3 per sample (correctness) instead of batch accuracies.
