@@ -8,7 +8,7 @@ Usage::
 
 Every method is a real ``runners.cotrain`` run (MLflow in ``<out>/mlflow.db``, checkpoints in
 ``<out>/ck``). Per method: final clean and PGD-20 accuracy on the (sub-sampled) test set, time
-per training epoch (mean over epochs) and its ratio to pgd_at's in the same invocation, and the
+per training epoch (median over epochs) and its ratio to pgd_at's in the same invocation, and the
 last epoch's distribution of the chosen ε, α and K (mean and p10/p50/p90). Methods run one
 after the other, their order reversed on every other data set so that drifting machine load
 does not always favour the same method. ``ppo_strategy+la`` is ppo_strategy with LAS-AT's
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def summarise(client: MlflowClient, run_id: str) -> dict[str, float]:
     m = client.get_run(run_id).data.metrics
     times = [h.value for h in client.get_metric_history(run_id, "time/epoch_s")]
     out = {"clean": m["eval/clean_acc"], "pgd20": m["eval/pgd20_acc"],
-           "epoch_s": sum(times) / len(times)}
+           "epoch_s": statistics.median(times)}  # median: robust to load spikes of a shared CPU
     for key in ("eps", "alpha", "steps"):
         for stat in ("mean", "p10", "p50", "p90"):
             if f"policy/{key}_{stat}" in m:
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (1 is fastest on a shared, loaded CPU)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report-only", action="store_true",
+                        help="rebuild the table from the runs already in <out>/mlflow.db")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -93,11 +96,21 @@ def main(argv: list[str] | None = None) -> int:
     methods = [m for m in METHODS if METHODS[m][0].split("=")[1] in registered]
     if args.methods:
         methods = [m for m in methods if m in args.methods.split(",")]
-    if args.quick:
+    if args.quick and not args.report_only:
         methods = [m for m in methods if m != "ppo_strategy+la"]
     results: dict[str, dict[str, dict[str, float]]] = {}
     client = MlflowClient(uri)
+    if args.report_only:
+        exp = client.get_experiment_by_name("learned-at")
+        for run in client.search_runs([exp.experiment_id] if exp else [],
+                                      filter_string="attributes.status = 'FINISHED'",
+                                      order_by=["attributes.start_time ASC"]):
+            method, _, data = run.data.tags.get("mlflow.runName", "").rpartition("-")
+            if method in methods and data in plans:
+                results.setdefault(data, {})[method] = summarise(client, run.info.run_id)
     for i, (data, schedule) in enumerate(plans.items()):
+        if args.report_only:
+            break
         order = methods if i % 2 == 0 else methods[::-1]
         results[data] = {}
         for method in order:
@@ -115,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
              "|---|---|---|---|---|---|---|---|---|"]
     for data, rows in results.items():
         base = rows.get("pgd_at", {}).get("epoch_s")
-        for method in methods:
+        for method in [m for m in methods if m in rows]:
             r = rows[method]
             ratio = f"{r['epoch_s'] / base:.2f}" if base else "-"
             lines.append(f"| {data} | {method} | {r['clean']:.3f} | {r['pgd20']:.3f} | "
