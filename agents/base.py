@@ -73,6 +73,8 @@ class UpdateBatch:
         generator: the policy's random generator.
         augmentation: (crop offsets (N, 2), flipped (N,)) when the loader augmented the batch
             (see targets/loader.py ``apply_augmentation``), else (None, None).
+        at_output: the target step's :class:`targets.at_loss.ATLossOutput` on this batch
+            (per-sample loss on x_adv before the update, logits), when the runner passes it.
     """
 
     x: torch.Tensor
@@ -86,6 +88,7 @@ class UpdateBatch:
     epoch: int
     generator: torch.Generator | None = None
     augmentation: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+    at_output: Any = None
 
 
 class Policy(nn.Module):

@@ -5,3 +5,4 @@ import agents.dynamic  # noqa: F401
 import agents.curriculum  # noqa: F401
 import agents.fgsm_sdi  # noqa: F401
 import agents.fgsm_pgi  # noqa: F401
+import agents.ppo_strategy  # noqa: F401

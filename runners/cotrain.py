@@ -206,7 +206,7 @@ class Cotrainer:
         policy_metrics = self.policy.update(UpdateBatch(
             x=b.x, y=b.y, index=b.index, x_adv=x_adv, env=self.env, model=self.model,
             target_step=self, batch_idx=self.global_step, epoch=epoch,
-            generator=self.gens["policy"], augmentation=(b.offsets, b.flipped)))
+            generator=self.gens["policy"], augmentation=(b.offsets, b.flipped), at_output=out))
         self.global_step += 1
         return stats, policy_metrics or {}
 

@@ -1,0 +1,375 @@
+"""``policy=ppo_strategy``: the LAS-AT strategy choice learned by stable-baselines3's PPO.
+
+Same action space as LAS-AT (``agents/strategy_space.py``): per sample, indices into the ε, α
+and K grids (``MultiDiscrete``). Each sample is one environment and each episode is one step
+(a contextual bandit): the observation is the clean image plus cheap per-sample features of
+the target (its clean loss and true-class confidence), the action is the strategy, the reward
+is the loss of the target on the resulting adversarial example (LAS-AT's R1, clamped to
+``[0, reward_clip]``), optionally plus per-sample look-ahead terms (see ``robust_weight``).
+
+Usage::
+
+    python -m runners.cotrain policy=ppo_strategy                       # digits
+    python -m runners.cotrain policy=ppo_strategy policy.n_steps=20 \\
+        policy.robust_weight=4 policy.clean_weight=2                     # LAS-AT's look-ahead
+    # SB3 drives instead (same policy object, same runner code per batch):
+    #   trainer = Cotrainer(compose_config(["policy=ppo_strategy"]), [])
+    #   agents.ppo_vec_env.learn_with_sb3(trainer, total_batches=200)
+
+Two drivers share this class:
+
+* The runner (``runners.cotrain``) drives: :meth:`PpoStrategy.act` runs the SB3 policy network
+  on the device and samples the strategies with the runner's generator, recording
+  observation, action, value and log-probability in a device-resident rollout buffer
+  (:class:`agents.ppo_buffer.DeviceRolloutBuffer`); :meth:`PpoStrategy.update` adds the
+  per-sample rewards after the target's AT step and, every ``n_steps`` batches, calls PPO's
+  own ``train()``. SB3's ``train/*`` logger values are reported as ``ppo/*`` epoch metrics.
+* SB3 drives (``model.learn``): :class:`agents.ppo_vec_env.StrategyVecEnv` wraps the same
+  runner; SB3 chooses the actions, the adapter injects them (:meth:`PpoStrategy.inject`), and
+  the runner's ``train_batch`` attacks, steps the target and computes the rewards with the same
+  code as above.
+
+Departures from LAS-AT's reference code (docs/seeds.md §1), on purpose:
+    * the learner is PPO (clipped surrogate, value baseline, advantage normalisation, entropy
+      bonus) instead of baseline-free REINFORCE; every batch's samples are training data (LAS-AT
+      learns from one batch every k = 20 batches); the strategy net is a small CNN, not a
+      ResNet-18, and it also sees the target's clean loss and confidence;
+    * the reward is per sample (LAS-AT: one scalar per batch shared by all samples);
+    * the look-ahead terms are computed on the runner's actual updated target (the real AT
+      step plays the role of LAS-AT's one-step look-ahead copy ŵ; no deepcopy, and the step
+      uses the run's optimiser with momentum instead of a fresh plain SGD step); R2 uses one
+      PGD run without restarts. With ``lookahead_per_sample=False`` R2/R3 are batch accuracies
+      as in the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.logger import KVWriter, Logger
+
+from agents.base import Policy, PolicyConfig, PolicyContext, UpdateBatch, register_policy
+from agents.ppo_buffer import DeviceRolloutBuffer
+from agents.ppo_extractor import SmallCnnExtractor
+from agents.strategy_space import StrategySpace, default_strategy_space
+from envs.attack_env import AttackAction, AttackEnv, Obs, target_mode
+from envs.attack_loss import attack_loss
+from envs.pgd import pgd_attack
+
+FEATURES = ("clean_loss", "clean_confidence")
+INITS = ("nominal", "chosen", "none")
+
+
+@dataclass(frozen=True)
+class PpoStrategyConfig(PolicyConfig):
+    """PPO (stable-baselines3) learning LAS-AT's per-sample attack strategy.
+
+    Attributes:
+        name: registry id.
+        n_steps: target batches between PPO updates (rollout length; LAS-AT's interval k).
+        n_epochs: PPO epochs over each rollout.
+        minibatch_size: PPO minibatch size (transitions = samples).
+        learning_rate: Adam learning rate of the strategy network.
+        clip_range: PPO's clipping ε.
+        ent_coef: entropy bonus coefficient.
+        vf_coef: value loss coefficient.
+        max_grad_norm: gradient-norm clip of the strategy network.
+        features_dim: width of the CNN feature extractor's output.
+        net_arch: hidden layers of the policy and value heads on top of the extractor.
+        features: cheap per-sample target features in the observation, from
+            ``clean_loss`` (CE at the clean point, clamped to 10) and ``clean_confidence``
+            (softmax probability of the true class); empty = the image only.
+        steps_grid: the K grid (iterations).
+        beta_head: add LAS-TRADES' β head (per-sample β passed to the TRADES loss).
+        init: random start: ``nominal`` (uniform in the run's ε ball, then projected into each
+            sample's chosen ball, as LAS-AT's reference), ``chosen`` (uniform in the chosen
+            ball) or ``none`` (start at the clean input).
+        reward_clip: R1 (the loss on the example) is clamped to [0, reward_clip] (LAS-AT: 10).
+        robust_weight: weight of R2, the updated target's PGD accuracy (LAS-PGD-AT: 4; 0 = off).
+            With R1 alone the learner drifts to the strongest attack (largest ε and K; see
+            benchmarks/ppo_strategy.py), which is what R2/R3 exist to counter.
+        clean_weight: weight of R3, the updated target's clean accuracy (LAS-PGD-AT: 2).
+        lookahead_steps: PGD steps of R2 (LAS-AT: 10), at the run's ε with α = ε/4.
+        lookahead_per_sample: R2/R3 per sample (correctness) instead of batch accuracies.
+    """
+
+    name: str = "ppo_strategy"
+    n_steps: int = 8
+    n_epochs: int = 4
+    minibatch_size: int = 256
+    learning_rate: float = 3e-4
+    clip_range: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    features_dim: int = 64
+    net_arch: list[int] = field(default_factory=lambda: [64])
+    features: list[str] = field(default_factory=lambda: list(FEATURES))
+    steps_grid: list[int] = field(default_factory=lambda: list(range(3, 15)))
+    beta_head: bool = False
+    init: str = "nominal"
+    reward_clip: float = 10.0
+    robust_weight: float = 0.0
+    clean_weight: float = 0.0
+    lookahead_steps: int = 10
+    lookahead_per_sample: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = set(self.features) - set(FEATURES)
+        if unknown:
+            raise ValueError(f"policy.features: unknown {sorted(unknown)}; valid: "
+                             f"{', '.join(FEATURES)}")
+        if self.init not in INITS:
+            raise ValueError(f"policy.init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.n_steps < 1 or self.n_epochs < 1:
+            raise ValueError("policy.n_steps and policy.n_epochs must be >= 1")
+        if self.minibatch_size < 2:
+            raise ValueError("policy.minibatch_size must be >= 2 (advantage normalisation)")
+        if not self.steps_grid or min(self.steps_grid) < 0:
+            raise ValueError(f"policy.steps_grid must be non-empty and >= 0, got "
+                             f"{list(self.steps_grid)}")
+
+
+class CaptureOutput(KVWriter):
+    """SB3 logger output that keeps the last dumped key/values (for MLflow, as ``ppo/*``)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, float]] = []
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any],
+              step: int = 0) -> None:
+        row = {}
+        for key, value in key_values.items():
+            if isinstance(value, (int, float, np.floating, np.integer)) and np.isfinite(value):
+                row["ppo/" + key.split("/", 1)[-1]] = float(value)
+        self.records.append(row)
+
+
+def strategy_observation_space(image_shape: tuple[int, int, int], n_features: int
+                               ) -> spaces.Dict:
+    """One sample's observation: ``Dict{image: Box[0,1](C,H,W), features: Box(D,)}``."""
+    obs = {"image": spaces.Box(0.0, 1.0, tuple(image_shape), np.float32)}
+    if n_features:
+        obs["features"] = spaces.Box(-np.inf, np.inf, (n_features,), np.float32)
+    return spaces.Dict(obs)
+
+
+def make_ppo(config: PpoStrategyConfig, observation_space: spaces.Dict,
+             action_space: spaces.MultiDiscrete, device: torch.device) -> PPO:
+    """Build SB3's PPO without an env (spaces given), with the small CNN and device buffer.
+
+    ``seed`` is left unset: SB3 would seed the global RNGs (library code must not); the
+    network is initialised from the global torch RNG, which the runner seeds.
+    """
+    ppo = PPO("MultiInputPolicy", None, learning_rate=config.learning_rate,
+              n_steps=config.n_steps, batch_size=config.minibatch_size,
+              n_epochs=config.n_epochs, gamma=0.99, gae_lambda=1.0,
+              clip_range=config.clip_range, ent_coef=config.ent_coef, vf_coef=config.vf_coef,
+              max_grad_norm=config.max_grad_norm, rollout_buffer_class=DeviceRolloutBuffer,
+              policy_kwargs={"features_extractor_class": SmallCnnExtractor,
+                             "features_extractor_kwargs": {"features_dim": config.features_dim},
+                             "net_arch": {"pi": list(config.net_arch),
+                                          "vf": list(config.net_arch)},
+                             "normalize_images": False},
+              device=device, _init_setup_model=False)
+    ppo.observation_space, ppo.action_space, ppo.n_envs = observation_space, action_space, 1
+    ppo._setup_model()
+    return ppo
+
+
+@register_policy(PpoStrategyConfig)
+class PpoStrategy(Policy):
+    """Per-sample (ε, α, K[, β]) sampled by an SB3 PPO actor-critic, trained by PPO."""
+
+    def __init__(self, config: PpoStrategyConfig, context: PolicyContext) -> None:
+        super().__init__(config, context)
+        self.space: StrategySpace = default_strategy_space(
+            context.eps, with_beta=config.beta_head, steps=tuple(config.steps_grid))
+        #: the env computes the clean logits at reset when the observation needs features.
+        self.extras = frozenset({"clean_logits"}) if config.features else frozenset()
+        self.observation_space = strategy_observation_space(context.image_shape,
+                                                            len(config.features))
+        self.action_space = self.space.gym_space()
+        self.ppo = make_ppo(config, self.observation_space, self.action_space, context.device)
+        self.net = self.ppo.policy  # an nn.Module: its weights are in this policy's state_dict
+        self.capture = CaptureOutput()
+        self.ppo.set_logger(Logger(None, [self.capture]))
+        self._pending: tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor,
+                             torch.Tensor] | None = None
+        self._injected: torch.Tensor | None = None
+        self._chosen: dict[str, torch.Tensor] = {}
+        #: per-sample rewards of the last batch (read by the SB3 adapter), (N,).
+        self.last_reward: torch.Tensor | None = None
+        self._epoch_records: list[dict[str, float]] = []
+
+    # -- observation and action ---------------------------------------------------------
+    def observe(self, x: torch.Tensor, y: torch.Tensor, clean_logits: torch.Tensor | None
+                ) -> dict[str, torch.Tensor]:
+        """The strategy observation of a batch, on its device (no host transfer).
+
+        Shape:
+            x: (N, C, H, W) in [0, 1]; y: (N,); clean_logits: (N, K) (needed when
+            ``features`` is non-empty). Returns {"image": (N, C, H, W), "features": (N, D)}.
+        """
+        obs = {"image": x.detach().float()}
+        if self.config.features:
+            if clean_logits is None:
+                raise ValueError("ppo_strategy needs the target's clean logits for its features; "
+                                 "build the env with extras=policy.extras")
+            logits = clean_logits.detach().float()
+            values = {"clean_loss": F.cross_entropy(logits, y, reduction="none").clamp(max=10.0),
+                      "clean_confidence": logits.softmax(1).gather(1, y[:, None]).squeeze(1)}
+            obs["features"] = torch.stack([values[k] for k in self.config.features], 1)
+        return obs
+
+    @torch.no_grad()
+    def sample(self, obs: dict[str, torch.Tensor], generator: torch.Generator | None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample strategies from the SB3 actor-critic with ``generator`` (device-side).
+
+        Returns:
+            actions (N, n_heads) int64, values (N,), log_probs (N,).
+        """
+        net = self.net
+        net.set_training_mode(False)
+        features = net.extract_features(obs)
+        if net.share_features_extractor:
+            latent_pi, latent_vf = net.mlp_extractor(features)
+        else:
+            latent_pi = net.mlp_extractor.forward_actor(features[0])
+            latent_vf = net.mlp_extractor.forward_critic(features[1])
+        dist = net._get_action_dist_from_latent(latent_pi)
+        actions = torch.stack([torch.multinomial(c.probs, 1, generator=generator).squeeze(1)
+                               for c in dist.distribution], 1)
+        return actions, net.value_net(latent_vf).squeeze(1), dist.log_prob(actions)
+
+    def inject(self, actions: torch.Tensor) -> None:
+        """Use these strategies (N, n_heads) for the next batch instead of sampling (SB3 drives)."""
+        self._injected = actions
+
+    def act(self, obs: Obs, t: int, generator: torch.Generator | None) -> AttackAction | None:
+        if t:
+            return None
+        if self._injected is not None:
+            actions = self._injected.to(obs["x"].device, torch.long)
+            self._injected, self._pending = None, None
+        else:
+            sobs = self.observe(obs["x"], obs["y"], obs.get("clean_logits"))
+            actions, values, log_probs = self.sample(sobs, generator)
+            self._pending = (sobs, actions, values, log_probs)
+        chosen = self._chosen = self.space.decode(actions)
+        x = obs["x"]
+        init = None
+        if self.config.init == "nominal":
+            init = self.context.threat.random_init(x, self.context.eps, generator)
+        elif self.config.init == "chosen":
+            init = self.context.threat.random_init(x, chosen["eps"], generator)
+        return AttackAction(eps=chosen["eps"], alpha=chosen["alpha"], budget=chosen["steps"],
+                            init=init)
+
+    # -- learning --------------------------------------------------------------------
+    def reward(self, batch: UpdateBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Per-sample reward r = R1 + robust_weight·R2 + clean_weight·R3, (N,), and its terms.
+
+        R1 is the target's AT loss on the example (from the runner's step when it passes
+        ``at_output``, else the attack loss of the updated target on ``x_adv``), clamped.
+        """
+        out = getattr(batch, "at_output", None)
+        if out is not None:
+            r1 = out.per_sample.detach().float()
+        else:
+            with torch.no_grad(), target_mode(batch.model, False):
+                logits = batch.model(batch.x_adv)
+            r1 = attack_loss(self.context.attack_loss, logits, batch.y,
+                             batch.env.extras.get("clean_logits")).detach().float()
+        r1 = r1.clamp(0.0, self.config.reward_clip)
+        terms = {"policy/reward_loss": r1.mean()}
+        reward = r1
+        if self.config.robust_weight or self.config.clean_weight:
+            robust, clean = self._lookahead(batch)
+            reward = reward + self.config.robust_weight * robust + self.config.clean_weight * clean
+            terms.update({"policy/reward_robust_acc": robust.mean(),
+                          "policy/reward_clean_acc": clean.mean()})
+        return reward, terms
+
+    def _lookahead(self, batch: UpdateBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Correctness (N,) of the updated target on PGD(x) and on x (or batch accuracies)."""
+        model, x, y, eps = batch.model, batch.x, batch.y, self.context.eps
+        x_adv = pgd_attack(model, x, y, threat=self.context.threat, eps=eps, alpha=eps / 4,
+                           steps=self.config.lookahead_steps, generator=batch.generator)
+        with torch.no_grad(), target_mode(model, False):
+            robust = (model(x_adv).argmax(1) == y).float()
+            clean = (model(x).argmax(1) == y).float()
+        if not self.config.lookahead_per_sample:
+            robust, clean = robust.mean().expand_as(robust), clean.mean().expand_as(clean)
+        return robust, clean
+
+    def update(self, batch: UpdateBatch) -> dict[str, torch.Tensor]:
+        reward, metrics = self.reward(batch)
+        self.last_reward = reward
+        metrics["policy/reward"] = reward.mean()
+        if self._pending is None:  # SB3 drives (actions were injected): it learns itself
+            return metrics
+        obs, actions, values, log_probs = self._pending
+        self._pending = None
+        buffer = self.ppo.rollout_buffer
+        ones = torch.ones_like(reward)
+        buffer.add(obs, actions, reward, ones, values, log_probs)
+        self.ppo.num_timesteps += reward.shape[0]
+        if buffer.full:
+            buffer.compute_returns_and_advantage(torch.zeros_like(reward), ones.bool())
+            buffer.generator = batch.generator
+            total = max(self.context.epochs * self.context.batches_per_epoch, 1)
+            self.ppo._current_progress_remaining = max(0.0, 1.0 - batch.batch_idx / total)
+            self.ppo.train()  # SB3's PPO update (host syncs for its logger, once per update)
+            self.ppo.logger.dump(self.ppo.num_timesteps)
+            self._epoch_records.append(self.capture.records[-1])
+            buffer.reset()
+        return metrics
+
+    # -- tracking --------------------------------------------------------------------
+    def begin_epoch(self, epoch: int) -> None:
+        super().begin_epoch(epoch)
+        self._epoch_records = []
+
+    def epoch_metrics(self) -> dict[str, float | torch.Tensor]:
+        """Means of SB3's ``train/*`` values over this epoch's PPO updates, as ``ppo/*``."""
+        out: dict[str, float | torch.Tensor] = {"ppo/updates": float(len(self._epoch_records))}
+        keys = {k for r in self._epoch_records for k in r}
+        for k in sorted(keys):
+            vals = [r[k] for r in self._epoch_records if k in r]
+            out[k] = float(np.mean(vals))
+        return out
+
+    def describe(self, env: AttackEnv) -> dict[str, torch.Tensor]:
+        stats = {k: v.to(env.eps.dtype) for k, v in self._chosen.items()}
+        stats["steps_used"] = env.steps.to(env.eps.dtype)
+        return stats
+
+    def grids(self) -> dict[str, list[float]]:
+        return {k: list(v) for k, v in self.space.heads.items()}
+
+    def target_extras(self, env: AttackEnv, batch: Any) -> dict[str, torch.Tensor]:
+        return {"beta": self._chosen["beta"]} if "beta" in self._chosen else {}
+
+    # -- checkpointing ---------------------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        """Adam state of the strategy net, PPO counters and the partial rollout."""
+        return {"optimizer": self.net.optimizer.state_dict(),
+                "n_updates": int(self.ppo._n_updates),
+                "num_timesteps": int(self.ppo.num_timesteps),
+                "buffer": self.ppo.rollout_buffer.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        self.net.optimizer.load_state_dict(state["optimizer"])
+        self.ppo._n_updates = int(state["n_updates"])
+        self.ppo.num_timesteps = int(state["num_timesteps"])
+        self.ppo.rollout_buffer.load_state_dict(state["buffer"])

@@ -1,0 +1,172 @@
+"""An SB3 ``VecEnv`` over co-training, for ``PPO.learn`` to drive the ``ppo_strategy`` policy.
+
+Sub-environment ``i`` is sample ``i`` of the current training batch (``num_envs`` = the batch
+size). The observation is the strategy observation of :meth:`PpoStrategy.observe` (clean image
+and cheap target features), the action is the LAS-AT strategy (``MultiDiscrete`` indices into
+the ε, α, K grids). ``step(actions)``:
+
+1. injects the actions into the ``ppo_strategy`` policy (:meth:`PpoStrategy.inject`);
+2. calls the trainer's ``train_batch`` (the runner's own code: attack through the attack env,
+   the target's AT step, distributions, and ``policy.update``, which computes the per-sample
+   rewards and, because the actions were injected, does not learn itself);
+3. draws the next batch (a new epoch starts when the loader is exhausted) and observes it.
+
+Every episode is one step: ``dones`` is all True, ``infos[i]["terminal_observation"]`` is
+sample i's observation of the batch just attacked and ``TimeLimit.truncated`` is False (a true
+terminal, so SB3 never bootstraps with its per-env Python loop). Autoreset is SB3's: the
+returned observation is already the next episode's.
+
+Observations cross to SB3 as numpy, one device-to-host copy per key per batch (SB3's
+``collect_rollouts`` needs numpy); the attack and the target step stay on the target's
+device. ``infos`` is a lazy sequence: a per-sample dict is built only when SB3 reads it.
+
+The trainer is anything with ``policy`` (a :class:`~agents.ppo_strategy.PpoStrategy`),
+``model``, ``train_loader`` (iterable of :class:`targets.loader.Batch` with ``batch_size``)
+and ``train_batch(batch, epoch)``: :class:`runners.cotrain.Cotrainer` is one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
+
+from agents.ppo_strategy import PpoStrategy
+from envs.attack_env import target_mode
+
+
+class TerminalInfos(Sequence):
+    """``infos`` of one SB3 step, built per index on access (no per-sample loop up front)."""
+
+    def __init__(self, terminal_obs: dict[str, np.ndarray], n: int) -> None:
+        self.terminal_obs, self.n = terminal_obs, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, Any]:  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]  # type: ignore[return-value]
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return {"terminal_observation": {k: v[i] for k, v in self.terminal_obs.items()},
+                "TimeLimit.truncated": False}
+
+
+class StrategyVecEnv(VecEnv):
+    """SB3 vector env whose sub-envs are the samples of the co-training's current batch.
+
+    Args:
+        trainer: the co-training (e.g. :class:`runners.cotrain.Cotrainer`) with a
+            ``ppo_strategy`` policy.
+        epoch: epoch counter passed to ``train_batch`` (0-based); advanced on each new pass.
+    """
+
+    render_mode = None  # nothing to render
+
+    def __init__(self, trainer: Any, epoch: int = 0) -> None:
+        policy = trainer.policy
+        if not isinstance(policy, PpoStrategy):
+            raise TypeError("StrategyVecEnv needs a trainer with policy=ppo_strategy, got "
+                            f"{type(policy).__name__}")
+        self.trainer, self.policy = trainer, policy
+        self.epoch = epoch
+        self._it: Iterator[Any] | None = None
+        self._batch: Any = None
+        self._obs: dict[str, np.ndarray] | None = None
+        self._actions: np.ndarray | None = None
+        super().__init__(trainer.train_loader.batch_size, policy.observation_space,
+                         policy.action_space)
+
+    # -- batches ------------------------------------------------------------------------
+    def _draw(self) -> dict[str, np.ndarray]:
+        """Next batch (new epoch when the loader is exhausted), observed as numpy."""
+        assert self._it is not None
+        try:
+            self._batch = next(self._it)
+        except StopIteration:
+            self.epoch += 1
+            self.policy.begin_epoch(self.epoch)
+            self._it = iter(self.trainer.train_loader)
+            self._batch = next(self._it)
+        b = self._batch
+        clean_logits = None
+        if self.policy.config.features:
+            with torch.no_grad(), target_mode(self.trainer.model, False):
+                clean_logits = self.trainer.model(b.x)
+        obs = self.policy.observe(b.x, b.y, clean_logits)
+        self._obs = {k: v.cpu().numpy() for k, v in obs.items()}  # one copy per key
+        return self._obs
+
+    # -- SB3 VecEnv API ---------------------------------------------------------------
+    def reset(self) -> dict[str, np.ndarray]:
+        """Start a pass over the training data; returns the first batch's observations."""
+        self.policy.begin_epoch(self.epoch)
+        self._it = iter(self.trainer.train_loader)
+        self._reset_seeds()
+        self._reset_options()
+        return self._draw()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def step_wait(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, TerminalInfos]:
+        """Attack the batch with the actions, take the target step, observe the next batch.
+
+        Returns:
+            obs {key: (N, ...)}, rewards (N,) float32, dones (N,) bool (all True), infos.
+        """
+        if self._batch is None or self._actions is None:
+            raise RuntimeError("call reset() and step_async(actions) before step_wait()")
+        device = self._batch.x.device
+        actions = torch.as_tensor(np.asarray(self._actions), device=device).long()
+        actions = actions.reshape(self.num_envs, -1)
+        self.policy.inject(actions)
+        self.trainer.train_batch(self._batch, self.epoch)
+        assert self.policy.last_reward is not None
+        rewards = self.policy.last_reward.float().cpu().numpy()
+        terminal = self._obs
+        assert terminal is not None
+        obs = self._draw()
+        self._actions = None
+        return obs, rewards, np.ones(self.num_envs, dtype=bool), TerminalInfos(terminal,
+                                                                                self.num_envs)
+
+    def close(self) -> None:
+        self._it, self._batch, self._obs = None, None, None
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        """The adapter's own attribute, once per selected sub-env (they share one object)."""
+        return [getattr(self, attr_name)] * len(self._get_indices(indices))
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        setattr(self, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
+                   **method_kwargs: Any) -> list[Any]:
+        result = getattr(self, method_name)(*method_args, **method_kwargs)
+        return [result] * len(self._get_indices(indices))
+
+    def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
+        return [False] * len(self._get_indices(indices))
+
+
+def learn_with_sb3(trainer: Any, total_batches: int) -> StrategyVecEnv:
+    """Let SB3's ``PPO.learn`` drive ``total_batches`` co-training batches (same policy net).
+
+    The policy's own PPO model (``trainer.policy.ppo``) is attached to a
+    :class:`StrategyVecEnv` over ``trainer`` and trained for ``total_batches · batch_size``
+    timesteps; its ``n_steps`` is still the number of batches between PPO updates.
+
+    Returns:
+        The adapter (holding the epoch counter reached).
+    """
+    env = StrategyVecEnv(trainer)
+    ppo = trainer.policy.ppo
+    ppo.n_envs = env.num_envs  # built without an env; the buffer sizes itself on its first add
+    ppo.set_env(env, force_reset=True)
+    ppo.learn(total_timesteps=total_batches * env.num_envs, reset_num_timesteps=False)
+    return env
