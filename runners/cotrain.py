@@ -291,10 +291,9 @@ class Cotrainer:
                 self.current_metrics = metrics
                 for hook in self.epoch_hooks:
                     metrics.update(hook(self, epoch))
-                summary = self.distributions.end_epoch(epoch)
-                for key, stats in summary.items():
-                    metrics.update({f"policy/{key}_{k}": v for k, v in stats.items()})
+                self.distributions.end_epoch(epoch)
                 tracker.log_metrics(metrics, step=epoch)
+                # policy/<key>_{mean,p10,p50,p90}, distributions/<key>.json, the heat-maps
                 log_distributions(tracker, self.distributions, epoch)
                 tracker.flush()
                 self.save(epoch + 1)

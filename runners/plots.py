@@ -83,7 +83,7 @@ def distribution_heatmap(rows: list[dict[str, Any]], title: str) -> Figure:
         means = [row.get("mean", math.nan) for row in rows]
         if any(math.isfinite(m) for m in means):
             ax.plot(epochs, means, color="white", linewidth=1.2, marker=".", label="mean")
-            ax.legend(loc="upper right", fontsize="small", framealpha=0.5)
+            ax.legend(loc="upper right", fontsize="small", facecolor="0.25", labelcolor="white")
         ax.set_ylabel("value (bin)")
     ax.set_xlim(x_edges[0], x_edges[-1])
     fig.colorbar(mesh, ax=ax, label="fraction of samples")
