@@ -1,1 +1,2 @@
 """Imports AT-loss modules beyond the built-in CE and TRADES so that each registers itself."""
+import targets.awp  # noqa: F401
