@@ -44,6 +44,7 @@ class PolicyContext:
         device: where the target and the data live.
         attack_loss: the objective the target's AT loss wants the attack to maximise.
         data: data set name (presets may depend on it).
+        at_loss_name: registry id of the run's AT loss (``ce``, ``trades``, ``awp``, ...).
     """
 
     threat: ThreatModel
@@ -56,6 +57,7 @@ class PolicyContext:
     device: torch.device
     attack_loss: AttackLoss = AttackLoss.CE
     data: str = "digits"
+    at_loss_name: str = "ce"
 
 
 @dataclass

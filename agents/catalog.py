@@ -6,3 +6,4 @@ import agents.curriculum  # noqa: F401
 import agents.fgsm_sdi  # noqa: F401
 import agents.fgsm_pgi  # noqa: F401
 import agents.ppo_strategy  # noqa: F401
+import agents.las_at  # noqa: F401

@@ -139,7 +139,7 @@ class CotrainConfig:
     """
 
     defaults: list[Any] = field(default_factory=lambda: [
-        "_self_", {"data": "digits"}, {"target": "auto"}, {"policy": "pgd_at"},
+        "_self_", {"data": "digits"}, {"target": "auto"}, {"policy": "las_at"},
         {"at_loss": "ce"}, {"threat": "linf"}])
     data: Any = MISSING
     target: Any = MISSING

@@ -113,7 +113,8 @@ class Cotrainer:
             threat=self.threat, eps=r.eps, image_shape=self.data.image_shape,
             num_classes=self.data.num_classes, num_train=len(self.data.train), epochs=r.epochs,
             batches_per_epoch=len(self.train_loader), device=self.device,
-            attack_loss=self.at_loss.attack_loss, data=cfg.data.name)
+            attack_loss=self.at_loss.attack_loss, data=cfg.data.name,
+            at_loss_name=cfg.at_loss.name)
         self.policy: Policy = make_policy(cfg.policy, self.context).to(self.device)
         self.env = AttackEnv(self.model, EnvConfig(
             norm=self.threat.norm, loss=self.at_loss.attack_loss, bn_mode=cfg.bn_mode,

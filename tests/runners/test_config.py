@@ -9,7 +9,7 @@ def test_defaults_are_the_embedded_run():
     cfg = compose_config([])
     r = resolve(cfg)
     assert (cfg.data.name, cfg.policy.name, cfg.at_loss.name, cfg.threat.norm) == \
-        ("digits", "pgd_at", "ce", "linf")
+        ("digits", "las_at", "ce", "linf")
     assert (r.target, r.eps, r.augment) == ("digits_cnn", 0.2, False)
 
 
@@ -24,7 +24,7 @@ def test_group_switch_and_field_override():
 @pytest.mark.parametrize("overrides,needle", [
     (["policy=nope"], "valid: "),
     (["epochz=3"], "valid keys in the top level: "),
-    (["policy.stepz=3"], "valid keys in 'policy': alpha_ratio, name, random_start, steps"),
+    (["policy=pgd_at", "policy.stepz=3"], "valid keys in 'policy': alpha_ratio, name, random_start, steps"),
     (["optim.lrr=1"], "valid keys in 'optim': "),
     (["epochs=abc"], "epochs"),
 ])

@@ -8,7 +8,7 @@ from runners import cotrain as cotrain_mod
 from runners.cotrain import Cotrainer, cotrain, main
 from runners.run_loading import load_run_state
 
-TINY = ["epochs=2", "batch_size=128", "policy.steps=2", "eval.test_subset=64",
+TINY = ["epochs=2", "batch_size=128", "policy=pgd_at", "policy.steps=2", "eval.test_subset=64",
         "eval.final_pgd_steps=3", "progress=false"]
 
 DOCUMENTED = ["train/loss", "train/clean_acc", "train/adv_acc", "test/clean_acc", "test/pgd_acc",
@@ -51,7 +51,7 @@ def test_bad_override_exits_with_message(capsys):
 
 
 def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path, tracking_uri, monkeypatch):
-    args = [*(a for a in TINY if not a.startswith("policy.")), "epochs=3", "policy=fgsm_rs",
+    args = [*(a for a in TINY if not a.startswith("policy")), "epochs=3", "policy=fgsm_rs",
             f"checkpoint_dir={tmp_path}/ck"]
     full_id = cotrain(args, tracking_uri)
 

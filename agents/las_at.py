@@ -1,0 +1,286 @@
+"""LAS-AT (Jia et al., CVPR 2022): a strategy network picks each sample's attack, by REINFORCE.
+
+Per batch: the strategy network reads the clean images and samples, per sample, ε, α (step
+size), K (iterations) and, for LAS-TRADES, β from one categorical head each
+(:mod:`agents.strategy_net`); the env attacks every sample with its own strategy, costing
+Σᵢ Kᵢ sample-gradients thanks to its active-set compaction (the reference forwards the whole
+batch max Kᵢ times, docs/seeds.md §1.4). Every ``interval`` batches the policy learns:
+reward = clamp(R1, 0, c) + a·R2 + b·R3 (:mod:`agents.lookahead`), loss
+= −mean_i(Σ_h log π_h(a_{h,i} | x_i) · reward), SGD, gradient-norm clip 1.0.
+``at_loss=ce`` gives LAS-PGD-AT, ``at_loss=trades`` LAS-TRADES, ``at_loss=awp`` LAS-AWP;
+their settings are in :mod:`agents.las_at_preset`.
+
+Departures from the reference code (LAS-AT@ee756b7), each on purpose:
+
+* The reward rollout reuses the training action and its examples (the reference samples a
+  second action for the reward with the network in train mode and attacks the batch again).
+  On learning batches the network samples in train mode with autograd (as the reference's
+  reward rollout), on other batches in eval mode without autograd (as its training action).
+  This saves one attack per learning batch; the estimator is still REINFORCE on the action
+  that was taken.
+* ŵ is looked ahead from the target *before* its step on the batch (as in the reference): the
+  policy snapshots the target in ``target_extras``, the last call before the target's step.
+  Only a driver that skips ``target_extras`` falls back to the already-updated target.
+* The start point is uniform in each sample's own ε-ball (the reference starts in the nominal
+  8/255 ball whatever ε the policy chose). LAS-TRADES starts at x + 0.001·N(0, 1) (reference).
+* LAS-AWP: no final clip of δ to 8/255 (the reference's bug, §1.8: ε above 8/255 only changed
+  the intermediate projection) and no normalisation mismatch between reward and training
+  (models normalise inside, if at all).
+* Options, off by default (the faithful form is a single scalar reward per batch, no baseline):
+  ``reward_mode=per_sample`` (R1ᵢ, R2ᵢ, R3ᵢ per sample) and ``baseline=moving_average``
+  (advantage = reward − EMA of past rewards), for the ablation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from agents.base import Policy, PolicyConfig, PolicyContext, UpdateBatch, register_policy
+from agents.las_at_preset import preset_grids, preset_settings, resolve_variant
+from agents.lookahead import LookaheadReward, RewardTerms
+from agents.strategy_net import (StrategyNet, categorical_entropy, categorical_log_prob,
+                                 sample_categorical)
+from agents.strategy_space import StrategySpace
+from envs.attack_env import AttackAction, AttackEnv, Obs
+from envs.attack_loss import AttackLoss
+
+
+@dataclass(frozen=True)
+class LasAtConfig(PolicyConfig):
+    """LAS-AT strategy policy; ``None`` fields take the preset (agents/las_at_preset.py).
+
+    Attributes:
+        name: registry id.
+        variant: ``auto`` (from the run's ``at_loss``: ce -> pgd_at, trades, awp), ``pgd_at``,
+            ``trades`` or ``awp``: selects interval, reward weights, R1 clamp, optimiser.
+        trunk: strategy-network trunk: ``auto`` (resnet18 for >= 32x32, else small_cnn),
+            ``resnet18`` (reference) or ``small_cnn``.
+        eps_grid: ε values (input units); None = preset.
+        alpha_grid: step sizes (input units); None = preset.
+        steps_grid: iteration counts; None = preset.
+        beta_grid: TRADES β values (variant trades only); None = preset {5..9}.
+        interval: learn every ``interval`` batches (reference k); None = preset (20 / 1 / 1).
+        lr: policy SGD learning rate; None = preset (1e-4; digits 0.05).
+        momentum: policy SGD momentum; None = preset (0; trades 0.9).
+        weight_decay: policy SGD weight decay; None = preset (0; trades 5e-4).
+        lr_milestones: fractions of training where the policy lr is multiplied by 0.1;
+            None = preset (pgd_at none, trades [0.75, 0.9], awp [0.5, 0.75]).
+        grad_clip: max gradient norm of the strategy network per update.
+        reward_weights: (a, b) of reward = R1 + a·R2 + b·R3; None = preset.
+        r1_clamp: upper clamp of R1 (the AT loss); None = preset (10; trades 20).
+        reward_mode: ``batch`` (one scalar per batch, reference) or ``per_sample`` (departure).
+        baseline: ``none`` (reference) or ``moving_average`` (departure).
+        baseline_momentum: EMA factor of the moving-average baseline.
+        reward_pgd_steps: PGD iterations of R2 (reference 10).
+        reward_pgd_restarts: PGD restarts of R2 (reference 2).
+    """
+
+    name: str = "las_at"
+    variant: str = "auto"
+    trunk: str = "auto"
+    eps_grid: list[float] | None = None
+    alpha_grid: list[float] | None = None
+    steps_grid: list[int] | None = None
+    beta_grid: list[float] | None = None
+    interval: int | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    lr_milestones: list[float] | None = None
+    grad_clip: float = 1.0
+    reward_weights: list[float] | None = None
+    r1_clamp: float | None = None
+    reward_mode: str = "batch"
+    baseline: str = "none"
+    baseline_momentum: float = 0.9
+    reward_pgd_steps: int = 10
+    reward_pgd_restarts: int = 2
+
+
+def _pick(value: Any, preset: Any) -> Any:
+    return preset if value is None else value
+
+
+@register_policy(LasAtConfig)
+class LasAt(Policy):
+    """Strategy network + REINFORCE on the look-ahead reward (see module docstring)."""
+
+    def __init__(self, config: LasAtConfig, context: PolicyContext) -> None:
+        super().__init__(config, context)
+        at_loss_name = getattr(context, "at_loss_name", None) or (
+            "trades" if context.attack_loss is AttackLoss.KL else "ce")
+        self.variant = resolve_variant(config.variant, at_loss_name)
+        if config.reward_mode not in ("batch", "per_sample"):
+            raise ValueError(f"policy.reward_mode must be 'batch' or 'per_sample', "
+                             f"got {config.reward_mode!r}")
+        if config.baseline not in ("none", "moving_average"):
+            raise ValueError(f"policy.baseline must be 'none' or 'moving_average', "
+                             f"got {config.baseline!r}")
+        grids = preset_grids(context.data, self.variant, context.eps)
+        beta = (tuple(_pick(config.beta_grid, grids.get("beta", ())))
+                if self.variant == "trades" else ())
+        self.space = StrategySpace(
+            eps=tuple(float(v) for v in _pick(config.eps_grid, grids["eps"])),
+            alpha=tuple(float(v) for v in _pick(config.alpha_grid, grids["alpha"])),
+            steps=tuple(int(v) for v in _pick(config.steps_grid, grids["steps"])),
+            beta=tuple(float(v) for v in beta))
+        for head, grid in self.space.heads.items():
+            if not grid or min(grid) < 0 or (head == "steps" and min(grid) < 1):
+                raise ValueError(f"policy.{head}_grid must be non-empty and positive "
+                                 f"(steps >= 1), got {list(grid)}")
+        s = preset_settings(context.data, self.variant)
+        self.interval = int(_pick(config.interval, s["interval"]))
+        if self.interval < 1:
+            raise ValueError(f"policy.interval must be >= 1, got {self.interval}")
+        weights = tuple(_pick(config.reward_weights, s["weights"]))
+        if len(weights) != 2:
+            raise ValueError(f"policy.reward_weights must be [a, b], got {list(weights)}")
+        self.weights = (float(weights[0]), float(weights[1]))
+        self.r1_clamp = float(_pick(config.r1_clamp, s["r1_clamp"]))
+        self.lr = float(_pick(config.lr, s["lr"]))
+        self.lr_milestones = tuple(_pick(config.lr_milestones, s["lr_milestones"]))
+        self.net = StrategyNet(context.image_shape, self.space.nvec, config.trunk)
+        self.optimizer = torch.optim.SGD(
+            self.net.parameters(), lr=self.lr, momentum=float(_pick(config.momentum,
+                                                                    s["momentum"])),
+            weight_decay=float(_pick(config.weight_decay, s["weight_decay"])))
+        self.register_buffer("baseline_value", torch.zeros(()))
+        self.register_buffer("baseline_ready", torch.zeros((), dtype=torch.bool))
+        self.lookahead = LookaheadReward(config.reward_pgd_steps, config.reward_pgd_restarts)
+        self.batches = 0  # batches seen (update() calls); learning batches: batches % k == 0
+        self._log_prob: torch.Tensor | None = None  # (N,) with graph, on learning batches
+        self._beta: torch.Tensor | None = None
+        self._entropy = torch.zeros(len(self.space.nvec))
+        self._entropy_batches = 0
+
+    # -- acting ----------------------------------------------------------------------
+    def begin_epoch(self, epoch: int) -> None:
+        super().begin_epoch(epoch)
+        self._entropy = torch.zeros(len(self.space.nvec), device=self.baseline_value.device)
+        self._entropy_batches = 0
+
+    def act(self, obs: Obs, t: int, generator: torch.Generator | None) -> AttackAction | None:
+        """t = 0: sample (ε, α, K[, β]) per sample and a start point; later steps: no change."""
+        if t:
+            return None
+        x = obs["x"]
+        learn = self.batches % self.interval == 0
+        self.net.train(learn)
+        with torch.set_grad_enabled(learn):
+            logits = self.net(x)
+            index = torch.stack([sample_categorical(z, generator) for z in logits], 1)
+            log_prob = sum(categorical_log_prob(z, index[:, h]) for h, z in enumerate(logits))
+        with torch.no_grad():
+            entropy = torch.stack([categorical_entropy(z).mean() for z in logits])
+            self._entropy = self._entropy.to(entropy.device) + entropy
+            self._entropy_batches += 1
+        self._log_prob = log_prob if learn else None
+        choice = self.space.decode(index)
+        self._beta = choice.get("beta")
+        if self.context.attack_loss is AttackLoss.KL:
+            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            init = 0.001 * noise
+        else:
+            init = self.context.threat.random_init(x, choice["eps"], generator)
+        return AttackAction(eps=choice["eps"], alpha=choice["alpha"], budget=choice["steps"],
+                            init=init)
+
+    def target_extras(self, env: AttackEnv, batch: Any) -> dict[str, torch.Tensor]:
+        """β per sample for LAS-TRADES; on learning batches also snapshot w for the look-ahead."""
+        if self._log_prob is not None:
+            self.lookahead.snapshot(env.model)
+        return {"beta": self._beta} if self._beta is not None else {}
+
+    # -- learning --------------------------------------------------------------------
+    def reward(self, terms: RewardTerms) -> torch.Tensor:
+        """reward = clamp(R1, 0, c) + a·R2 + b·R3: a scalar (batch) or (N,) (per_sample)."""
+        a, b = self.weights
+        if self.config.reward_mode == "per_sample":
+            return terms.r1.clamp(0, self.r1_clamp) + a * terms.r2 + b * terms.r3
+        return (terms.r1.mean().clamp(0, self.r1_clamp) + a * terms.r2.mean()
+                + b * terms.r3.mean())
+
+    def reinforce(self, log_prob: torch.Tensor, reward: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One REINFORCE step: loss = −mean_i(log π(a_i | x_i) · (reward − baseline)).
+
+        Shape:
+            log_prob: (N,) with graph into the strategy network; reward: () or (N,).
+        """
+        reward = reward.detach()
+        advantage = reward
+        if self.config.baseline == "moving_average":
+            mean = reward.mean()
+            base = torch.where(self.baseline_ready, self.baseline_value, mean)
+            advantage = reward - base
+            m = self.config.baseline_momentum
+            self.baseline_value.copy_(m * base + (1 - m) * mean)
+            self.baseline_ready.fill_(True)
+        loss = -(log_prob * advantage).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        return {"policy/loss": loss.detach(), "policy/grad_norm": grad_norm.detach()}
+
+    def _set_lr(self, batch_idx: int) -> None:
+        total = max(self.context.epochs * self.context.batches_per_epoch, 1)
+        passed = sum(batch_idx >= m * total for m in self.lr_milestones)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr * 0.1 ** passed
+
+    def update(self, batch: UpdateBatch) -> dict[str, torch.Tensor]:
+        """On learning batches: look-ahead reward, then one REINFORCE step; else nothing."""
+        self.batches += 1
+        log_prob, self._log_prob = self._log_prob, None
+        if log_prob is None:
+            return {}
+        if not self.lookahead.has_snapshot:  # driver without target_extras: w after its step
+            self.lookahead.snapshot(batch.model)
+        group = batch.target_step.optimizer.param_groups[0]
+        extras = {"beta": self._beta} if self._beta is not None else {}
+        terms = self.lookahead.rollout(
+            batch.target_step.at_loss, batch.x, batch.x_adv, batch.y, extras, group["lr"],
+            group.get("weight_decay", 0.0), self.context.threat, self.context.eps,
+            batch.generator)
+        reward = self.reward(terms)
+        self._set_lr(batch.batch_idx)
+        metrics = self.reinforce(log_prob, reward)
+        metrics.update({"policy/reward": reward.mean(),
+                        "policy/reward_r1": terms.r1.mean().clamp(0, self.r1_clamp),
+                        "policy/reward_r2": terms.r2.mean(),
+                        "policy/reward_r3": terms.r3.mean()})
+        return metrics
+
+    # -- tracking --------------------------------------------------------------------
+    def describe(self, env: AttackEnv) -> dict[str, torch.Tensor]:
+        """Per-sample chosen ε, α, K (and β): categorical over the grids (see :meth:`grids`)."""
+        out = {"eps": env.eps, "alpha": env.alpha, "steps": env.budget.to(env.eps.dtype)}
+        if self._beta is not None:
+            out["beta"] = self._beta
+        return out
+
+    def grids(self) -> dict[str, list[float]]:
+        """Every head's grid (the tracked distributions have one entry per grid value)."""
+        return {head: list(grid) for head, grid in self.space.heads.items()}
+
+    def epoch_metrics(self) -> dict[str, float | torch.Tensor]:
+        """Mean entropy of the sampling distribution this epoch: total and per head (nats)."""
+        n = max(self._entropy_batches, 1)
+        per_head = self._entropy / n
+        out: dict[str, float | torch.Tensor] = {"policy/entropy": per_head.sum()}
+        for h, head in enumerate(self.space.heads):
+            out[f"policy/entropy_{head}"] = per_head[h]
+        return out
+
+    def extra_state(self) -> dict[str, Any]:
+        """Policy optimiser state and the batch counter (which batches learn)."""
+        return {"optimizer": self.optimizer.state_dict(), "batches": self.batches}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`extra_state`."""
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.batches = int(state.get("batches", 0))

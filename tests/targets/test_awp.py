@@ -1,0 +1,45 @@
+"""AWP: layer-wise relative perturbation size, and the step taken at w + v then v removed."""
+
+import copy
+
+import torch
+
+from targets.at_loss import make_at_loss
+from targets.awp import AwpConfig, weight_perturbation
+
+
+def test_perturbation_is_gamma_times_each_weight_norm(tiny_net, batch):
+    x, y = batch
+    awp = make_at_loss(AwpConfig(gamma=0.05))
+    v = awp.perturbation(tiny_net, x, x, y)
+    params = dict(tiny_net.named_parameters())
+    assert set(v) == {k for k, p in params.items() if p.dim() > 1}  # weights, not biases/BN
+    for name, pert in v.items():
+        torch.testing.assert_close(pert.norm(), 0.05 * params[name].norm())
+    # the proxy ascended the loss: v points along +gradient for plain SGD on −loss
+    zero = weight_perturbation(tiny_net, copy.deepcopy(tiny_net), 0.05)
+    assert all(torch.count_nonzero(z) == 0 for z in zero.values())
+
+
+def test_step_uses_the_gradient_at_the_perturbed_weights_and_removes_v(tiny_net, batch):
+    x, y = batch
+    x_adv = (x + 0.05).clamp(0, 1)
+    awp = make_at_loss(AwpConfig(gamma=0.01))
+    model = copy.deepcopy(tiny_net)
+    w0 = {k: p.detach().clone() for k, p in model.named_parameters()}
+    # expected: w0 − lr · ∇L(w0 + v), with v computed from the same proxy step
+    ref = copy.deepcopy(tiny_net)
+    ref.train()
+    v = awp.perturbation(ref, x, x_adv, y)
+    with torch.no_grad():
+        for k, p in ref.named_parameters():
+            if k in v:
+                p.add_(v[k])
+    loss = awp.compute(ref, x, x_adv, y).loss
+    grads = dict(zip([k for k, _ in ref.named_parameters()],
+                     torch.autograd.grad(loss, list(ref.parameters()))))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    out = awp.train_step(model, opt, x, x_adv, y)
+    torch.testing.assert_close(out.loss, loss.detach())
+    for k, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), w0[k] - 0.1 * grads[k])
