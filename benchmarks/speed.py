@@ -86,7 +86,8 @@ def bench_at_step(model_name: str, batch: int, steps: int, reps: int, device: st
                   ) -> dict[str, float]:
     """(a): env + loop vs hand-written PGD-K AT step vs (K+1) plain steps."""
     shape = SHAPES.get(model_name, (3, 32, 32))
-    cfg = compose_config([f"target={model_name}", f"batch_size={batch}", f"policy.steps={steps}",
+    cfg = compose_config(["policy=pgd_at", f"target={model_name}", f"batch_size={batch}",
+                          f"policy.steps={steps}",
                           "threat.eps=0.03137", f"device={device}", "progress=false"])
     trainer = Cotrainer(cfg, [], data=synthetic_data(shape, 4 * batch))
     dev = trainer.device
@@ -119,7 +120,7 @@ def bench_compaction(model_name: str, batch: int, steps: int, reps: int, device:
                      ) -> dict[str, float]:
     """(b): half the samples stop after one step vs all samples take K steps."""
     shape = SHAPES.get(model_name, (3, 32, 32))
-    cfg = compose_config([f"target={model_name}", f"device={device}", "progress=false"])
+    cfg = compose_config(["policy=pgd_at", f"target={model_name}", f"device={device}", "progress=false"])
     trainer = Cotrainer(cfg, [], data=synthetic_data(shape, batch))
     dev = trainer.device
     model = trainer.model.eval()

@@ -60,7 +60,8 @@ def test_cli_logs_metrics_table_and_checks(tmp_path, tracking_uri, monkeypatch, 
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     ck = f"checkpoint_dir={tmp_path}/ck"
-    run_id = cotrain(["epochs=1", "batch_size=128", "data.train_subset=256", "policy.steps=1",
+    run_id = cotrain(["policy=pgd_at", "epochs=1", "batch_size=128", "data.train_subset=256",
+                      "policy.steps=1",
                       "eval.test_subset=32", "eval.final_pgd_steps=1", "progress=false", ck],
                      tracking_uri)
     with pytest.raises(SystemExit, match="unknown attack"):
