@@ -29,11 +29,11 @@ def _columns(rows: list[dict[str, Any]]) -> tuple[list[str], bool]:
     """Column labels and whether the histogram edges differ between rows."""
     first = rows[0]
     if "values" in first:
-        return [format_grid_value(float(v)) for v in first["values"]], False
+        return [format_grid_value(float(v), first["values"]) for v in first["values"]], False
     edges = first["edges"]
     if all(row["edges"] == edges for row in rows):
         centres = [(a + b) / 2 for a, b in zip(edges, edges[1:])]
-        return [format_grid_value(c) for c in centres], False
+        return [format_grid_value(c, centres) for c in centres], False
     return [f"bin{i + 1}" for i in range(len(first["fractions"]))], True
 
 

@@ -69,7 +69,7 @@ def distribution_heatmap(rows: list[dict[str, Any]], title: str) -> Figure:
         mesh = ax.pcolormesh(x_edges, y_edges, matrix, **style)
         ticks = np.arange(len(grid))
         stride = max(1, math.ceil(len(grid) / _MAX_Y_LABELS))
-        ax.set_yticks(ticks[::stride], [format_grid_value(grid[i]) for i in order][::stride])
+        ax.set_yticks(ticks[::stride], [format_grid_value(grid[i], grid) for i in order][::stride])
         ax.set_ylabel("value")
     else:
         shared = all(row["edges"] == rows[0]["edges"] for row in rows)
