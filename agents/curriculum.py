@@ -20,9 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from agents.base import Policy, PolicyConfig, PolicyContext, register_policy
-from agents.fixed import uniform_action
-from envs.attack_env import AttackAction, Obs
+from agents.base import PolicyConfig, PolicyContext, register_policy
+from agents.fixed import PgdAt
 
 
 def curriculum_steps(epoch: int, k_min: int, k_max: int, ramp_epochs: float) -> int:
@@ -52,7 +51,7 @@ class CurriculumConfig(PolicyConfig):
 
 
 @register_policy(CurriculumConfig)
-class CurriculumAt(Policy):
+class CurriculumAt(PgdAt):
     """The same K_t, α, ε for every sample of epoch t."""
 
     def __init__(self, config: CurriculumConfig, context: PolicyContext) -> None:
@@ -69,14 +68,6 @@ class CurriculumAt(Policy):
         """K_t of the current epoch."""
         c = self.config
         return curriculum_steps(self.epoch, c.k_min, c.k_max, self.ramp_epochs)
-
-    def act(self, obs: Obs, t: int, generator: torch.Generator | None) -> AttackAction | None:
-        if t:
-            return None
-        eps = self.context.eps
-        init = (self.context.threat.random_init(obs["x"], eps, generator)
-                if self.config.random_start else None)
-        return uniform_action(obs, eps, self.config.alpha_ratio * eps, self.steps, init)
 
     def epoch_metrics(self) -> dict[str, float | torch.Tensor]:
         return {"policy/curriculum_steps": float(self.steps)}

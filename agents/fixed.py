@@ -90,15 +90,19 @@ class PgdAtConfig(PolicyConfig):
     alpha_ratio: float = 0.25
     random_start: bool = True
 
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ValueError(f"policy.steps must be >= 0, got {self.steps}")
+
 
 @register_policy(PgdAtConfig)
 class PgdAt(Policy):
     """The same K, α, ε for every sample."""
 
-    def __init__(self, config: PgdAtConfig, context: PolicyContext) -> None:
-        super().__init__(config, context)
-        if config.steps < 0:
-            raise ValueError(f"policy.steps must be >= 0, got {config.steps}")
+    @property
+    def steps(self) -> int:
+        """K of the current epoch (constant here; schedules override it)."""
+        return self.config.steps
 
     def act(self, obs: Obs, t: int, generator: torch.Generator | None) -> AttackAction | None:
         if t:
@@ -106,4 +110,4 @@ class PgdAt(Policy):
         eps = self.context.eps
         init = (self.context.threat.random_init(obs["x"], eps, generator)
                 if self.config.random_start else None)
-        return uniform_action(obs, eps, self.config.alpha_ratio * eps, self.config.steps, init)
+        return uniform_action(obs, eps, self.config.alpha_ratio * eps, self.steps, init)

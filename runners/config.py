@@ -272,7 +272,10 @@ def compose_config(overrides: list[str] | None = None) -> CotrainConfig:
         cfg = _compose(overrides)
     except Exception as error:  # Hydra raises several exception types for bad overrides
         raise _explain(overrides, error) from None
-    return to_object(cfg)
+    try:
+        return to_object(cfg)
+    except ValueError as error:  # a config dataclass rejected a value in __post_init__
+        raise ConfigError(str(error)) from None
 
 
 def to_object(cfg: DictConfig) -> CotrainConfig:

@@ -41,3 +41,12 @@ def tracking_uri(tmp_path, monkeypatch) -> str:
     """A fresh sqlite store; the test runs in tmp_path so MLflow's ./mlruns artifacts land there."""
     monkeypatch.chdir(tmp_path)
     return f"sqlite:///{tmp_path}/mlflow.db"
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: on a shared, loaded CPU, intra-op threads cost far more than they save."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -15,13 +15,7 @@ FAST = PpoStrategyConfig(n_steps=2, n_epochs=8, minibatch_size=64, learning_rate
                          ent_coef=0.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one intra-op thread is much faster on a shared, loaded CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _top_share(trainer: ToyTrainer, policy: PpoStrategy, last: int = 2) -> float:

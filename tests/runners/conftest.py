@@ -21,15 +21,6 @@ class DigitsMLP(nn.Module):
         return self.body(x)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: on a shared, loaded CPU, intra-op threads cost far more than they save."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def digits_tensors() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     data = load_dataset("digits")

@@ -15,12 +15,7 @@ TINY = ["policy=ppo_strategy", "data.train_subset=192", "batch_size=64", "epochs
         "data.test_subset=64", "progress=false"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _check_metrics(tracking_uri: str, run_id: str) -> None:
