@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny models and data that need no download and no ../shared."""
+"""Shared fixtures: tiny models and data that need no download and no data folder."""
 
 from __future__ import annotations
 

@@ -43,3 +43,36 @@ def digits_model(digits_tensors) -> nn.Module:
         opt.step()
     torch.set_num_threads(before)
     return net.eval()
+
+
+def interrupt_and_resume(args: list[str], tracking_uri: str, checkpoint_dir: str,
+                         monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run ``args``, interrupted (KeyboardInterrupt) at the start of its second epoch, then resume.
+
+    Returns:
+        The id of the interrupted-then-resumed run (its status was KILLED before the resume).
+    """
+    from mlflow.tracking import MlflowClient
+
+    from runners.cotrain import Cotrainer, cotrain
+
+    calls = {"n": 0}
+    original = Cotrainer.train_epoch
+
+    def interrupt_second_epoch(self, epoch, bar):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, epoch, bar)
+
+    monkeypatch.setattr(Cotrainer, "train_epoch", interrupt_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        cotrain(args, tracking_uri)
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("learned-at").experiment_id],
+                              order_by=["attributes.start_time DESC"])
+    cut_id = runs[0].info.run_id
+    assert runs[0].info.status == "KILLED"
+    monkeypatch.setattr(Cotrainer, "train_epoch", original)
+    assert cotrain([f"resume={cut_id}", f"checkpoint_dir={checkpoint_dir}"], tracking_uri) == cut_id
+    return cut_id

@@ -1,12 +1,11 @@
 """Tiny end-to-end co-training runs: documented metrics in MLflow, exact resume, run_id line."""
 
-import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from runners import cotrain as cotrain_mod
-from runners.cotrain import Cotrainer, cotrain, main
+from runners.cotrain import cotrain, main
 from runners.run_loading import load_run_state
+from tests.runners.conftest import interrupt_and_resume
 
 TINY = ["epochs=2", "batch_size=128", "policy=pgd_at", "policy.steps=2", "eval.test_subset=64",
         "eval.final_pgd_steps=3", "progress=false"]
@@ -54,26 +53,8 @@ def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path, tracking_u
     args = [*(a for a in TINY if not a.startswith("policy")), "epochs=3", "policy=fgsm_rs",
             f"checkpoint_dir={tmp_path}/ck"]
     full_id = cotrain(args, tracking_uri)
-
-    calls = {"n": 0}
-    original = Cotrainer.train_epoch
-
-    def interrupt_second_epoch(self, epoch, bar):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(self, epoch, bar)
-
-    monkeypatch.setattr(Cotrainer, "train_epoch", interrupt_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        cotrain(args, tracking_uri)
-    client = MlflowClient(tracking_uri)
-    runs = client.search_runs([client.get_experiment_by_name("learned-at").experiment_id],
-                              order_by=["attributes.start_time DESC"])
-    cut_id = runs[0].info.run_id
-    assert runs[0].info.status == "KILLED" and cut_id != full_id
-    monkeypatch.setattr(Cotrainer, "train_epoch", original)
-    assert cotrain([f"resume={cut_id}", f"checkpoint_dir={tmp_path}/ck"], tracking_uri) == cut_id
+    cut_id = interrupt_and_resume(args, tracking_uri, f"{tmp_path}/ck", monkeypatch)
+    assert cut_id != full_id
 
     full, cut = _metrics(tracking_uri, full_id), _metrics(tracking_uri, cut_id)
     for key in ("eval/clean_acc", "eval/pgd3_acc", "train/loss", "test/pgd_acc"):
@@ -82,4 +63,4 @@ def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path, tracking_u
     b = load_run_state(cut_id, f"{tmp_path}/ck")["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    assert client.get_run(cut_id).info.status == "FINISHED"
+    assert MlflowClient(tracking_uri).get_run(cut_id).info.status == "FINISHED"

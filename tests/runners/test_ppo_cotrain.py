@@ -6,8 +6,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from runners.cotrain import Cotrainer, cotrain
+from runners.cotrain import cotrain
 from runners.run_loading import load_run_state
+from tests.runners.conftest import interrupt_and_resume
 
 TINY = ["policy=ppo_strategy", "data.train_subset=192", "batch_size=64", "epochs=2",
         "policy.n_steps=2", "policy.minibatch_size=64", "policy.n_epochs=2",
@@ -44,23 +45,8 @@ def test_ppo_strategy_run_logs_its_metrics_and_resumes_exactly(tmp_path, trackin
     args = [*TINY, f"checkpoint_dir={tmp_path}/ck"]
     full_id = cotrain(args, tracking_uri)
     _check_metrics(tracking_uri, full_id)
-    calls = {"n": 0}
-    original = Cotrainer.train_epoch
-
-    def interrupt_second_epoch(self, epoch, bar):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(self, epoch, bar)
-
-    monkeypatch.setattr(Cotrainer, "train_epoch", interrupt_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        cotrain(args, tracking_uri)
+    cut_id = interrupt_and_resume(args, tracking_uri, f"{tmp_path}/ck", monkeypatch)
     client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name("learned-at").experiment_id
-    cut_id = client.search_runs([exp], order_by=["attributes.start_time DESC"])[0].info.run_id
-    monkeypatch.setattr(Cotrainer, "train_epoch", original)
-    assert cotrain([f"resume={cut_id}", f"checkpoint_dir={tmp_path}/ck"], tracking_uri) == cut_id
     full = client.get_run(full_id).data.metrics
     cut = client.get_run(cut_id).data.metrics
     for key in ("eval/clean_acc", "train/loss", "policy/eps_mean", "ppo/approx_kl"):
