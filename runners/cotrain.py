@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from agents.base import Policy, PolicyContext, UpdateBatch, make_policy
 from envs.attack_env import AttackEnv, EnvConfig
 from envs.threat import make_threat
-from runners.checkpoint import restore_rng_state, rng_state, save_checkpoint
+from runners.checkpoint import CheckpointError, restore_rng_state, rng_state, save_checkpoint
 from runners.co_monitor import COMonitor
 from runners.config import (CotrainConfig, ConfigError, compose_config, config_to_dict, resolve)
 from runners.distributions import DistributionHistory, log_distributions
@@ -37,7 +37,7 @@ from runners.run_loading import load_run_state
 from runners.schedule import make_scheduler
 from runners.tracking import Tracker, flatten_config
 from targets.at_loss import make_at_loss
-from targets.datasets import DataSet, load_dataset, subset_dataset
+from targets.datasets import DataSet, DataSetError, load_dataset, subset_dataset
 from targets.loader import Batch, DeviceLoader
 from targets.models import make_model
 
@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         return multirun([a for a in argv if a not in ("-m", "--multirun")])
     try:
         run_id = cotrain(argv)
-    except ConfigError as e:
+    except (ConfigError, DataSetError, CheckpointError) as e:  # bad input: message, no traceback
         print(f"runners.cotrain: {e}", file=sys.stderr)
         return 2
     print(f"run_id={run_id}")

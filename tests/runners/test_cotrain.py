@@ -44,9 +44,15 @@ def test_main_prints_run_id_last(tmp_path, monkeypatch, capsys, tracking_uri):
     assert last.startswith("run_id=") and len(last) > len("run_id=") + 10
 
 
-def test_bad_override_exits_with_message(capsys):
+def test_bad_input_exits_with_message_not_traceback(tmp_path, capsys):
     assert main(["policy=nope"]) == 2
     assert "valid:" in capsys.readouterr().err
+    assert main(["data=mnist", f"data.root={tmp_path}/none"]) == 2
+    assert "t10k-images-idx3-ubyte" in capsys.readouterr().err
+    (tmp_path / "ck" / "bad").mkdir(parents=True)
+    (tmp_path / "ck" / "bad" / "last.pt").write_bytes(b"garbage")
+    assert main(["resume=bad", f"checkpoint_dir={tmp_path}/ck"]) == 2
+    assert "corrupt" in capsys.readouterr().err
 
 
 def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path, tracking_uri, monkeypatch):
