@@ -194,8 +194,9 @@ class Cotrainer:
                            offsets=b.offsets, flipped=b.flipped)
         # detached: in the env's differentiable mode x_adv carries a graph into the policy
         # (e.g. FGSM-SDI's generator), which the target's step must not reach.
-        extras = {"x_init": (b.x + self.env.delta0).detach(),
-                  **self.policy.target_extras(self.env, b)}
+        extras = dict(self.policy.target_extras(self.env, b))
+        if self.at_loss.needs_start_point:  # the attack's starting point x + δ₀ (PGI loss)
+            extras["x_init"] = (b.x + self.env.delta0).detach()
         out = self.at_loss.train_step(self.model, self.optimizer, b.x, x_adv.detach(), b.y,
                                       extras)
         self.scheduler.step()

@@ -76,6 +76,9 @@ class ATLoss:
 
     name: ClassVar[str] = "ce"
     attack_loss: ClassVar[AttackLoss] = AttackLoss.CE
+    #: the loss reads ``extras["x_init"]`` (the attack's starting point); the runner builds it
+    #: only for losses that set this.
+    needs_start_point: ClassVar[bool] = False
 
     def __init__(self, config: Any) -> None:
         self.config = config

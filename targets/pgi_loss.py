@@ -2,9 +2,9 @@
 
     L = LS-CE(f(x + δ_adv), y) + λ · mean_{N×K} (f(x + δ_adv) − f(x_init))²
 
-where ``x_init`` = x + δ₀ is the attack's starting point, which the runner passes to every AT
-loss as ``extras["x_init"]``: the prior for ``fgsm_pgi``, the generator's output for
-``fgsm_sdi``, the random start for ``fgsm_rs`` (the poster's "FGSM-RS + regulariser"
+where ``x_init`` = x + δ₀ is the attack's starting point, which the runner passes as
+``extras["x_init"]`` to AT losses that declare ``needs_start_point``: the prior for
+``fgsm_pgi``, the generator's output for ``fgsm_sdi``, the random start for ``fgsm_rs`` (the poster's "FGSM-RS + regulariser"
 ablation) and the clean input for attacks without a start. It is an MSE between *logits*
 (docs/seeds.md §3.2-3.3), mean-reduced over N×K as in the reference code (λ = 10 there);
 ``reduction=sum`` sums over classes instead (the poster's ‖·‖²₂ per sample, averaged over the
@@ -52,6 +52,7 @@ class PgiLoss(ATLoss):
 
     name: ClassVar[str] = "pgi"
     attack_loss: ClassVar[AttackLoss] = AttackLoss.CE
+    needs_start_point: ClassVar[bool] = True
 
     def __init__(self, config: PgiLossConfig) -> None:
         super().__init__(config)
