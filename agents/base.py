@@ -1,19 +1,32 @@
-"""The policy protocol, its context objects and the policy registry.
+"""The policy protocol, its context records and the policy registry.
 
-A policy acts on :class:`envs.attack_env.AttackEnv`:
+A policy acts on the attack env (:class:`envs.attack_env.AttackEnv`) and learns from what
+happened, one batch at a time::
 
+    result = run_episode(env, policy, batch)        # act(obs, t, generator) at t = 0, 1, ...
+    inputs = policy.target_inputs(result)           # typed inputs of the target's AT step
+    out    = target.step(result, inputs)            # the target learns
+    m      = policy.update(result, view, out, info) # the policy learns (or not)
+
+* ``requirements()``: what the env must compute for this policy (observation extras,
+  observe-after-step, differentiable mode, FOSC reference).
 * ``act(obs, t, generator)`` is called before every env step ``t = 0, 1, ...``; at ``t = 0`` it
   must set the per-sample ``eps``, ``alpha``, ``budget`` (and may set ``init``); later calls may
-  return stop flags or ``None`` (keep going).
-* ``update(batch)`` is called by the runner after the target's AT step on every batch; the
-  policy decides itself whether this batch triggers learning (e.g. every k batches).
-* ``describe(env)`` returns per-sample statistics (tensors (N,)) that the runner accumulates
-  into per-epoch distributions in MLflow.
-* ``state_dict`` / ``load_state_dict`` (from ``nn.Module``; learned policies extend them with
-  their optimiser state) make policies resumable.
+  return stop flags or ``None`` (keep going). Policies read observations during the episode and
+  the :class:`~envs.result.AttackResult` after it — never env attributes.
+* ``target_inputs(result)`` returns the :class:`~targets.inputs.TargetInputs` for the target's
+  step (per-sample β, weights, label smoothing, whether to take the look-ahead ŵ).
+* ``update(result, view, out, info)`` is called after the target's step on every batch, with a
+  read-only :class:`~targets.target.TargetView`, the step's output (its per-sample loss, and ŵ
+  when asked for) and :class:`StepInfo`; the policy decides itself whether it learns now.
+* ``describe(result)`` returns per-sample statistics (tensors (N,)) that the runner accumulates
+  into per-epoch distributions in MLflow; ``grids()`` names the categorical ones.
+* ``state_dict`` / ``load_state_dict`` (from ``nn.Module``) plus ``extra_state`` /
+  ``load_extra_state`` (optimiser states, counters, memories) make policies resumable.
 
-Adding a policy: one file in ``agents/`` with a frozen config dataclass (``name`` field = the
-registry id) and a class decorated with :func:`register_policy`.
+Adding a policy: one file in ``agents/`` (or a package for a learned method) with a frozen
+config dataclass (``name`` field = the registry id) and a class decorated with
+:func:`register_policy`, plus one import line in ``agents/catalog.py``.
 """
 
 from __future__ import annotations
@@ -24,9 +37,14 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from envs.attack_env import AttackAction, AttackEnv, Obs
+from envs.attack_env import AttackAction, Obs
 from envs.attack_loss import AttackLoss
-from envs.threat import ThreatModel
+from envs.geometry.base import Geometry
+from envs.requirements import EnvRequirements
+from envs.result import AttackResult
+from targets.inputs import TargetInputs
+from targets.losses.base import ATLossOutput
+from targets.target import TargetView
 
 
 @dataclass(frozen=True)
@@ -34,8 +52,8 @@ class PolicyContext:
     """What a policy may know about the run when it is built.
 
     Attributes:
-        threat: the threat model's geometry.
-        eps: the run's nominal budget (``threat.eps``), in [0, 1] pixel units (L∞) or L2 units.
+        geometry: the threat geometry.
+        eps: the run's nominal budget, in the geometry's unit.
         image_shape: (C, H, W).
         num_classes: K.
         num_train: size of the training split (for per-sample memory indexed by data-set index).
@@ -47,7 +65,7 @@ class PolicyContext:
         at_loss_name: registry id of the run's AT loss (``ce``, ``trades``, ``awp``, ...).
     """
 
-    threat: ThreatModel
+    geometry: Geometry
     eps: float
     image_shape: tuple[int, int, int]
     num_classes: int
@@ -60,63 +78,41 @@ class PolicyContext:
     at_loss_name: str = "ce"
 
 
-@dataclass
-class UpdateBatch:
-    """Everything a learning policy may need after the target's AT step on one batch.
+@dataclass(frozen=True)
+class StepInfo:
+    """Where the run is when a policy updates.
 
-    Shape:
-        x, x_adv: (N, C, H, W); y, index: (N,).
     Attributes:
-        env: the env, still holding the batch's final attack state (steps, eps, ...).
-        model: the target (already updated on this batch). Policies must not change it.
-        target_step: the runner's :class:`targets.target_step.TargetStep` (loss, optimiser).
-        batch_idx: global batch counter since the start of training.
+        step: global batch counter since the start of training (0-based).
         epoch: current epoch (0-based).
         generator: the policy's random generator.
-        augmentation: (crop offsets (N, 2), flipped (N,)) when the loader augmented the batch
-            (see targets/loader.py ``apply_augmentation``), else (None, None).
-        at_output: the target step's :class:`targets.at_loss.ATLossOutput` on this batch
-            (per-sample loss on x_adv before the update, logits), when the runner passes it.
     """
 
-    x: torch.Tensor
-    y: torch.Tensor
-    index: torch.Tensor
-    x_adv: torch.Tensor
-    env: AttackEnv
-    model: nn.Module
-    target_step: Any
-    batch_idx: int
+    step: int
     epoch: int
     generator: torch.Generator | None = None
-    augmentation: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
-    at_output: Any = None
 
 
 class Policy(nn.Module):
     """Base class: a policy with no learnable behaviour. Subclasses override ``act``.
 
-    Class attributes describe what the env must provide for this policy.
+    Attributes:
+        env_requirements: what the env must compute for this policy class (instances may
+            refine it in :meth:`requirements`).
     """
 
     name: ClassVar[str] = "base"
-    #: observation extras the env must compute at reset (e.g. {"clean_grad_sign"}).
-    extras: ClassVar[frozenset[str]] = frozenset()
-    #: evaluate each new iterate right after its update (policies that decide per step).
-    observe_after_step: ClassVar[bool] = False
-    #: keep the autograd graph from the action to the final example.
-    differentiable: ClassVar[bool] = False
-    #: with observe_after_step: also evaluate the final iterate of samples that used up their
-    #: budget (EnvConfig.observe_final). Instances may override it from their config.
-    observe_final: bool = False
-    #: x⁰ of the env's FOSC value, "natural" or "start" (EnvConfig.fosc_reference).
-    fosc_reference: str = "natural"
+    env_requirements: ClassVar[EnvRequirements] = EnvRequirements()
 
     def __init__(self, config: Any, context: PolicyContext) -> None:
         super().__init__()
         self.config = config
         self.context = context
         self.epoch = 0
+
+    def requirements(self) -> EnvRequirements:
+        """What the env must compute for this policy (see :class:`EnvRequirements`)."""
+        return self.env_requirements
 
     def begin_epoch(self, epoch: int) -> None:
         """Called by the runner at the start of each epoch (0-based)."""
@@ -126,23 +122,24 @@ class Policy(nn.Module):
         """Choose per-sample attack settings (t = 0) or per-step changes (t > 0)."""
         raise NotImplementedError
 
-    def update(self, batch: UpdateBatch) -> dict[str, torch.Tensor]:
+    def target_inputs(self, result: AttackResult) -> TargetInputs:
+        """What the target's AT step needs from this policy for the batch just attacked."""
+        return TargetInputs()
+
+    def update(self, result: AttackResult, view: TargetView, out: ATLossOutput,
+               info: StepInfo) -> dict[str, torch.Tensor]:
         """Learn from one batch; returns metrics (0-dim tensors, keys ``policy/...``)."""
         return {}
 
-    def describe(self, env: AttackEnv) -> dict[str, torch.Tensor]:
+    def describe(self, result: AttackResult) -> dict[str, torch.Tensor]:
         """Per-sample statistics of the finished attack, each (N,), for distribution tracking.
 
         The default reports the budget and the iterations actually used; subclasses add theirs.
         """
-        return {"eps": env.eps, "steps": env.steps.to(env.eps.dtype)}
+        return {"eps": result.eps, "steps": result.steps.to(result.eps.dtype)}
 
     def epoch_metrics(self) -> dict[str, float | torch.Tensor]:
         """Scalars logged once per epoch (e.g. a schedule's current threshold)."""
-        return {}
-
-    def target_extras(self, env: AttackEnv, batch: Any) -> dict[str, torch.Tensor]:
-        """Per-sample inputs the target's AT loss needs from the policy (e.g. a β per sample)."""
         return {}
 
     def grids(self) -> dict[str, list[float]]:
@@ -176,7 +173,7 @@ def register_policy(config_cls: type[PolicyConfig]) -> Callable[[type[Policy]], 
 
     def wrap(policy_cls: type[Policy]) -> type[Policy]:
         key = config_cls().name
-        if key in _POLICIES:
+        if key in _POLICIES and _POLICIES[key][1] is not policy_cls:
             raise ValueError(f"policy {key!r} registered twice")
         policy_cls.name = key
         _POLICIES[key] = (config_cls, policy_cls)

@@ -3,7 +3,7 @@
 import agents.fixed  # noqa: F401
 import agents.dynamic  # noqa: F401
 import agents.curriculum  # noqa: F401
-import agents.fgsm_sdi  # noqa: F401
-import agents.fgsm_pgi  # noqa: F401
-import agents.ppo_strategy  # noqa: F401
-import agents.las_at  # noqa: F401
+import agents.fgsm_sdi.policy  # noqa: F401
+import agents.fgsm_pgi.policy  # noqa: F401
+import agents.ppo.policy  # noqa: F401
+import agents.las_at.policy  # noqa: F401

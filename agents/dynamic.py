@@ -32,14 +32,17 @@ Departures from the reference code (dynamic_adv_training@470210e, see docs/seeds
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from agents.base import Policy, PolicyConfig, PolicyContext, register_policy
 from agents.fixed import uniform_action
-from envs.attack_env import AttackAction, AttackEnv, Obs, target_mode
+from envs.attack_env import AttackAction, Obs
+from envs.attack_loss import AttackLoss
+from envs.options import parse_option
+from envs.requirements import EnvRequirements, FoscReference
+from envs.result import AttackResult
+from targets.inputs import TargetInputs
 
 #: (data set, norm) -> c_max: the median first-epoch FOSC after step 1 (benchmarks/fosc_preset).
 C_MAX_PRESETS: dict[tuple[str, str], float] = {
@@ -69,7 +72,9 @@ class DynamicConfig(PolicyConfig):
             tracked FOSC is that of every final training example (costs one pass for each
             such sample); off: those samples report the FOSC of their iterate K−1.
         reweight: weight each sample's training CE by its (detached) adversarial CE from
-            epoch 1 on, as the reference code does (not in the paper; off by default).
+            epoch 1 on, as the reference code does (not in the paper; off by default). The
+            weight is the env's attack loss at the final example, so it needs ``final_fosc``
+            and a CE attack (``at_loss=ce``).
     """
 
     name: str = "dynamic"
@@ -78,7 +83,7 @@ class DynamicConfig(PolicyConfig):
     random_start: bool = True
     c_max: float | None = None
     ramp_fraction: float = 5 / 6
-    fosc_reference: str = "natural"
+    fosc_reference: FoscReference = FoscReference.natural
     final_fosc: bool = True
     reweight: bool = False
 
@@ -87,19 +92,21 @@ class DynamicConfig(PolicyConfig):
 class DynamicAt(Policy):
     """Stops each sample's PGD once its FOSC value is at most the epoch's threshold."""
 
-    observe_after_step = True
-
     def __init__(self, config: DynamicConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
         if config.steps < 1:
             raise ValueError(f"policy.steps must be >= 1, got {config.steps}")
         if not 0 < config.ramp_fraction:
             raise ValueError(f"policy.ramp_fraction must be > 0, got {config.ramp_fraction}")
-        if config.fosc_reference not in ("natural", "start"):
-            raise ValueError("policy.fosc_reference must be 'natural' or 'start', got "
-                             f"{config.fosc_reference!r}")
-        self.observe_final = config.final_fosc
-        self.fosc_reference = config.fosc_reference
+        self.fosc_reference = parse_option(FoscReference, config.fosc_reference,
+                                           "policy.fosc_reference")
+        if not context.geometry.has_fosc:
+            raise ValueError(f"policy=dynamic stops on FOSC, which threat="
+                             f"{context.geometry.name} does not define; use another policy "
+                             "(e.g. policy=pgd_at) or another threat")
+        if config.reweight and not (config.final_fosc and context.attack_loss is AttackLoss.CE):
+            raise ValueError("policy.reweight=true weights by the final example's adversarial "
+                             "CE: it needs policy.final_fosc=true and at_loss=ce")
         self.c_max = self._resolve_c_max(config, context)
         if self.c_max < 0:
             raise ValueError(f"policy.c_max must be >= 0, got {self.c_max}")
@@ -109,7 +116,7 @@ class DynamicAt(Policy):
     def _resolve_c_max(config: DynamicConfig, context: PolicyContext) -> float:
         if config.c_max is not None:
             return float(config.c_max)
-        key = (context.data, context.threat.norm.value)
+        key = (context.data, context.geometry.name)
         if key not in C_MAX_PRESETS:
             known = ", ".join(f"{d}/{n}" for d, n in C_MAX_PRESETS)
             raise ValueError(f"no c_max preset for data={key[0]} threat={key[1]} (presets: "
@@ -125,26 +132,31 @@ class DynamicAt(Policy):
     def act(self, obs: Obs, t: int, generator: torch.Generator | None) -> AttackAction | None:
         if t == 0:
             eps = self.context.eps
-            init = (self.context.threat.random_init(obs["x"], eps, generator)
+            init = (self.context.geometry.random_delta(obs["x"], eps, generator)
                     if self.config.random_start else None)
             return uniform_action(obs, eps, self.config.alpha_ratio * eps, self.config.steps,
                                   init)
         # obs["fosc"] is the FOSC of each active sample's newest iterate (observe_after_step)
         return AttackAction(stop=obs["fosc"] <= self.threshold)
 
-    def describe(self, env: AttackEnv) -> dict[str, torch.Tensor]:
+    def requirements(self) -> EnvRequirements:
+        """FOSC of every new iterate (and of the final ones with ``final_fosc``)."""
+        return EnvRequirements(observe_after_step=True, observe_final=self.config.final_fosc,
+                               fosc_reference=self.fosc_reference)
+
+    def describe(self, result: AttackResult) -> dict[str, torch.Tensor]:
         """Per-sample gradient steps, forward/backward passes and FOSC of the final example."""
-        dtype = env.eps.dtype
-        return {"steps": env.steps.to(dtype), "passes": env.grad_evals.to(dtype),
-                "fosc": env.fosc}
+        dtype = result.eps.dtype
+        assert result.fosc is not None
+        return {"steps": result.steps.to(dtype), "passes": result.passes.to(dtype),
+                "fosc": result.fosc}
 
     def epoch_metrics(self) -> dict[str, float | torch.Tensor]:
         return {"policy/fosc_threshold": self.threshold}
 
-    def target_extras(self, env: AttackEnv, batch: Any) -> dict[str, torch.Tensor]:
-        """With ``reweight`` from epoch 1 on: ``weight`` = adversarial CE per sample (N,)."""
+    def target_inputs(self, result: AttackResult) -> TargetInputs:
+        """With ``reweight`` from epoch 1 on: ``weight`` = adversarial CE per sample (N,) of the
+        final example (the env's attack loss there, eval mode)."""
         if not self.config.reweight or self.epoch < 1:
-            return {}
-        with torch.no_grad(), target_mode(env.model, False):
-            logits = env.model(env.adversarial_batch())
-        return {"weight": F.cross_entropy(logits, env.y, reduction="none")}
+            return TargetInputs()
+        return TargetInputs(weight=result.loss.detach())

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from agents.base import Policy, PolicyConfig, PolicyContext, register_policy
+from agents.base import Policy, PolicyConfig, register_policy
 from envs.attack_env import AttackAction, Obs
 
 
@@ -56,7 +56,7 @@ class FgsmAt(Policy):
         if t:
             return None
         eps = self.context.eps
-        init = (self.context.threat.random_init(obs["x"], eps, generator)
+        init = (self.context.geometry.random_delta(obs["x"], eps, generator)
                 if self.config.random_start else None)
         return uniform_action(obs, eps, self.config.alpha_ratio * eps, 1, init)
 
@@ -108,6 +108,6 @@ class PgdAt(Policy):
         if t:
             return None
         eps = self.context.eps
-        init = (self.context.threat.random_init(obs["x"], eps, generator)
+        init = (self.context.geometry.random_delta(obs["x"], eps, generator)
                 if self.config.random_start else None)
         return uniform_action(obs, eps, self.config.alpha_ratio * eps, self.steps, init)

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import torch
 
-from envs.attack_env import AttackEnv
+from envs.geometry.base import Geometry
+from envs.result import AttackResult
 
 
-def describe_init(env: AttackEnv) -> dict[str, torch.Tensor]:
+def describe_init(result: AttackResult, geometry: Geometry) -> dict[str, torch.Tensor]:
     """Budget, iterations used and the size of the initial perturbation δ₀, per sample.
 
     Returns:
-        ``eps``, ``steps``, ``init_norm`` (‖δ₀‖ in the threat's geometry; for L∞ mostly ≈ ε, so
+        ``eps``, ``steps``, ``init_norm`` (size of δ₀ in the geometry; for L∞ mostly ≈ ε, so
         also) ``init_abs_mean`` (mean |δ₀| over pixels, how much of the ball the start fills);
         each (N,) float.
     """
-    d0 = env.delta0
-    return {"eps": env.eps, "steps": env.steps.to(env.eps.dtype),
-            "init_norm": env.threat.size(d0), "init_abs_mean": d0.abs().flatten(1).mean(1)}
+    d0 = result.delta0
+    return {"eps": result.eps, "steps": result.steps.to(result.eps.dtype),
+            "init_norm": geometry.size(d0), "init_abs_mean": d0.abs().flatten(1).mean(1)}

@@ -19,13 +19,25 @@ Here the memory holds values in *un-augmented* image coordinates:
 
 from __future__ import annotations
 
+from enum import Enum
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from envs.options import parse_option
 from targets.loader import apply_augmentation
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+class MemoryDtype(str, Enum):
+    """Storage precision of a per-sample memory (reads always return float32)."""
+
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+_DTYPES = {MemoryDtype.float32: torch.float32, MemoryDtype.float16: torch.float16,
+           MemoryDtype.bfloat16: torch.bfloat16}
 
 
 def invert_augmentation(t: torch.Tensor, base: torch.Tensor, offsets: torch.Tensor,
@@ -66,10 +78,10 @@ class PriorMemory(nn.Module):
     """
 
     def __init__(self, num_samples: int, image_shape: tuple[int, int, int],
-                 device: torch.device | str, dtype: str = "float32", pad: int = 4) -> None:
+                 device: torch.device | str, dtype: MemoryDtype | str = MemoryDtype.float32,
+                 pad: int = 4) -> None:
         super().__init__()
-        if dtype not in _DTYPES:
-            raise ValueError(f"unknown memory dtype {dtype!r}; valid: {', '.join(_DTYPES)}")
+        dtype = parse_option(MemoryDtype, dtype, "policy.memory_dtype")
         self.pad = pad
         self.register_buffer("values", torch.zeros(num_samples, *image_shape,
                                                    dtype=_DTYPES[dtype], device=device))

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from runners.config import compose_config
 from runners.cotrain import Cotrainer
-from runners.evaluate import evaluate
+from runners.robustness import evaluate
 
 POLICIES = ("pgd_at", "dynamic", "curriculum")
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     base_time = sum(seconds["pgd_at"]) / epochs
     base_cpu = sum(cpu["pgd_at"]) / epochs
     for name, t in trainers.items():
-        res = evaluate(t.model, t.test_x, t.test_y, ["clean", "fgsm", "pgd20"], t.threat,
+        res = evaluate(t.model, t.test_x, t.test_y, ["clean", "fgsm", "pgd20"], t.geometry,
                        t.resolved.eps, 500, torch.Generator().manual_seed(0))
         mean_s, mean_c = sum(seconds[name]) / epochs, sum(cpu[name]) / epochs
         print(f"| {name} | {100 * res['clean']['acc']:.2f} | {100 * res['fgsm']['acc']:.2f} | "

@@ -50,8 +50,9 @@ from agents.base import PolicyContext, make_policy
 from agents.dynamic import DynamicConfig
 from agents.fixed import PgdAtConfig
 from envs.attack_env import AttackEnv, EnvConfig
-from envs.threat import make_threat
-from runners.rollout import run_attack
+from envs.episode import run_episode
+from envs.geometry import make_geometry
+from envs.result import AttackResult
 from targets.datasets import load_dataset
 from targets.models import make_model
 
@@ -92,30 +93,35 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     model = make_model(model_name, tuple(x.shape[1:]), data.num_classes)
     _warm_up(model, data.train.images[:4096].float().div(255), data.train.labels[:4096], 60)
-    context = PolicyContext(threat=make_threat("linf"), eps=eps, image_shape=tuple(x.shape[1:]),
+    context = PolicyContext(geometry=make_geometry("linf"), eps=eps, image_shape=tuple(x.shape[1:]),
                             num_classes=data.num_classes, num_train=n, epochs=1,
                             batches_per_epoch=1, device=torch.device("cpu"), data=data_name)
     k = 10
     full = make_policy(PgdAtConfig(steps=k), context)
-    full_env = AttackEnv(model, EnvConfig(), tuple(x.shape[1:]))
+    shape = tuple(x.shape[1:])
+
+    def env_for(policy) -> AttackEnv:
+        return AttackEnv(model, EnvConfig(requirements=policy.requirements()), shape, n)
+
+    full_env = env_for(full)
 
     # thresholds: quantiles of the FOSC values seen along the full trajectory (with no stopping)
     probe = make_policy(DynamicConfig(c_max=0.0, steps=k, final_fosc=False), context)
-    probe_env = AttackEnv(model, EnvConfig(observe_after_step=True), tuple(x.shape[1:]))
+    probe_env = env_for(probe)
     seen: list[torch.Tensor] = []
     act = probe.act
     probe.act = lambda obs, t, g: (seen.append(obs["fosc"].clone()) if t else None) or act(obs, t, g)
-    run_attack(probe_env, probe, x, y, None, torch.Generator().manual_seed(0))
+    run_episode(probe_env, probe, x, y, generator=torch.Generator().manual_seed(0))
     values = torch.cat(seen[:k])
     quantiles = (0.1, 0.5, 0.9) if args.quick else tuple(args.quantiles)
     thresholds = [float(values.quantile(q)) for q in quantiles]
 
-    def timed(policy, env) -> tuple[float, float, AttackEnv]:
-        """(process CPU seconds, wall seconds, env) of one attack on the batch."""
+    def timed(policy, env) -> tuple[float, float, AttackResult]:
+        """(process CPU seconds, wall seconds, record) of one attack on the batch."""
         gen = torch.Generator().manual_seed(0)
         c0, t0 = time.process_time(), time.perf_counter()
-        run_attack(env, policy, x, y, None, gen)
-        return time.process_time() - c0, time.perf_counter() - t0, env
+        result = run_episode(env, policy, x, y, generator=gen)
+        return time.process_time() - c0, time.perf_counter() - t0, result
 
     timed(full, full_env)  # warm-up of the allocator / kernels
     print(f"{data_name} {model_name} batch={n} eps={eps} K={k} alpha=eps/4 "
@@ -124,15 +130,15 @@ def main(argv: list[str] | None = None) -> None:
           f"{'wall':>6} {'cpu/(passes/K)':>15} {'cpu/(steps/K)':>14}")
     for q, c in zip(quantiles, thresholds):
         policy = make_policy(DynamicConfig(c_max=c, steps=k, final_fosc=False), context)
-        env = AttackEnv(model, EnvConfig(observe_after_step=True), tuple(x.shape[1:]))
+        env = env_for(policy)
         cpu, wall = [], []
         for _ in range(rounds):
             c_full, w_full, _ = timed(full, full_env)
-            c_dyn, w_dyn, env = timed(policy, env)
+            c_dyn, w_dyn, result = timed(policy, env)
             cpu.append(c_dyn / c_full)
             wall.append(w_dyn / w_full)
-        steps = float(env.steps.float().mean()) / k
-        passes = float(env.grad_evals.float().mean()) / k
+        steps = float(result.steps.float().mean()) / k
+        passes = float(result.passes.float().mean()) / k
         r, w = statistics.median(cpu), statistics.median(wall)
         print(f"{c:10.4g} {q:8.2f} {steps:8.3f} {passes:9.3f} {r:6.3f} {w:6.3f} "
               f"{r / passes:15.3f} {r / steps:14.3f}", flush=True)

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from runners.config import compose_config
 from runners.cotrain import Cotrainer
-from runners.evaluate import evaluate
+from runners.robustness import evaluate
 
 
 def _trainer(policy: list[str], args: argparse.Namespace) -> Cotrainer:
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"iters/sample {iters:.2f}", flush=True)
     for name, trainer in methods.items():
         res = evaluate(trainer.model, trainer.test_x, trainer.test_y, ["clean", "pgd20"],
-                       trainer.threat, trainer.resolved.eps, 500,
+                       trainer.geometry, trainer.resolved.eps, 500,
                        torch.Generator().manual_seed(0))
         rows[name].update(clean=res["clean"]["acc"], pgd20=res["pgd20"]["acc"])
     print(f"\nMNIST mnist_cnn eps=0.3, train {args.train}, test {args.test}, "

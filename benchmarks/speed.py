@@ -124,7 +124,7 @@ def bench_compaction(model_name: str, batch: int, steps: int, reps: int, device:
     trainer = Cotrainer(cfg, [], data=synthetic_data(shape, batch))
     dev = trainer.device
     model = trainer.model.eval()
-    env = AttackEnv(model, EnvConfig(), shape)
+    env = AttackEnv(model, EnvConfig(), shape, batch)
     b: Batch = next(iter(trainer.train_loader))
     n = b.x.shape[0]
     eps = torch.full((n,), 8 / 255, device=dev)
@@ -135,7 +135,7 @@ def bench_compaction(model_name: str, batch: int, steps: int, reps: int, device:
     def attack(budget: torch.Tensor) -> None:
         env.reset(options={"x": b.x, "y": b.y})
         info = env.step(AttackAction(eps=eps, alpha=eps / 4, budget=budget))[-1]
-        while info["num_active"]:
+        while info["num_active"] and not info["episode_done"]:
             info = env.step(AttackAction())[-1]
 
     attack(full), attack(half)

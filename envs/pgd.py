@@ -1,35 +1,54 @@
-"""Reference PGD with restarts (evaluation, look-ahead rewards), built on the same pure maths.
+"""Evaluation PGD (and FGSM) with restarts: episodes of a fixed actor on the attack env.
 
-This is the fixed-parameter attack used to *measure* robustness; training attacks go through
-:class:`envs.attack_env.AttackEnv`, where policies choose the parameters. Both share
-:mod:`envs.threat` and :mod:`envs.attack_loss`, so the maths exists once.
+This is the fixed-parameter attack used to *measure* robustness (and LAS-AT's look-ahead
+reward); training attacks are episodes of the policies on the same env, so there is one PGD
+loop in the project (:meth:`envs.attack_env.AttackEnv.step`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from envs.attack_env import target_mode
-from envs.attack_loss import AttackLoss, attack_loss
-from envs.threat import Scalar, ThreatModel
+from envs.attack_env import AttackAction, AttackEnv, EnvConfig, Obs, target_mode
+from envs.attack_loss import AttackLoss
+from envs.episode import run_episode
+from envs.geometry.base import Geometry, Scalar
 
 
-def _pgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
-             eps: Scalar, alpha: Scalar, steps: int, loss: AttackLoss, random_start: bool,
-             generator: torch.Generator | None) -> torch.Tensor:
-    """One PGD run from a (random) start; returns δ (N, C, H, W)."""
-    delta = threat.random_init(x, eps, generator) if random_start else torch.zeros_like(x)
-    for _ in range(steps):
-        d = delta.detach().requires_grad_(True)
-        with torch.enable_grad():
-            per_sample = attack_loss(loss, model(x + d), y)
-            (grad,) = torch.autograd.grad(per_sample.sum(), d)
-        delta = threat.project(threat.step(delta, grad, alpha), x, eps)
-    return delta.detach()
+@dataclass
+class FixedAttack:
+    """An actor that gives every sample the same kind of attack: ε, α, K and a random start.
+
+    Attributes:
+        geometry: where the random start is drawn.
+        eps, alpha: (N,) per-sample budget and step size of the batch it will attack.
+        steps: iterations K.
+        random_start: start uniformly in the ball (else at the clean input).
+    """
+
+    geometry: Geometry
+    eps: torch.Tensor
+    alpha: torch.Tensor
+    steps: int
+    random_start: bool = True
+
+    def act(self, obs: Obs, t: int, generator: torch.Generator | None) -> AttackAction | None:
+        if t:
+            return None
+        x = obs["x"][:self.eps.shape[0]]
+        init = self.geometry.random_delta(x, self.eps, generator) if self.random_start else None
+        return AttackAction(eps=self.eps, alpha=self.alpha, init=init,
+                            budget=torch.full_like(self.eps, self.steps, dtype=torch.long))
 
 
-def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatModel,
+def _per_sample_tensor(value: Scalar, x: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(value, dtype=x.dtype, device=x.device).expand(x.shape[0])
+
+
+def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, geometry: Geometry,
                eps: Scalar, alpha: Scalar, steps: int, restarts: int = 1,
                loss: AttackLoss = AttackLoss.CE, random_start: bool = True,
                generator: torch.Generator | None = None) -> torch.Tensor:
@@ -44,25 +63,28 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: Th
     """
     x_adv = x.clone()
     robust = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-    eps_t = torch.as_tensor(eps, dtype=x.dtype, device=x.device).expand(x.shape[0])
-    alpha_t = torch.as_tensor(alpha, dtype=x.dtype, device=x.device).expand(x.shape[0])
+    eps_t, alpha_t = _per_sample_tensor(eps, x), _per_sample_tensor(alpha, x)
+    config = EnvConfig(geometry=geometry, loss=loss)
     with target_mode(model, False):
         for _ in range(restarts):
             idx = robust.nonzero().squeeze(1)  # host sync once per restart
             if idx.numel() == 0:
                 break
             xs, ys = x.index_select(0, idx), y.index_select(0, idx)
-            delta = _pgd_run(model, xs, ys, threat, eps_t.index_select(0, idx),
-                             alpha_t.index_select(0, idx), steps, loss, random_start, generator)
+            actor = FixedAttack(geometry, eps_t.index_select(0, idx),
+                                alpha_t.index_select(0, idx), steps, random_start)
+            env = AttackEnv(model, config, tuple(x.shape[1:]), num_envs=xs.shape[0],
+                            max_budget=max(steps, 1))
+            adv = run_episode(env, actor, xs, ys, generator=generator).x_adv
             with torch.no_grad():
-                fooled = model(xs + delta).argmax(1) != ys
-            x_adv.index_copy_(0, idx, xs + delta)
+                fooled = model(adv).argmax(1) != ys
+            x_adv.index_copy_(0, idx, adv)
             robust.index_fill_(0, idx[fooled], False)
     return x_adv
 
 
-def fgsm_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatModel,
+def fgsm_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, geometry: Geometry,
                 eps: Scalar) -> torch.Tensor:
     """One step of size ε from the clean point (no random start). Returns x_adv (N, C, H, W)."""
-    with target_mode(model, False):
-        return x + _pgd_run(model, x, y, threat, eps, eps, 1, AttackLoss.CE, False, None)
+    return pgd_attack(model, x, y, geometry=geometry, eps=eps, alpha=eps, steps=1,
+                      random_start=False)

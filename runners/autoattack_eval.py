@@ -38,7 +38,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from envs.attack_env import target_mode
-from envs.threat import Norm, ThreatModel
+from envs.geometry.base import Geometry
 
 __all__ = ["AUTOATTACK_VERSION", "STANDARD_ATTACKS", "AutoAttackResult", "import_pyautoattack",
            "make_autoattack", "make_square", "run_autoattack"]
@@ -48,10 +48,16 @@ AUTOATTACK_VERSION = "standard"
 STANDARD_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
 """The attacks of ``version="standard"``, in their order."""
 STATE_FORMAT = 1
-_NORMS = {Norm.LINF: "Linf", Norm.L2: "L2"}
 
-#: builds the adversary: (model, threat, eps, seed, device) -> pyautoattack.AutoAttack
-AdversaryFactory = Callable[[nn.Module, ThreatModel, float, int, torch.device], Any]
+
+def _norm_name(geometry: Geometry) -> str:
+    """AutoAttack's name of the geometry's norm; geometries without one are refused."""
+    if geometry.autoattack_norm is None:
+        raise ValueError(f"the standard AutoAttack does not apply to threat={geometry.name}")
+    return geometry.autoattack_norm
+
+#: builds the adversary: (model, geometry, eps, seed, device) -> pyautoattack.AutoAttack
+AdversaryFactory = Callable[[nn.Module, Geometry, float, int, torch.device], Any]
 
 
 def import_pyautoattack() -> Any:
@@ -65,24 +71,24 @@ def import_pyautoattack() -> Any:
     return pyautoattack
 
 
-def make_autoattack(model: nn.Module, threat: ThreatModel, eps: float, seed: int,
+def make_autoattack(model: nn.Module, geometry: Geometry, eps: float, seed: int,
                     device: torch.device) -> Any:
     """The standard AutoAttack adversary (the reported path; never reduced)."""
-    aa = import_pyautoattack().AutoAttack(model, norm=_NORMS[threat.norm], eps=float(eps),
+    aa = import_pyautoattack().AutoAttack(model, norm=_norm_name(geometry), eps=float(eps),
                                           seed=int(seed), device=device,
                                           version=AUTOATTACK_VERSION)
     aa.verbose = False  # progress comes from our bar; the library still logs its checks
     return aa
 
 
-def make_square(model: nn.Module, threat: ThreatModel, eps: float, seed: int,
+def make_square(model: nn.Module, geometry: Geometry, eps: float, seed: int,
                 device: torch.device, queries: int = 5000) -> Any:
     """Square Attack alone (score-based black-box; the library's ``version="custom"``).
 
     Used as the black-box attack ``square<Q>`` and by the gradient-masking checks; its numbers
     are *not* AutoAttack numbers.
     """
-    aa = import_pyautoattack().AutoAttack(model, norm=_NORMS[threat.norm], eps=float(eps),
+    aa = import_pyautoattack().AutoAttack(model, norm=_norm_name(geometry), eps=float(eps),
                                           seed=int(seed), device=device, version="custom",
                                           attacks=["square"])
     aa.square.n_queries = int(queries)
@@ -141,23 +147,23 @@ def _save_state(path: Path | None, state: dict[str, Any]) -> None:
 
 
 def _broken(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
-            threat: ThreatModel, eps: float) -> torch.Tensor:
+            geometry: Geometry, eps: float) -> torch.Tensor:
     """(n,) bool: x_adv is a valid adversarial example by our own check. Raises when the
     library returned a misclassified point outside the threat model."""
     with torch.no_grad():
         fooled = model(x_adv).argmax(1) != y
-    size = threat.size(x_adv - x)
+    size = geometry.size(x_adv - x)
     outside = (size > eps * (1 + 1e-4) + 1e-6) | (x_adv.amin((1, 2, 3)) < -1e-6) | (
         x_adv.amax((1, 2, 3)) > 1 + 1e-6)
     bad = fooled & outside
     if bool(bad.any()):
         raise RuntimeError(f"AutoAttack returned {int(bad.sum())} example(s) outside the "
-                           f"{threat.norm.value} ball of radius {eps} or the [0, 1] box "
+                           f"{geometry.name} ball of radius {eps} or the [0, 1] box "
                            f"(largest size {float(size[bad].max()):.6f}); refusing to count them")
     return fooled
 
 
-def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
+def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, geometry: Geometry,
                    eps: float, *, batch_size: int = 500, seed: int = 0,
                    state_path: str | os.PathLike | None = None, progress: bool = False,
                    make_adversary: AdversaryFactory = make_autoattack) -> AutoAttackResult:
@@ -166,7 +172,7 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: T
     Args:
         model: the target (run in eval mode, restored afterwards); (N, C, H, W) -> (N, K).
         x: (N, C, H, W) images in [0, 1] on the model's device; y: (N,) int64 labels.
-        threat: L∞ or L2. eps: the budget.
+        geometry: a geometry with an AutoAttack norm (L∞, L2). eps: the budget.
         batch_size: points per library call (and per state save).
         seed: the adversary's seed (pyautoattack falls back to the clock when it is None).
         state_path: JSON file for resuming an interrupted evaluation (None: no state). It is
@@ -177,13 +183,12 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: T
     Returns:
         :class:`AutoAttackResult` with the per-example robust mask and the per-attack stages.
     """
-    if threat.norm not in _NORMS:
-        raise ValueError(f"AutoAttack supports linf and l2, not {threat.norm.value}")
+    _norm_name(geometry)
     path = Path(state_path) if state_path is not None else None
     with target_mode(model, False):
-        adversary = make_adversary(model, threat, eps, seed, x.device)
+        adversary = make_adversary(model, geometry, eps, seed, x.device)
         attacks = list(adversary.attacks_to_run)
-        fp = _fingerprint(model, x, y, threat.norm.value, eps, seed, attacks)
+        fp = _fingerprint(model, x, y, geometry.name, eps, seed, attacks)
         state = _load_state(path, fp)
         if state is None:
             with torch.no_grad():
@@ -199,7 +204,7 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: T
         try:
             for attack in attacks:
                 if attack not in state["done"]:
-                    robust = _run_one(adversary, attack, model, x, y, threat, eps, robust,
+                    robust = _run_one(adversary, attack, model, x, y, geometry, eps, robust,
                                       state, path, batch_size, progress)
         finally:
             adversary.attacks_to_run = attacks
@@ -211,7 +216,7 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: T
 
 
 def _run_one(adversary: Any, attack: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             threat: ThreatModel, eps: float, robust: torch.Tensor, state: dict[str, Any],
+             geometry: Geometry, eps: float, robust: torch.Tensor, state: dict[str, Any],
              path: Path | None, batch_size: int, progress: bool) -> torch.Tensor:
     """Run one attack of the list on the still-robust points; updates ``state`` in place."""
     if state["current"] != attack:  # a fresh attack: freeze its to-do list
@@ -227,7 +232,7 @@ def _run_one(adversary: Any, attack: str, model: nn.Module, x: torch.Tensor, y: 
         idx = pending[state["position"]:state["position"] + batch_size]
         xb, yb = x.index_select(0, idx), y.index_select(0, idx)
         x_adv, _ = adversary.run_standard_evaluation(xb, yb, batch_size=len(idx))
-        robust[idx[_broken(model, xb, x_adv.to(xb.device), yb, threat, eps)]] = False
+        robust[idx[_broken(model, xb, x_adv.to(xb.device), yb, geometry, eps)]] = False
         state.update(robust=robust.cpu().tolist(), position=state["position"] + len(idx),
                      time_s=time.perf_counter() - t0)
         _save_state(path, state)

@@ -25,49 +25,16 @@ The test PGD figure equals the runner's ``test/pgd_acc`` when the subsets and st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from runners.checkpoint import save_checkpoint
-from runners.evaluate import evaluate
+from runners.config import MonitorConfig
+from runners.robustness import evaluate
 
 if TYPE_CHECKING:
     from runners.cotrain import Cotrainer
-
-
-@dataclass(frozen=True)
-class MonitorConfig:
-    """Catastrophic-overfitting monitor (runners/co_monitor.py).
-
-    Attributes:
-        enabled: run the monitor after every epoch.
-        train_subset: fixed training samples (the first n) for ``monitor/train_pgd_acc``;
-            None = ``eval.test_subset`` (512 by default).
-        test_subset: fixed test samples (the first n) for the test accuracies; None =
-            ``eval.test_subset`` (then the runner's ``test/pgd_acc`` is reused).
-        pgd_steps: PGD iterations (α = ε/4, random start).
-        drop_ratio: CO when test PGD accuracy falls below this fraction of the previous
-            epoch's ...
-        floor: ... or below this absolute value ...
-        fgsm_keep: ... while test FGSM accuracy stays at least this fraction of the
-            previous epoch's ...
-        min_gap: ... and at least this much above the test PGD accuracy.
-        keep_best: save ``checkpoints/best.pt`` at the best test PGD accuracy.
-        stop_on_co: stop training after the first epoch flagged as CO.
-    """
-
-    enabled: bool = True
-    train_subset: int | None = None
-    test_subset: int | None = None
-    pgd_steps: int = 10
-    drop_ratio: float = 0.5
-    floor: float = 0.05
-    fgsm_keep: float = 0.8
-    min_gap: float = 0.1
-    keep_best: bool = False
-    stop_on_co: bool = False
 
 
 def detect_co(pgd: float, fgsm: float, prev_pgd: float | None, prev_fgsm: float | None,
@@ -122,10 +89,10 @@ class COMonitor:
                                and n_test == min(ev.test_subset, len(trainer.test_y))) \
             else ["fgsm", f"pgd{k}"]
         test = evaluate(trainer.model, trainer.test_x[:n_test], trainer.test_y[:n_test],
-                        attacks, trainer.threat, eps, bs, gen)
+                        attacks, trainer.geometry, eps, bs, gen)
         train_x = trainer.data.train.images[:n_train].to(trainer.device).float() / 255
         train_y = trainer.data.train.labels[:n_train].to(trainer.device)
-        train = evaluate(trainer.model, train_x, train_y, [f"pgd{k}"], trainer.threat, eps, bs,
+        train = evaluate(trainer.model, train_x, train_y, [f"pgd{k}"], trainer.geometry, eps, bs,
                          torch.Generator(device=trainer.device).manual_seed(trainer.cfg.seed))
         return {"monitor/train_pgd_acc": train[f"pgd{k}"]["acc"],
                 "monitor/test_pgd_acc": test[f"pgd{k}"]["acc"] if f"pgd{k}" in test

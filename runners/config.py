@@ -2,8 +2,9 @@
 
 Groups: ``data``, ``target``, ``policy``, ``at_loss``, ``threat``. An ablation is one switch
 (``policy=fgsm_rs``), a field is ``group.field=value`` (``policy.steps=7``), a sweep is a Hydra
-multirun (``-m policy=pgd_at,fgsm_rs``). Policies and AT losses come from their registries, so
-a new one appears here without edits.
+multirun (``-m policy=pgd_at,fgsm_rs``). Policies, AT losses and threat geometries come from
+their registries, so a new one appears here without edits. Closed option sets are ``Enum``s
+(``policy.reward_mode=per_sample``).
 
 Values left as ``None`` mean "the data set's preset" (see :data:`DATA_PRESETS`); the resolved
 values are what the run logs as its params.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from hydra import compose, initialize
@@ -21,8 +23,9 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from agents.base import policy_registry
-from runners.co_monitor import MonitorConfig
-from targets.at_loss import at_loss_registry
+from envs.geometry.base import geometry_registry, make_geometry
+from envs.requirements import BnMode
+from targets.losses.base import at_loss_registry
 
 
 class ConfigError(ValueError):
@@ -60,20 +63,6 @@ class TargetConfig:
     """
 
     name: str = "auto"
-
-
-@dataclass(frozen=True)
-class ThreatConfig:
-    """Threat model.
-
-    Attributes:
-        norm: ``linf`` or ``l2``.
-        eps: budget in [0, 1]-pixel units; None = preset (digits 0.2, mnist 0.3, cifar 8/255
-            for L∞; digits 1.0, mnist 2.0, cifar 0.5 for L2).
-    """
-
-    norm: str = "linf"
-    eps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +109,39 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class MonitorConfig:
+    """Catastrophic-overfitting monitor (runners/co_monitor.py).
+
+    Attributes:
+        enabled: run the monitor after every epoch.
+        train_subset: fixed training samples (the first n) for ``monitor/train_pgd_acc``;
+            None = ``eval.test_subset`` (512 by default).
+        test_subset: fixed test samples (the first n) for the test accuracies; None =
+            ``eval.test_subset`` (then the runner's ``test/pgd_acc`` is reused).
+        pgd_steps: PGD iterations (α = ε/4, random start).
+        drop_ratio: CO when test PGD accuracy falls below this fraction of the previous
+            epoch's ...
+        floor: ... or below this absolute value ...
+        fgsm_keep: ... while test FGSM accuracy stays at least this fraction of the
+            previous epoch's ...
+        min_gap: ... and at least this much above the test PGD accuracy.
+        keep_best: save ``checkpoints/best.pt`` at the best test PGD accuracy.
+        stop_on_co: stop training after the first epoch flagged as CO.
+    """
+
+    enabled: bool = True
+    train_subset: int | None = None
+    test_subset: int | None = None
+    pgd_steps: int = 10
+    drop_ratio: float = 0.5
+    floor: float = 0.05
+    fgsm_keep: float = 0.8
+    min_gap: float = 0.1
+    keep_best: bool = False
+    stop_on_co: bool = False
+
+
+@dataclass(frozen=True)
 class CotrainConfig:
     """One co-training run.
 
@@ -153,7 +175,7 @@ class CotrainConfig:
     batch_size: int = 128
     seed: int = 0
     device: str = "auto"
-    bn_mode: str = "eval"
+    bn_mode: BnMode = BnMode.eval
     resume: str | None = None
     experiment: str = "learned-at"
     run_name: str | None = None
@@ -161,16 +183,12 @@ class CotrainConfig:
     progress: bool = True
 
 
-#: per-data-set defaults for the ``None`` fields.
+#: per-data-set defaults for the ``None`` fields (the budget's preset is the geometry's).
 DATA_PRESETS: dict[str, dict[str, Any]] = {
-    "digits": {"target": "digits_cnn", "eps": {"linf": 0.2, "l2": 1.0}, "epochs": 30,
-               "lr": 0.1, "augment": False},
-    "mnist": {"target": "mnist_cnn", "eps": {"linf": 0.3, "l2": 2.0}, "epochs": 20,
-              "lr": 0.01, "augment": False},
-    "cifar10": {"target": "preact_resnet18", "eps": {"linf": 8 / 255, "l2": 0.5},
-                "epochs": 110, "lr": 0.1, "augment": True},
-    "cifar100": {"target": "preact_resnet18", "eps": {"linf": 8 / 255, "l2": 0.5},
-                 "epochs": 110, "lr": 0.1, "augment": True},
+    "digits": {"target": "digits_cnn", "epochs": 30, "lr": 0.1, "augment": False},
+    "mnist": {"target": "mnist_cnn", "epochs": 20, "lr": 0.01, "augment": False},
+    "cifar10": {"target": "preact_resnet18", "epochs": 110, "lr": 0.1, "augment": True},
+    "cifar100": {"target": "preact_resnet18", "epochs": 110, "lr": 0.1, "augment": True},
 }
 
 GROUP_NAMES = ("data", "target", "policy", "at_loss", "threat")
@@ -207,8 +225,8 @@ def register_configs() -> None:
         cs.store(group="policy", name=name, node=_node(cfg_cls()))
     for name, (cfg_cls, _) in at_loss_registry().items():
         cs.store(group="at_loss", name=name, node=_node(cfg_cls()))
-    for norm in ("linf", "l2"):
-        cs.store(group="threat", name=norm, node=_node(ThreatConfig(norm=norm)))
+    for name, (cfg_cls, _) in geometry_registry().items():
+        cs.store(group="threat", name=name, node=_node(cfg_cls()))
 
 
 def group_options() -> dict[str, list[str]]:
@@ -218,7 +236,7 @@ def group_options() -> dict[str, list[str]]:
     return {
         "data": list(DATA_PRESETS), "target": ["auto", *MODELS],
         "policy": sorted(policy_registry()), "at_loss": sorted(at_loss_registry()),
-        "threat": ["linf", "l2"],
+        "threat": sorted(geometry_registry()),
     }
 
 
@@ -300,15 +318,28 @@ def resolve(cfg: CotrainConfig) -> Resolved:
     preset = DATA_PRESETS[cfg.data.name]
     return Resolved(
         target=preset["target"] if cfg.target.name == "auto" else cfg.target.name,
-        eps=preset["eps"][cfg.threat.norm] if cfg.threat.eps is None else float(cfg.threat.eps),
+        eps=(make_geometry(cfg.threat).default_budget(cfg.data.name) if cfg.threat.eps is None
+             else float(cfg.threat.eps)),
         epochs=preset["epochs"] if cfg.epochs is None else int(cfg.epochs),
         lr=preset["lr"] if cfg.optim.lr is None else float(cfg.optim.lr),
         augment=preset["augment"] if cfg.data.augment is None else bool(cfg.data.augment),
     )
 
 
+def plain(value: Any) -> Any:
+    """Enums to their values, recursively through dicts and lists (plain python for checkpoints,
+    which load with ``weights_only``, and for params)."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
 def config_to_dict(cfg: CotrainConfig) -> dict[str, Any]:
     """Plain nested dict of the config (for params and checkpoints)."""
     d = dataclasses.asdict(cfg)
     d.pop("defaults", None)
-    return d
+    return plain(d)

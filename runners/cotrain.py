@@ -24,36 +24,29 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from agents.base import Policy, PolicyContext, UpdateBatch, make_policy
+from agents.base import Policy, PolicyContext, StepInfo, make_policy
 from envs.attack_env import AttackEnv, EnvConfig
-from envs.threat import make_threat
+from envs.episode import run_episode
+from envs.geometry.base import make_geometry
+from envs.requirements import EnvRequirements
 from runners.checkpoint import CheckpointError, restore_rng_state, rng_state, save_checkpoint
 from runners.co_monitor import COMonitor
-from runners.config import (CotrainConfig, ConfigError, compose_config, config_to_dict, resolve)
+from runners.config import (CotrainConfig, ConfigError, compose_config, config_to_dict, plain,
+                            resolve)
+from runners.device import DeviceError, pick_device
 from runners.distributions import DistributionHistory, log_distributions
-from runners.evaluate import evaluate
-from runners.rollout import run_attack
+from runners.robustness import evaluate
 from runners.run_loading import load_run_state
 from runners.schedule import make_scheduler
 from runners.tracking import Tracker, flatten_config
-from targets.at_loss import make_at_loss
 from targets.datasets import DataSet, DataSetError, load_dataset, subset_dataset
 from targets.loader import Batch, DeviceLoader
+from targets.losses.base import make_at_loss
 from targets.models import make_model
+from targets.target import Target
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 GENERATORS = ("data", "attack", "policy")
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA device is available; use device=cpu or auto")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise ConfigError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:<n>")
-    return torch.device(name)
 
 
 @dataclass
@@ -105,29 +98,23 @@ class Cotrainer:
         self.train_sub_x = self.data.train.images[:n_sub].to(self.device).float().div_(255)
         self.train_sub_y = self.data.train.labels[:n_sub].to(self.device)
         torch.manual_seed(cfg.seed)  # model initialisation is the only global-RNG consumer
-        self.model = make_model(r.target, self.data.image_shape, self.data.num_classes)
-        self.model.to(self.device)
-        self.threat = make_threat(cfg.threat.norm)
-        self.at_loss = make_at_loss(cfg.at_loss)
+        model = make_model(r.target, self.data.image_shape, self.data.num_classes)
+        model.to(self.device)
+        self.geometry = make_geometry(cfg.threat)
+        at_loss = make_at_loss(cfg.at_loss)
         self.context = PolicyContext(
-            threat=self.threat, eps=r.eps, image_shape=self.data.image_shape,
+            geometry=self.geometry, eps=r.eps, image_shape=self.data.image_shape,
             num_classes=self.data.num_classes, num_train=len(self.data.train), epochs=r.epochs,
             batches_per_epoch=len(self.train_loader), device=self.device,
-            attack_loss=self.at_loss.attack_loss, data=cfg.data.name,
-            at_loss_name=cfg.at_loss.name)
+            attack_loss=at_loss.attack_loss, data=cfg.data.name, at_loss_name=cfg.at_loss.name)
         self.policy: Policy = make_policy(cfg.policy, self.context).to(self.device)
-        self.env = AttackEnv(self.model, EnvConfig(
-            norm=self.threat.norm, loss=self.at_loss.attack_loss, bn_mode=cfg.bn_mode,
-            observe_after_step=self.policy.observe_after_step,
-            differentiable=self.policy.differentiable, extras=self.policy.extras,
-            observe_final=self.policy.observe_final, fosc_reference=self.policy.fosc_reference),
-            self.data.image_shape)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=r.lr,
-                                         momentum=cfg.optim.momentum,
-                                         weight_decay=cfg.optim.weight_decay)
-        self.scheduler = make_scheduler(self.optimizer, cfg.optim.schedule,
-                                        r.epochs * len(self.train_loader), cfg.optim.milestones,
-                                        cfg.optim.gamma, cfg.optim.cyclic_peak)
+        optimizer = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=cfg.optim.momentum,
+                                    weight_decay=cfg.optim.weight_decay)
+        scheduler = make_scheduler(optimizer, cfg.optim.schedule,
+                                   r.epochs * len(self.train_loader), cfg.optim.milestones,
+                                   cfg.optim.gamma, cfg.optim.cyclic_peak)
+        self.target = Target(model, optimizer, scheduler, at_loss, self.make_env, cfg.bn_mode)
+        self.env = self.make_env(self.policy.requirements().merge(at_loss.env_requirements))
         self.distributions = DistributionHistory()
         for key, grid in self.policy.grids().items():
             self.distributions.declare(key, grid)
@@ -143,6 +130,24 @@ class Cotrainer:
         #: the metrics of the epoch being finished, readable by epoch hooks.
         self.current_metrics: dict[str, Any] = {}
 
+    @property
+    def model(self) -> torch.nn.Module:
+        """The target network."""
+        return self.target.model
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The target's optimiser."""
+        return self.target.optimizer
+
+    def make_env(self, requirements: EnvRequirements) -> AttackEnv:
+        """An attack env on the target for the run's geometry, attack loss and batch size."""
+        config = EnvConfig(geometry=self.geometry, loss=self.context.attack_loss,
+                           bn_mode=self.cfg.bn_mode, requirements=requirements,
+                           augmented=self.resolved.augment, num_classes=self.data.num_classes)
+        return AttackEnv(self.model, config, self.data.image_shape, self.cfg.batch_size,
+                         source=self.train_loader)
+
     # -- checkpoints ------------------------------------------------------------------
     def checkpoint_path(self, run_id: str) -> Path:
         """Local checkpoint of a run: ``<checkpoint_dir>/<run_id>/last.pt``."""
@@ -153,10 +158,9 @@ class Cotrainer:
         return {
             "format": CHECKPOINT_FORMAT, "overrides": self.overrides,
             "config": config_to_dict(self.cfg), "epoch": next_epoch,
-            "global_step": self.global_step, "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "global_step": self.global_step, **self.target.state_dict(),
             "policy": self.policy.state_dict(), "policy_extra": self.policy.extra_state(),
-            "at_loss": self.at_loss.state_dict(), "rng": rng_state(self.gens),
+            "rng": rng_state(self.gens),
             "distributions": self.distributions.state_dict(),
             "image_shape": list(self.data.image_shape), "num_classes": self.data.num_classes,
             "target": self.resolved.target, "eps": self.resolved.eps,
@@ -164,12 +168,13 @@ class Cotrainer:
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state` (the inverse, for resume)."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"checkpoint format {state.get('format')} was written by another "
+                                  f"version of this project (this one reads {CHECKPOINT_FORMAT});"
+                                  " start a fresh run")
+        self.target.load_state_dict(state)
         self.policy.load_state_dict(state["policy"])
         self.policy.load_extra_state(state["policy_extra"])
-        self.at_loss.load_state_dict(state["at_loss"])
         restore_rng_state(state["rng"], self.gens)
         self.distributions.load_state_dict(state["distributions"])
         self.start_epoch, self.global_step = state["epoch"], state["global_step"]
@@ -190,25 +195,18 @@ class Cotrainer:
         Returns:
             (training scalars, policy metrics), all device tensors (no host sync).
         """
-        x_adv = run_attack(self.env, self.policy, b.x, b.y, b.index, self.gens["attack"],
-                           offsets=b.offsets, flipped=b.flipped)
-        # detached: in the env's differentiable mode x_adv carries a graph into the policy
-        # (e.g. FGSM-SDI's generator), which the target's step must not reach.
-        extras = dict(self.policy.target_extras(self.env, b))
-        if self.at_loss.needs_start_point:  # the attack's starting point x + δ₀ (PGI loss)
-            extras["x_init"] = (b.x + self.env.delta0).detach()
-        out = self.at_loss.train_step(self.model, self.optimizer, b.x, x_adv.detach(), b.y,
-                                      extras)
-        self.scheduler.step()
+        result = run_episode(self.env, self.policy, b.x, b.y, b.index, offsets=b.offsets,
+                             flipped=b.flipped, generator=self.gens["attack"])
+        inputs = self.policy.target_inputs(result)
+        out = self.target.step(result, inputs)
         stats = {f"train/{k}": v for k, v in out.parts.items()}
         stats["train/adv_acc"] = (out.logits_adv.argmax(1) == b.y).float().mean()
         stats["policy/attack_success"] = 1.0 - stats["train/adv_acc"]  # misclassified after attack
-        for key, values in self.policy.describe(self.env).items():
+        for key, values in self.policy.describe(result).items():
             self.distributions.add(key, values)
-        policy_metrics = self.policy.update(UpdateBatch(
-            x=b.x, y=b.y, index=b.index, x_adv=x_adv, env=self.env, model=self.model,
-            target_step=self, batch_idx=self.global_step, epoch=epoch,
-            generator=self.gens["policy"], augmentation=(b.offsets, b.flipped), at_output=out))
+        policy_metrics = self.policy.update(
+            result, self.target.view(), out,
+            StepInfo(step=self.global_step, epoch=epoch, generator=self.gens["policy"]))
         self.global_step += 1
         return stats, policy_metrics or {}
 
@@ -234,12 +232,12 @@ class Cotrainer:
         n = min(self.cfg.eval.test_subset, len(self.test_y))
         steps = self.cfg.eval.epoch_pgd_steps
         res = evaluate(self.model, self.test_x[:n], self.test_y[:n], ["clean", f"pgd{steps}"],
-                       self.threat, self.resolved.eps, self.cfg.eval.batch_size,
+                       self.geometry, self.resolved.eps, self.cfg.eval.batch_size,
                        torch.Generator(device=self.device).manual_seed(self.cfg.seed))
-        full_clean = evaluate(self.model, self.test_x, self.test_y, ["clean"], self.threat,
+        full_clean = evaluate(self.model, self.test_x, self.test_y, ["clean"], self.geometry,
                               self.resolved.eps, self.cfg.eval.batch_size)
         train_clean = evaluate(self.model, self.train_sub_x, self.train_sub_y, ["clean"],
-                               self.threat, self.resolved.eps, self.cfg.eval.batch_size)
+                               self.geometry, self.resolved.eps, self.cfg.eval.batch_size)
         return {"test/clean_acc": full_clean["clean"]["acc"],
                 "test/pgd_acc": res[f"pgd{steps}"]["acc"],
                 "train/clean_acc": train_clean["clean"]["acc"]}
@@ -248,7 +246,7 @@ class Cotrainer:
         """Clean and PGD-k (k = eval.final_pgd_steps) accuracy on the whole test set."""
         k, r = self.cfg.eval.final_pgd_steps, self.cfg.eval.final_restarts
         name = f"pgd{k}" if r == 1 else f"pgd{k}x{r}"
-        res = evaluate(self.model, self.test_x, self.test_y, ["clean", name], self.threat,
+        res = evaluate(self.model, self.test_x, self.test_y, ["clean", name], self.geometry,
                        self.resolved.eps, self.cfg.eval.batch_size,
                        torch.Generator(device=self.device).manual_seed(self.cfg.seed),
                        progress=self.cfg.progress)
@@ -258,12 +256,12 @@ class Cotrainer:
         c, r = self.cfg, self.resolved
         name = c.run_name or f"{c.policy.name}-{c.data.name}-{r.target}"
         tags = {"policy": c.policy.name, "target": r.target, "data": c.data.name,
-                "at_loss": c.at_loss.name, "threat": c.threat.norm}
+                "at_loss": c.at_loss.name, "threat": c.threat.name}
         tracker = Tracker(c.experiment, run_id=run_id, run_name=name, tags=tags,
                           tracking_uri=self.tracking_uri)
         if run_id is None:  # a resumed run keeps the params it was created with
             params = flatten_config(config_to_dict(c))
-            params.update({f"resolved.{k}": str(v) for k, v in vars(r).items()})
+            params.update({f"resolved.{k}": str(plain(v)) for k, v in vars(r).items()})
             tracker.log_params(params)
             tracker.log_text(" ".join(self.overrides), "config/overrides.txt")
         return tracker
@@ -345,10 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     if "-m" in argv or "--multirun" in argv:
         from runners.multirun import multirun
 
-        return multirun([a for a in argv if a not in ("-m", "--multirun")])
+        return multirun([a for a in argv if a not in ("-m", "--multirun")],
+                        lambda cfg, overrides: Cotrainer(cfg, overrides).run())
     try:
         run_id = cotrain(argv)
-    except (ConfigError, DataSetError, CheckpointError) as e:  # bad input: message, no traceback
+    except (ConfigError, DataSetError, CheckpointError, DeviceError) as e:  # bad input: message, no traceback
         print(f"runners.cotrain: {e}", file=sys.stderr)
         return 2
     print(f"run_id={run_id}")

@@ -18,7 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from runners.distributions import artifact_name, format_grid_value
+from runners.distributions import artifact_name
+from runners.formatting import format_grid_value
 
 __all__ = ["format_distribution_table", "main"]
 

@@ -6,8 +6,8 @@ hand-made numbers, and :func:`run_masking_checks` computes the numbers they need
 already in the evaluation results):
 
 * ``eps_monotone``: robust accuracy does not rise as ε grows (0, ε/4, ε/2, ε, large ε).
-* ``large_eps``: at a large ε (0.5 for L∞ on [0, 1] pixels, where every image can be moved to
-  the constant grey image; 0.5·√d for L2) accuracy is near 0.
+* ``large_eps``: at the geometry's erasing budget (0.5 for L∞ on [0, 1] pixels, where every
+  image can be moved to the constant grey image; 0.5·√d for L2) accuracy is near 0.
 * ``autoattack_le_pgd``: AutoAttack accuracy ≤ PGD accuracy.
 * ``blackbox_ge_whitebox``: no black-box attack (transfer from a surrogate, Square) beats the
   best gradient attack.
@@ -28,8 +28,8 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
-from envs.threat import Norm, ThreatModel
-from runners.evaluate import GRADIENT_KINDS, AttackSpec, evaluate, parse_attack
+from envs.geometry.base import Geometry
+from runners.robustness import GRADIENT_KINDS, AttackSpec, evaluate, parse_attack
 
 __all__ = ["CheckConfig", "CheckResult", "check_autoattack_le_pgd",
            "check_blackbox_ge_whitebox", "check_eps_monotone", "check_large_eps",
@@ -147,12 +147,13 @@ def check_stronger_not_better(accs: dict[str, float], n: int, z: float = 2.0) ->
     return CheckResult("stronger_not_better", "pass", text, dict(accs))
 
 
-def default_large_eps(threat: ThreatModel, image_shape: tuple[int, ...]) -> float:
-    """0.5 for L∞; 0.5·√d for L2 (both reach the grey image from any image in [0, 1])."""
-    return 0.5 if threat.norm is Norm.LINF else 0.5 * math.sqrt(math.prod(image_shape))
+def default_large_eps(geometry: Geometry, image_shape: tuple[int, ...]) -> float:
+    """The geometry's erasing budget (L∞ 0.5, L2 0.5·√d: both reach the grey image from any
+    image in [0, 1])."""
+    return geometry.erasing_budget(image_shape)
 
 
-def run_masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
+def run_masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, geometry: Geometry,
                        eps: float, results: dict[str, dict[str, float]], *,
                        config: CheckConfig = CheckConfig(), batch_size: int = 500, seed: int = 0,
                        surrogate: nn.Module | None = None, progress: bool = False
@@ -160,7 +161,7 @@ def run_masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threa
     """Compute what the checks need (reusing ``results`` of :func:`evaluate`) and run them.
 
     Args:
-        model: the target; x: (N, C, H, W); y: (N,); threat, eps: as evaluated.
+        model: the target; x: (N, C, H, W); y: (N,); geometry, eps: as evaluated.
         results: the evaluation's results at ``eps`` (read, not modified).
         config: check settings. batch_size, seed, progress: as for :func:`evaluate`.
         surrogate: a second model for the transfer attack (black-box side), if any.
@@ -174,7 +175,7 @@ def run_masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threa
 
     def acc(attacks: list[str], at_eps: float) -> dict[str, float]:
         gen = torch.Generator(device=x.device).manual_seed(seed)
-        res = evaluate(model, x, y, attacks, threat, at_eps, batch_size, gen, progress,
+        res = evaluate(model, x, y, attacks, geometry, at_eps, batch_size, gen, progress,
                        seed=seed, surrogate=surrogate)
         return {k: v["acc"] for k, v in res.items() if k in attacks}
 
@@ -183,7 +184,7 @@ def run_masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threa
     for f in config.eps_factors:
         reuse = f == 1.0 and spec.name in top
         curve.append((f * eps, top[spec.name] if reuse else acc([spec.name], f * eps)[spec.name]))
-    large = config.large_eps or default_large_eps(threat, tuple(x.shape[1:]))
+    large = config.large_eps or default_large_eps(geometry, tuple(x.shape[1:]))
     large_acc = acc([spec.name], large)[spec.name]
     curve.append((large, large_acc))
     checks = [check_eps_monotone(curve, n, config.z),

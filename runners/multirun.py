@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import hydra
 from omegaconf import DictConfig
 
-from runners.config import register_configs, to_object
+from runners.config import CotrainConfig, register_configs, to_object
+
+#: one job of the sweep: (config, its overrides) -> MLflow run id.
+Job = Callable[[CotrainConfig, list[str]], str]
 
 _HYDRA_QUIET = ["hydra/job_logging=disabled", "hydra/hydra_logging=disabled",
                 "hydra.output_subdir=null", "hydra.sweep.dir=multirun/${now:%Y-%m-%d_%H-%M-%S}"]
 
 
-def _job(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
+def multirun(overrides: list[str], job: Job) -> int:
+    """Run Hydra's basic sweeper over ``overrides`` (Hydra sweep syntax), ``job`` per point."""
 
-    from runners.cotrain import Cotrainer
+    def task(cfg: DictConfig) -> None:
+        from hydra.core.hydra_config import HydraConfig
 
-    overrides = list(HydraConfig.get().overrides.task)
-    run_id = Cotrainer(to_object(cfg), overrides).run()
-    print(f"run_id={run_id}")
+        run_id = job(to_object(cfg), list(HydraConfig.get().overrides.task))
+        print(f"run_id={run_id}")
 
-
-def multirun(overrides: list[str]) -> int:
-    """Run Hydra's basic sweeper over ``overrides`` (Hydra sweep syntax)."""
     register_configs()
     argv0 = sys.argv[:1] or ["runners.cotrain"]
     sys.argv = [*argv0, "--multirun", *overrides, *_HYDRA_QUIET]
-    hydra.main(config_path=None, config_name="cotrain", version_base=None)(_job)()
+    hydra.main(config_path=None, config_name="cotrain", version_base=None)(task)()
     return 0

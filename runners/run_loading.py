@@ -9,9 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from envs.threat import ThreatModel, make_threat
+from envs.geometry.base import Geometry, make_geometry
 from runners.checkpoint import load_checkpoint
 from runners.config import ConfigError, compose_config
+from runners.device import pick_device
 from runners.tracking import Tracker
 from targets.datasets import DataSet, load_dataset
 from targets.models import make_model
@@ -47,7 +48,7 @@ class LoadedRun:
     run_id: str
     model: nn.Module
     data: DataSet
-    threat: ThreatModel
+    geometry: Geometry
     eps: float
     device: torch.device
     tracking_uri: str | None = None
@@ -68,8 +69,6 @@ class LoadedRun:
 def load_run(run_id: str, checkpoint_dir: str = "checkpoints", device: str = "auto",
              tracking_uri: str | None = None) -> LoadedRun:
     """Rebuild the target of ``run_id`` in eval mode from its last checkpoint."""
-    from runners.cotrain import pick_device
-
     state = load_run_state(run_id, checkpoint_dir, tracking_uri)
     cfg = compose_config(state["overrides"])
     dev = pick_device(device)
@@ -77,5 +76,5 @@ def load_run(run_id: str, checkpoint_dir: str = "checkpoints", device: str = "au
     model = make_model(state["target"], data.image_shape, data.num_classes)
     model.load_state_dict(state["model"])
     model.to(dev).eval()
-    return LoadedRun(run_id, model, data, make_threat(cfg.threat.norm), float(state["eps"]), dev,
+    return LoadedRun(run_id, model, data, make_geometry(cfg.threat), float(state["eps"]), dev,
                      tracking_uri, int(state.get("epoch", 0)))

@@ -11,11 +11,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from agents.base import PolicyContext, UpdateBatch
+from agents.base import PolicyContext, StepInfo
 from envs.attack_env import AttackEnv, EnvConfig
-from envs.threat import make_threat
-from runners.rollout import run_attack
+from envs.episode import run_episode
+from envs.geometry import make_geometry
 from targets.loader import Batch
+from targets.losses.ce import CrossEntropy, CrossEntropyConfig
 
 SHAPE = (1, 4, 4)
 EPS = 0.1
@@ -34,9 +35,10 @@ class ToyTarget(nn.Module):
 
 
 def toy_context(batches_per_epoch: int = 4) -> PolicyContext:
-    return PolicyContext(threat=make_threat("linf"), eps=EPS, image_shape=SHAPE, num_classes=2,
-                         num_train=256, epochs=100, batches_per_epoch=batches_per_epoch,
-                         device=torch.device("cpu"))
+    return PolicyContext(geometry=make_geometry("linf"), eps=EPS, image_shape=SHAPE,
+                         num_classes=2, num_train=256, epochs=100,
+                         batches_per_epoch=batches_per_epoch, device=torch.device("cpu"),
+                         data="cifar10")  # the CIFAR grids: 13 ε values
 
 
 class ToyLoader:
@@ -60,17 +62,20 @@ class ToyTrainer:
 
     def __init__(self, policy, batch_size: int = 64, batches: int = 4, seed: int = 0) -> None:
         self.policy, self.model = policy, ToyTarget()
-        self.env = AttackEnv(self.model, EnvConfig(extras=policy.extras), SHAPE)
+        self.env = AttackEnv(self.model, EnvConfig(requirements=policy.requirements(),
+                                                   num_classes=2), SHAPE, batch_size)
+        self.loss = CrossEntropy(CrossEntropyConfig())
         self.train_loader = ToyLoader(batch_size, batches)
         self.gen = torch.Generator().manual_seed(seed)
         self.global_step = 0
         self.chosen_eps: list[torch.Tensor] = []
 
     def train_batch(self, b: Batch, epoch: int):
-        x_adv = run_attack(self.env, self.policy, b.x, b.y, b.index, self.gen)
-        self.chosen_eps.append(self.policy.describe(self.env)["eps"])
-        metrics = self.policy.update(UpdateBatch(
-            x=b.x, y=b.y, index=b.index, x_adv=x_adv, env=self.env, model=self.model,
-            target_step=None, batch_idx=self.global_step, epoch=epoch, generator=self.gen))
+        result = run_episode(self.env, self.policy, b.x, b.y, b.index, generator=self.gen)
+        self.chosen_eps.append(self.policy.describe(result)["eps"])
+        with torch.no_grad():  # the target's step without the step: its per-sample loss
+            out = self.loss.compute(self.model, result, self.policy.target_inputs(result))
+        metrics = self.policy.update(result, None, out,
+                                     StepInfo(self.global_step, epoch, self.gen))
         self.global_step += 1
         return {}, metrics

@@ -2,15 +2,13 @@
 
 import torch
 
-from agents.base import PolicyContext, make_policy
+from agents.base import make_policy
 from agents.curriculum import CurriculumConfig, curriculum_steps
-from envs.threat import make_threat
+from tests.helpers import make_context
 
 
 def _context(epochs):
-    return PolicyContext(threat=make_threat("linf"), eps=0.2, image_shape=(1, 8, 8),
-                         num_classes=10, num_train=64, epochs=epochs, batches_per_epoch=4,
-                         device=torch.device("cpu"))
+    return make_context(epochs=epochs)
 
 
 def test_schedule_grows_linearly_then_stays():

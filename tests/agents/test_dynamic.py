@@ -4,33 +4,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from agents.base import PolicyContext, make_policy
+from agents.base import make_policy
 from agents.dynamic import DynamicConfig, fosc_threshold
 from agents.fixed import PgdAtConfig
-from envs.attack_env import AttackEnv, EnvConfig
-from envs.threat import make_threat
-from runners.rollout import run_attack
-from targets.at_loss import ATLoss, ATLossConfig
-
-EPS = 0.2
-
-
-def _context(epochs=6, data="digits"):
-    return PolicyContext(threat=make_threat("linf"), eps=EPS, image_shape=(1, 8, 8),
-                         num_classes=10, num_train=64, epochs=epochs, batches_per_epoch=4,
-                         device=torch.device("cpu"), data=data)
+from envs.geometry import make_geometry
+from envs.requirements import FoscReference
+from targets.inputs import TargetInputs
+from targets.losses.ce import CrossEntropy, CrossEntropyConfig
+from tests.helpers import EPS, attack, env_for, make_context
 
 
-def _env(model, policy):
-    return AttackEnv(model, EnvConfig(observe_after_step=policy.observe_after_step,
-                                      observe_final=policy.observe_final,
-                                      fosc_reference=policy.fosc_reference), (1, 8, 8))
+def _context(epochs=6, data="digits", geometry="linf"):
+    return make_context(epochs=epochs, data=data, geometry=geometry)
 
 
 def _attack(policy, model, x, y, seed=0):
-    env = _env(model, policy)
-    adv = run_attack(env, policy, x, y, None, torch.Generator().manual_seed(seed))
-    return adv, env
+    result, env = attack(policy, model, x, y, seed)
+    return result.x_adv, result
 
 
 def test_threshold_schedule_matches_formula():
@@ -48,17 +38,17 @@ def test_samples_below_threshold_after_step_one_get_no_further_steps(tiny_net, b
     x, y = batch
     probe = make_policy(DynamicConfig(c_max=0.0), _context())
     probe.begin_epoch(0)
-    env = _env(tiny_net, probe)
+    env = env_for(tiny_net, probe)
     obs, _ = env.reset(options={"x": x, "y": y})
     obs, *_ = env.step(probe.act(obs, 0, torch.Generator().manual_seed(0)))
     c = float(obs["fosc"].median())  # about half of the samples are below after step 1
     policy = make_policy(DynamicConfig(c_max=c), _context())
     policy.begin_epoch(0)
-    adv, env = _attack(policy, tiny_net, x, y)
+    adv, r = _attack(policy, tiny_net, x, y)
     below = obs["fosc"] <= c
     assert 0 < below.sum() < len(y)
-    assert torch.all(env.steps[below] == 1) and torch.all(env.steps[~below] > 1)
-    assert torch.all(env.grad_evals[below] == 2)  # step 1's gradient + the decision pass
+    assert torch.all(r.steps[below] == 1) and torch.all(r.steps[~below] > 1)
+    assert torch.all(r.passes[below] == 2)  # step 1's gradient + the decision pass
     one_step = make_policy(PgdAtConfig(steps=1), _context())
     one, _ = _attack(one_step, tiny_net, x, y)  # same random start (same generator seed)
     torch.testing.assert_close(adv[below], one[below])
@@ -70,23 +60,40 @@ def test_zero_threshold_runs_full_pgd_and_reports_final_fosc(tiny_net, batch):
     policy = make_policy(DynamicConfig(c_max=0.3, steps=4), _context(epochs=6))
     policy.begin_epoch(5)  # past T' = 5: threshold 0
     assert policy.threshold == 0.0
-    adv, env = _attack(policy, tiny_net, x, y)
+    adv, r = _attack(policy, tiny_net, x, y)
     pgd, _ = _attack(make_policy(PgdAtConfig(steps=4), _context()), tiny_net, x, y)
     torch.testing.assert_close(adv, pgd)
-    stats = policy.describe(env)
+    stats = policy.describe(r)
     assert torch.all(stats["steps"] == 4) and torch.all(stats["passes"] == 5)
     d = (adv - x).requires_grad_(True)
     (g,) = torch.autograd.grad(F.cross_entropy(tiny_net(x + d), y, reduction="sum"), d)
-    torch.testing.assert_close(stats["fosc"], make_threat("linf").fosc(g, adv - x, EPS))
+    torch.testing.assert_close(stats["fosc"], make_geometry("linf").fosc(g, adv - x, EPS))
 
 
-def test_start_reference_option_reaches_the_env(tiny_net):
+def test_start_reference_option_reaches_the_env(tiny_net, batch):
     policy = make_policy(DynamicConfig(c_max=0.1, fosc_reference="start", final_fosc=False),
                          _context())
-    env = _env(tiny_net, policy)
-    assert env.config.fosc_reference == "start" and not env.config.observe_final
+    req = policy.requirements()
+    assert req.fosc_reference is FoscReference.start and not req.observe_final
+    x, y = batch
+    _, r = _attack(policy, tiny_net, x, y)
+    natural = make_policy(DynamicConfig(c_max=0.1, final_fosc=False), _context())
+    _, r_nat = _attack(natural, tiny_net, x, y)
+    assert not torch.allclose(r.fosc, r_nat.fosc)  # x⁰ = the random start, not x
     with pytest.raises(ValueError, match="fosc_reference"):
         make_policy(DynamicConfig(c_max=0.1, fosc_reference="x0"), _context())
+
+
+def test_dynamic_refuses_a_geometry_without_fosc():
+    from envs.geometry.base import Geometry
+
+    class NoFosc(Geometry):
+        pass
+
+    ctx = _context()
+    ctx = type(ctx)(**{**vars(ctx), "geometry": NoFosc()})
+    with pytest.raises(ValueError, match="FOSC"):
+        make_policy(DynamicConfig(c_max=0.1), ctx)
 
 
 def test_missing_c_max_preset_names_the_fix():
@@ -99,17 +106,19 @@ def test_reweighting_is_off_by_default_and_weights_by_adversarial_ce(tiny_net, b
     x, y = batch
     plain = make_policy(DynamicConfig(c_max=0.1), _context())
     plain.begin_epoch(3)
-    _, env = _attack(plain, tiny_net, x, y)
-    assert plain.target_extras(env, None) == {}
+    _, r = _attack(plain, tiny_net, x, y)
+    assert plain.target_inputs(r).weight is None
     policy = make_policy(DynamicConfig(c_max=0.1, reweight=True), _context())
     policy.begin_epoch(0)
-    assert policy.target_extras(env, None) == {}  # the code starts re-weighting at epoch 1
+    assert policy.target_inputs(r).weight is None  # the code starts re-weighting at epoch 1
     policy.begin_epoch(1)
-    w = policy.target_extras(env, None)["weight"]
-    ce = F.cross_entropy(tiny_net(env.adversarial_batch()), y, reduction="none")
+    w = policy.target_inputs(r).weight
+    ce = F.cross_entropy(tiny_net(r.x_adv), y, reduction="none")
     torch.testing.assert_close(w, ce.detach())
-    out = ATLoss(ATLossConfig()).compute(tiny_net, x, env.adversarial_batch(), y, {"weight": w})
+    out = CrossEntropy(CrossEntropyConfig()).compute(tiny_net, r, TargetInputs(weight=w))
     torch.testing.assert_close(out.loss, (ce * w).mean())
+    with pytest.raises(ValueError, match="final_fosc"):
+        make_policy(DynamicConfig(c_max=0.1, reweight=True, final_fosc=False), _context())
 
 
 def test_cli_run_tracks_fosc_distribution(tmp_path, tracking_uri):

@@ -3,31 +3,27 @@
 import pytest
 import torch
 
-from agents.base import PolicyContext, UpdateBatch
-from agents.fgsm_pgi import FgsmPgi, FgsmPgiConfig
-from envs.attack_env import AttackEnv, EnvConfig
-from envs.threat import make_threat
-from runners.rollout import run_attack
+from agents.base import StepInfo
+from agents.fgsm_pgi.policy import FgsmPgi, FgsmPgiConfig
+from envs.episode import run_episode
 from targets.loader import apply_augmentation
-
-EPS = 0.2
+from tests.helpers import EPS, env_for, make_context
 
 
 def _policy(**kw):
-    ctx = PolicyContext(threat=make_threat("linf"), eps=EPS, image_shape=(1, 8, 8),
-                        num_classes=10, num_train=64, epochs=3, batches_per_epoch=1,
-                        device=torch.device("cpu"))
-    return FgsmPgi(FgsmPgiConfig(**kw), ctx)
+    return FgsmPgi(FgsmPgiConfig(**kw), make_context(epochs=3, batches_per_epoch=1))
+
+
+def _attack(policy, model, x, y, index, seed=0, offsets=None, flipped=None):
+    env = env_for(model, policy, augmented=offsets is not None)
+    return run_episode(env, policy, x, y, index, offsets=offsets, flipped=flipped,
+                       generator=torch.Generator().manual_seed(seed))
 
 
 def _attack_and_update(policy, model, x, y, index, epoch, offsets=None, flipped=None):
-    env = AttackEnv(model, EnvConfig(extras=policy.extras), (1, 8, 8))
-    adv = run_attack(env, policy, x, y, index, torch.Generator().manual_seed(epoch),
-                     offsets=offsets, flipped=flipped)
-    policy.update(UpdateBatch(x=x, y=y, index=index, x_adv=adv, env=env, model=model,
-                              target_step=None, batch_idx=0, epoch=epoch,
-                              augmentation=(offsets, flipped)))
-    return env
+    result = _attack(policy, model, x, y, index, epoch, offsets, flipped)
+    policy.update(result, None, None, StepInfo(step=0, epoch=epoch))
+    return result
 
 
 @pytest.mark.parametrize("prior", ["ep", "mep"])
@@ -43,9 +39,8 @@ def test_prior_stored_by_index_and_reused_next_epoch(prior, tiny_net, batch):
     assert policy.delta_memory.values[:40].abs().sum() == 0  # other indices untouched
     policy.begin_epoch(1)  # no reset: the prior survives the epoch
     perm = torch.randperm(16, generator=torch.Generator().manual_seed(3))
-    env1 = AttackEnv(tiny_net, EnvConfig(extras=policy.extras), (1, 8, 8))
-    run_attack(env1, policy, x[perm], y[perm], index[perm])
-    torch.testing.assert_close(env1.delta0, stored[perm])  # retrieved by index, not position
+    r1 = _attack(policy, tiny_net, x[perm], y[perm], index[perm])
+    torch.testing.assert_close(r1.delta0, stored[perm])  # retrieved by index, not position
 
 
 def test_reset_every_forgets_priors(tiny_net, batch):
@@ -72,15 +67,13 @@ def test_prior_stays_aligned_with_flipped_image(tiny_net, batch):
     prior_epoch0 = env0.delta.detach()  # in the coordinates of the un-flipped image
     policy.begin_epoch(1)
     x_flipped = apply_augmentation(x0, centre, flip)
-    env1 = AttackEnv(tiny_net, EnvConfig(extras=policy.extras), (1, 8, 8))
-    run_attack(env1, policy, x_flipped, y, index, offsets=centre, flipped=flip)
-    torch.testing.assert_close(env1.delta0, prior_epoch0.flip(-1))  # flipped with its image
+    r1 = _attack(policy, tiny_net, x_flipped, y, index, offsets=centre, flipped=flip)
+    torch.testing.assert_close(r1.delta0, prior_epoch0.flip(-1))  # flipped with its image
     # and a shifted crop moves the prior with the image
     shift = torch.tensor([[5, 3]] * 16)
-    env2 = AttackEnv(tiny_net, EnvConfig(extras=policy.extras), (1, 8, 8))
-    run_attack(env2, policy, apply_augmentation(x0, shift, no_flip), y, index,
-               offsets=shift, flipped=no_flip)
-    torch.testing.assert_close(env2.delta0[:, :, :7, 1:], prior_epoch0[:, :, 1:, :7])
+    r2 = _attack(policy, tiny_net, apply_augmentation(x0, shift, no_flip), y, index,
+                 offsets=shift, flipped=no_flip)
+    torch.testing.assert_close(r2.delta0[:, :, :7, 1:], prior_epoch0[:, :, 1:, :7])
 
 
 def test_mep_momentum_matches_hand_computation(tiny_net, batch):
@@ -92,7 +85,7 @@ def test_mep_momentum_matches_hand_computation(tiny_net, batch):
         m0 = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(5))
         policy.momentum_memory.write(index, m0)
         env = _attack_and_update(policy, tiny_net, x, y, index, 0)
-        g = env.extras["first_grad"]
+        g = env.first_grad
         g_c = g.sign() if form == "sign" else g / g.abs().sum()
         expected_m = 0.3 * m0 + g_c
         torch.testing.assert_close(policy.momentum_memory.read(index), expected_m)
@@ -109,15 +102,14 @@ def test_bp_uses_previous_batch_perturbation(tiny_net, batch):
     policy = _policy(prior="bp")
     policy.begin_epoch(0)
     env0 = _attack_and_update(policy, tiny_net, x, y, torch.arange(16), 0)
-    env1 = AttackEnv(tiny_net, EnvConfig(extras=policy.extras), (1, 8, 8))
     x2 = torch.rand_like(x)
-    run_attack(env1, policy, x2, y, torch.arange(16, 32))
+    r1 = _attack(policy, tiny_net, x2, y, torch.arange(16, 32))
     expected = ((x2 + env0.delta).clamp(0, 1) - x2)
-    torch.testing.assert_close(env1.delta0, expected)
+    torch.testing.assert_close(r1.delta0, expected)
 
 
 def test_bad_options_name_the_fix():
-    with pytest.raises(ValueError, match="bp, ep, mep"):
+    with pytest.raises(ValueError, match="policy.prior.*bp, ep, mep"):
         _policy(prior="xx")
     with pytest.raises(ValueError, match="momentum_form"):
         _policy(momentum_form="l2")

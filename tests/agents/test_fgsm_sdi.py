@@ -2,28 +2,17 @@
 
 import torch
 
-from agents.base import PolicyContext, UpdateBatch
-from agents.fgsm_sdi import FgsmSdi, FgsmSdiConfig
-from agents.sdi_generator import InitGenerator
-from envs.attack_env import AttackEnv, EnvConfig
-from envs.threat import make_threat
-from runners.rollout import run_attack
-from targets.at_loss import soft_cross_entropy
-
-EPS = 0.2
+from agents.base import StepInfo
+from agents.fgsm_sdi.generator import InitGenerator
+from agents.fgsm_sdi.policy import FgsmSdi, FgsmSdiConfig
+from envs.requirements import Extra
+from targets.losses.base import soft_cross_entropy
+from tests.helpers import attack, make_context, target_for
 
 
 def _policy(**kw):
-    ctx = PolicyContext(threat=make_threat("linf"), eps=EPS, image_shape=(1, 8, 8),
-                        num_classes=10, num_train=64, epochs=1, batches_per_epoch=1,
-                        device=torch.device("cpu"))
     torch.manual_seed(0)
-    return FgsmSdi(FgsmSdiConfig(**kw), ctx)
-
-
-def _env(model):
-    return AttackEnv(model, EnvConfig(differentiable=FgsmSdi.differentiable,
-                                      extras=FgsmSdi.extras), (1, 8, 8))
+    return FgsmSdi(FgsmSdiConfig(**kw), make_context(epochs=1, batches_per_epoch=1))
 
 
 def test_generator_output_inside_eps_ball_for_any_input():
@@ -43,18 +32,17 @@ def test_generator_output_inside_eps_ball_for_any_input():
 def test_generator_update_increases_target_loss(tiny_net, batch):
     x, y = batch
     policy = _policy(update_every=1, lr=0.01, true_class_prob=1.0, width=16)
-    env = _env(tiny_net)
+    view = target_for(tiny_net).view()
 
     def final_loss() -> float:
-        adv = run_attack(env, policy, x, y).detach()
+        result, _ = attack(policy, tiny_net, x, y)
         with torch.no_grad():
-            return soft_cross_entropy(tiny_net(adv), y).mean().item()
+            return soft_cross_entropy(tiny_net(result.x_adv), y).mean().item()
 
     before = final_loss()
+    result, _ = attack(policy, tiny_net, x, y)
     for step in range(5):
-        metrics = policy.update(UpdateBatch(x=x, y=y, index=torch.arange(len(y)), x_adv=x,
-                                            env=env, model=tiny_net, target_step=None,
-                                            batch_idx=step, epoch=0))
+        metrics = policy.update(result, view, None, StepInfo(step=step, epoch=0))
         assert "policy/generator_loss" in metrics
     after = final_loss()
     assert after > before + 1e-3, (before, after)
@@ -64,14 +52,12 @@ def test_generator_update_increases_target_loss(tiny_net, batch):
 def test_update_only_every_k_batches(tiny_net, batch):
     x, y = batch
     policy = _policy(update_every=3, width=8)
-    env = _env(tiny_net)
-    run_attack(env, policy, x, y)
+    view = target_for(tiny_net).view()
+    result, _ = attack(policy, tiny_net, x, y)
     before = [p.detach().clone() for p in policy.generator.parameters()]
-    ub = dict(x=x, y=y, index=torch.arange(len(y)), x_adv=x, env=env, model=tiny_net,
-              target_step=None, epoch=0)
-    assert policy.update(UpdateBatch(batch_idx=1, **ub)) == {}
+    assert policy.update(result, view, None, StepInfo(step=1, epoch=0)) == {}
     assert all(torch.equal(a, b) for a, b in zip(before, policy.generator.parameters()))
-    assert policy.update(UpdateBatch(batch_idx=3, **ub))
+    assert policy.update(result, view, None, StepInfo(step=3, epoch=0))
     assert not all(torch.equal(a, b) for a, b in zip(before, policy.generator.parameters()))
 
 
@@ -92,11 +78,9 @@ def test_target_step_does_not_backprop_into_generator(tmp_path, tracking_uri):
 def test_previous_grad_input_uses_stored_signs_without_clean_pass(tiny_net, batch):
     x, y = batch
     policy = _policy(grad_input="previous", width=8, update_every=1000)
-    assert policy.extras == frozenset({"first_grad"})
-    env = AttackEnv(tiny_net, EnvConfig(differentiable=True, extras=policy.extras), (1, 8, 8))
+    assert policy.requirements().extras == frozenset({Extra.first_grad})
     index = torch.arange(16)
-    run_attack(env, policy, x, y, index)
-    assert "clean_grad_sign" not in env.extras
-    policy.update(UpdateBatch(x=x, y=y, index=index, x_adv=x, env=env, model=tiny_net,
-                              target_step=None, batch_idx=1, epoch=0))
-    torch.testing.assert_close(policy.grad_memory.read(index), env.extras["first_grad"].sign())
+    result, env = attack(policy, tiny_net, x, y, index=index)
+    assert result.clean_grad_sign is None and "clean_grad_sign" not in env.extras
+    policy.update(result, target_for(tiny_net).view(), None, StepInfo(step=1, epoch=0))
+    torch.testing.assert_close(policy.grad_memory.read(index), result.first_grad.sign())

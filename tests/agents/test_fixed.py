@@ -2,28 +2,27 @@
 
 import torch
 
-from agents.fixed import FgsmAtConfig, FgsmRsConfig, NoAttackConfig, PgdAtConfig
 from agents.base import make_policy
-from tests.agents.test_contract import EPS, _context, _env_for
-from runners.rollout import run_attack
+from agents.fixed import FgsmAtConfig, FgsmRsConfig, NoAttackConfig, PgdAtConfig
+from tests.helpers import EPS, attack, make_context
 
 
 def _attack(cfg, net, x, y):
-    policy = make_policy(cfg, _context())
-    env = _env_for(policy, net)
-    adv = run_attack(env, policy, x, y, None, torch.Generator().manual_seed(0))
-    return env, adv
+    result, env = attack(make_policy(cfg, make_context()), net, x, y)
+    return result, env
 
 
 def test_fixed_policy_parameters(tiny_net, batch):
     x, y = batch
-    env, adv = _attack(NoAttackConfig(), tiny_net, x, y)
-    assert torch.equal(adv, x) and env.samples_evaluated == 0
-    env, adv = _attack(FgsmAtConfig(), tiny_net, x, y)
-    assert torch.all(env.steps == 1) and torch.allclose(env.alpha, torch.full_like(env.alpha, EPS))
-    env, _ = _attack(FgsmRsConfig(), tiny_net, x, y)
-    assert torch.allclose(env.alpha, torch.full_like(env.alpha, 1.25 * EPS))
-    assert torch.all(env.delta0.flatten(1).abs().amax(1) > 0)  # random start
-    env, _ = _attack(PgdAtConfig(steps=7), tiny_net, x, y)
-    assert torch.all(env.steps == 7) and env.samples_evaluated == 7 * len(y)
-    assert torch.allclose(env.alpha, torch.full_like(env.alpha, EPS / 4))
+    r, env = _attack(NoAttackConfig(), tiny_net, x, y)
+    assert torch.equal(r.x_adv, x) and env.samples_evaluated == 0
+    r, env = _attack(FgsmAtConfig(), tiny_net, x, y)
+    assert torch.all(r.steps == 1) and torch.allclose(r.alpha, torch.full_like(r.alpha, EPS))
+    assert torch.all(r.delta0 == 0)  # FGSM-AT starts at the clean point
+    r, env = _attack(FgsmRsConfig(), tiny_net, x, y)
+    assert torch.allclose(r.alpha, torch.full_like(r.alpha, 1.25 * EPS))
+    assert torch.all(r.delta0.flatten(1).abs().amax(1) > 0)  # random start
+    r, env = _attack(PgdAtConfig(steps=7), tiny_net, x, y)
+    assert torch.all(r.steps == 7) and env.samples_evaluated == 7 * len(y)
+    assert torch.all(r.passes == 7)
+    assert torch.allclose(r.alpha, torch.full_like(r.alpha, EPS / 4))

@@ -8,26 +8,20 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from agents.base import PolicyContext, UpdateBatch
-from agents.las_at import LasAt, LasAtConfig
-from agents.strategy_net import categorical_entropy, categorical_log_prob
-from envs.attack_env import AttackEnv, EnvConfig
+from agents.base import StepInfo
+from agents.las_at.net import categorical_entropy, categorical_log_prob
+from agents.las_at.policy import LasAt, LasAtConfig
 from envs.attack_loss import AttackLoss
-from envs.threat import make_threat
 from runners.cotrain import cotrain
 from runners.distributions import DistributionHistory
-from runners.rollout import run_attack
-from targets.at_loss import ATLoss, ATLossConfig, Trades, TradesConfig
-from targets.awp import Awp, AwpConfig
-
-EPS = 0.2
+from targets.losses.awp import Awp, AwpConfig
+from targets.losses.ce import CrossEntropy, CrossEntropyConfig
+from targets.losses.trades import Trades, TradesConfig
+from tests.helpers import attack, make_context, target_for
 
 
 def _context(at_loss_name="ce", attack_loss=AttackLoss.CE):
-    return PolicyContext(threat=make_threat("linf"), eps=EPS, image_shape=(1, 8, 8),
-                         num_classes=10, num_train=64, epochs=2, batches_per_epoch=4,
-                         device=torch.device("cpu"), attack_loss=attack_loss,
-                         at_loss_name=at_loss_name)
+    return make_context(at_loss_name=at_loss_name, attack_loss=attack_loss)
 
 
 def test_log_prob_gradient_and_entropy_match_hand_computation():
@@ -73,62 +67,53 @@ def test_reinforce_concentrates_a_head_on_the_rewarded_value(mode):
     assert probs[2] > 0.8 and probs.argmax() == 2, probs
 
 
-def _target_step(model, at_loss):
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    model.train()  # one real step, so the optimiser has momentum buffers
-    at_loss.train_step(model, opt, torch.rand(8, 1, 8, 8), torch.rand(8, 1, 8, 8),
-                       torch.randint(0, 10, (8,)))
-    model.eval()
-    return SimpleNamespace(optimizer=opt, at_loss=at_loss)
-
-
 @pytest.mark.parametrize("loss_name", ["ce", "trades", "awp"])
 def test_lookahead_leaves_target_weights_and_optimiser_untouched(tiny_net, batch, loss_name):
-    at_loss = {"ce": ATLoss(ATLossConfig()), "trades": Trades(TradesConfig()),
+    at_loss = {"ce": CrossEntropy(CrossEntropyConfig()), "trades": Trades(TradesConfig()),
                "awp": Awp(AwpConfig())}[loss_name]
     kl = loss_name == "trades"
     policy = LasAt(LasAtConfig(interval=1),
                    _context(loss_name, AttackLoss.KL if kl else AttackLoss.CE))
-    step = _target_step(tiny_net, at_loss)
+    target = target_for(tiny_net, at_loss)
     x, y = batch
-    env = AttackEnv(tiny_net, EnvConfig(loss=at_loss.attack_loss), (1, 8, 8))
-    x_adv = run_attack(env, policy, x, y, None, torch.Generator().manual_seed(0))
-    extras = policy.target_extras(env, None)
-    assert ("beta" in extras) == kl
+    warm, _ = attack(policy, tiny_net, x, y, seed=5)
+    target.step(warm)  # one real step, so the optimiser has momentum buffers
+    tiny_net.eval()
+    result, _ = attack(policy, tiny_net, x, y)
+    inputs = policy.target_inputs(result)
+    assert inputs.lookahead and (inputs.beta is not None) == kl
     weights = {k: v.clone() for k, v in tiny_net.state_dict().items()}
-    opt_state = {k: v["momentum_buffer"].clone() for k, v in step.optimizer.state.items()}
-    net_before = [p.clone() for p in policy.net.parameters()]
-    metrics = policy.update(UpdateBatch(x=x, y=y, index=torch.arange(len(y)), x_adv=x_adv,
-                                        env=env, model=tiny_net, target_step=step,
-                                        batch_idx=0, epoch=0,
-                                        generator=torch.Generator().manual_seed(1)))
+    opt_state = {k: v["momentum_buffer"].clone() for k, v in target.optimizer.state.items()}
+    shadow = target.lookahead(result, inputs)
     for k, v in tiny_net.state_dict().items():
         assert torch.equal(v, weights[k]), k
     for p, buf in opt_state.items():
-        assert torch.equal(step.optimizer.state[p]["momentum_buffer"], buf)
+        assert torch.equal(target.optimizer.state[p]["momentum_buffer"], buf)
     assert not tiny_net.training
-    shadow = dict(policy.lookahead.shadow.named_parameters())
-    assert any(not torch.equal(shadow[k], weights[k]) for k in shadow)  # ŵ took its step
+    ahead = dict(shadow.named_parameters())
+    assert any(not torch.equal(ahead[k], weights[k]) for k in ahead)  # ŵ took its step
+    assert target.lookahead(result, inputs) is shadow  # one reusable shadow buffer
+    net_before = [p.clone() for p in policy.net.parameters()]
+    out = target.step(result, inputs)
+    assert out.lookahead is shadow
+    metrics = policy.update(result, target.view(), out,
+                            StepInfo(step=0, epoch=0, generator=torch.Generator().manual_seed(1)))
     assert any(not torch.equal(a, b) for a, b in zip(policy.net.parameters(), net_before))
     assert 0 <= metrics["policy/reward_r2"] <= 1 and 0 <= metrics["policy/reward_r3"] <= 1
     a, b = policy.weights
     expected = (metrics["policy/reward_r1"] + a * metrics["policy/reward_r2"]
                 + b * metrics["policy/reward_r3"])
     torch.testing.assert_close(metrics["policy/reward"], expected)
-    shadow_id = id(policy.lookahead.shadow)
-    policy.lookahead.snapshot(tiny_net)  # the next snapshot reuses the same shadow
-    assert id(policy.lookahead.shadow) == shadow_id
 
 
 def test_attack_costs_the_sum_of_chosen_iterations_and_respects_each_eps(tiny_net, batch):
     policy = LasAt(LasAtConfig(interval=1000), _context())
-    env = AttackEnv(tiny_net, EnvConfig(), (1, 8, 8))
     x, y = batch
-    x_adv = run_attack(env, policy, x, y, None, torch.Generator().manual_seed(0))
-    assert env.samples_evaluated == int(env.budget.sum())
-    assert env.budget.max() > env.budget.min()  # the per-sample budgets differ
-    linf = (x_adv - x).flatten(1).abs().amax(1)
-    assert torch.all(linf <= env.eps + 1e-6)
+    result, env = attack(policy, tiny_net, x, y)
+    assert env.samples_evaluated == int(result.budget.sum())
+    assert result.budget.max() > result.budget.min()  # the per-sample budgets differ
+    linf = (result.x_adv - x).flatten(1).abs().amax(1)
+    assert torch.all(linf <= result.eps + 1e-6)
 
 
 @pytest.mark.parametrize("loss_name", ["ce", "trades"])
@@ -139,11 +124,10 @@ def test_tracked_distributions_sum_to_one_with_an_entry_per_grid_value(tiny_net,
     history = DistributionHistory()
     for key, grid in policy.grids().items():
         history.declare(key, grid)
-    env = AttackEnv(tiny_net, EnvConfig(loss=AttackLoss.KL if kl else AttackLoss.CE), (1, 8, 8))
     x, y = batch
     for seed in range(3):
-        run_attack(env, policy, x, y, None, torch.Generator().manual_seed(seed))
-        for key, values in policy.describe(env).items():
+        result, _ = attack(policy, tiny_net, x, y, seed)
+        for key, values in policy.describe(result).items():
             history.add(key, values)
     history.end_epoch(0)
     heads = policy.grids()

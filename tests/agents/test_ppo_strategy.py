@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents.ppo_buffer import DeviceRolloutBuffer
-from agents.ppo_strategy import PpoStrategy, PpoStrategyConfig
-from agents.ppo_vec_env import learn_with_sb3
+from agents.ppo.buffer import DeviceRolloutBuffer
+from agents.ppo.policy import PpoStrategy, PpoStrategyConfig
+from agents.ppo.vec_env import learn_with_sb3
 from tests.agents.ppo_toy import ToyTrainer, toy_context
 
 FAST = PpoStrategyConfig(n_steps=2, n_epochs=8, minibatch_size=64, learning_rate=3e-3,
@@ -99,4 +99,4 @@ def test_bad_config_names_the_field():
     with pytest.raises(ValueError, match="policy.features"):
         PpoStrategyConfig(features=["margin"])
     with pytest.raises(ValueError, match="policy.init"):
-        PpoStrategyConfig(init="gaussian")
+        PpoStrategy(PpoStrategyConfig(init="gaussian"), toy_context())

@@ -8,11 +8,14 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 from envs.attack_env import AttackAction, AttackEnv, EnvConfig
 from envs.attack_loss import AttackLoss, attack_loss
-from envs.threat import Norm, ThreatModel
+from envs.geometry import make_geometry
+from envs.requirements import BnMode, EnvRequirements, Extra
 
 
-def _env(model, **kw):
-    return AttackEnv(model, EnvConfig(**kw), (1, 8, 8))
+def _env(model, n=16, norm="linf", loss=AttackLoss.CE, bn_mode=BnMode.eval, **req):
+    return AttackEnv(model, EnvConfig(geometry=make_geometry(norm), loss=loss, bn_mode=bn_mode,
+                                      requirements=EnvRequirements(**req), num_classes=10),
+                     (1, 8, 8), n)
 
 
 def _run(env, x, y, eps, alpha, budget, init=None, stop_after=None):
@@ -26,9 +29,9 @@ def _run(env, x, y, eps, alpha, budget, init=None, stop_after=None):
     return env.adversarial_batch()
 
 
-def _masked_reference(model, x, y, eps, alpha, budget, init, norm=Norm.LINF):
+def _masked_reference(model, x, y, eps, alpha, budget, init, norm="linf"):
     """Full-batch PGD where sample i only moves while step < budget_i (no compaction)."""
-    threat = ThreatModel(norm)
+    threat = make_geometry(norm)
     delta = threat.project(init, x, eps)
     for s in range(int(budget.max())):
         d = delta.detach().requires_grad_(True)
@@ -39,14 +42,14 @@ def _masked_reference(model, x, y, eps, alpha, budget, init, norm=Norm.LINF):
     return x + delta
 
 
-@pytest.mark.parametrize("norm", [Norm.LINF, Norm.L2])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_compaction_equals_masked_full_batch(tiny_net, batch, norm):
     x, y = batch
     n = len(y)
-    eps = torch.linspace(0.05, 0.3, n) * (1 if norm is Norm.LINF else 4)
+    eps = torch.linspace(0.05, 0.3, n) * (1 if norm == "linf" else 4)
     alpha = eps / 4
     budget = torch.arange(n) % 6  # 0..5 iterations, including samples that never move
-    init = ThreatModel(norm).random_init(x, eps, torch.Generator().manual_seed(0))
+    init = make_geometry(norm).random_delta(x, eps, torch.Generator().manual_seed(0))
     env = _env(tiny_net, norm=norm)
     got = _run(env, x, y, eps, alpha, budget, init)
     want = _masked_reference(tiny_net, x, y, eps, alpha, budget, init, norm)
@@ -88,8 +91,9 @@ def test_stopped_sample_gets_no_further_steps_and_equals_one_step_attack(tiny_ne
     adv = _run(env, x, y, eps, eps / 4, torch.full((n,), 5), stop_after=1)
     one = _run(_env(tiny_net), x, y, eps, eps / 4, torch.ones(n, dtype=torch.long))
     torch.testing.assert_close(adv, one)
-    assert torch.all(env.steps == 1)
-    assert torch.all(env.fosc >= 0)  # evaluated at the new iterate (natural reference point)
+    r = env.result()
+    assert torch.all(r.steps == 1)
+    assert torch.all(r.fosc >= 0)  # evaluated at the new iterate (natural reference point)
 
 
 def test_bn_statistics_untouched_in_eval_mode_and_updated_in_train_mode(tiny_net, batch):
@@ -98,10 +102,10 @@ def test_bn_statistics_untouched_in_eval_mode_and_updated_in_train_mode(tiny_net
     bn = tiny_net.body[1]
     before = bn.num_batches_tracked.clone()
     tiny_net.train()
-    _run(_env(tiny_net, bn_mode="eval"), x, y, torch.full((n,), 0.1), torch.full((n,), 0.05),
+    _run(_env(tiny_net, bn_mode=BnMode.eval), x, y, torch.full((n,), 0.1), torch.full((n,), 0.05),
          torch.full((n,), 3))
     assert bn.num_batches_tracked == before and tiny_net.training  # mode restored
-    _run(_env(tiny_net, bn_mode="train"), x, y, torch.full((n,), 0.1), torch.full((n,), 0.05),
+    _run(_env(tiny_net, bn_mode=BnMode.train), x, y, torch.full((n,), 0.1), torch.full((n,), 0.05),
          torch.full((n,), 3))
     assert bn.num_batches_tracked == before + 3
 
@@ -131,7 +135,7 @@ def test_differentiable_mode_carries_gradient_to_the_init(tiny_net, batch):
 
 def test_kl_objective_and_clean_gradient_extra(tiny_net, batch):
     x, y = batch
-    env = _env(tiny_net, loss=AttackLoss.KL, extras=frozenset({"clean_grad_sign"}))
+    env = _env(tiny_net, loss=AttackLoss.KL, extras=frozenset({Extra.clean_grad_sign}))
     obs, _ = env.reset(options={"x": x, "y": y})
     d = x.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(F.cross_entropy(tiny_net(d), y, reduction="sum"), d)
@@ -142,31 +146,13 @@ def test_kl_objective_and_clean_gradient_extra(tiny_net, batch):
     torch.testing.assert_close(reward, torch.zeros(n), atol=1e-6, rtol=0)  # KL at δ=0 is 0
 
 
-def test_gymnasium_contract(tiny_net, batch):
-    x, y = batch
-    env = _env(tiny_net)
-    assert isinstance(env, VectorEnv)
-    assert env.metadata["autoreset_mode"] is AutoresetMode.DISABLED
-    obs, info = env.reset(options={"x": x, "y": y})
-    assert env.num_envs == len(y)
-    for key, space in env.single_observation_space.items():
-        assert tuple(obs[key].shape) == (len(y), *space.shape), key
-        np_obs = obs[key].detach().numpy()
-        assert env.observation_space[key].contains(np_obs.astype(space.dtype)), key
-    n = len(y)
-    obs, reward, term, trunc, info = env.step(AttackAction(
-        eps=torch.full((n,), 0.1), alpha=torch.full((n,), 0.05), budget=torch.full((n,), 1)))
-    assert reward.shape == term.shape == trunc.shape == (n,)
-    assert term.dtype == torch.bool and bool(term.all()) and not bool(trunc.any())
-
-
 def test_first_action_must_configure(tiny_net, batch):
     x, y = batch
     env = _env(tiny_net)
     env.reset(options={"x": x, "y": y})
     with pytest.raises(ValueError, match="eps"):
         env.step(AttackAction())
-    with pytest.raises(ValueError, match="reset"):
+    with pytest.raises(ValueError, match="source"):
         _env(tiny_net).reset(options={})
 
 
@@ -185,17 +171,18 @@ def test_observe_final_evaluates_the_last_iterate_of_exhausted_samples(tiny_net,
     _run(plain, x, y, eps, eps / 4, budget)
     final = _env(tiny_net, observe_after_step=True, observe_final=True)
     adv = _run(final, x, y, eps, eps / 4, budget)
-    assert torch.all(plain.grad_evals == 3) and torch.all(final.grad_evals == 4)
+    assert torch.all(plain.passes == 3) and torch.all(final.passes == 4)
     torch.testing.assert_close(adv, plain.adversarial_batch())  # same attack, one more pass
     d = (adv - x).requires_grad_(True)
     (g,) = torch.autograd.grad(F.cross_entropy(tiny_net(x + d), y, reduction="sum"), d)
-    torch.testing.assert_close(final.fosc, ThreatModel(Norm.LINF).fosc(g, adv - x, eps))
+    torch.testing.assert_close(final.fosc, make_geometry("linf").fosc(g, adv - x, eps))
     assert not torch.allclose(plain.fosc, final.fosc)
 
 
 def test_augmentation_and_first_grad_reach_the_observation(tiny_net, batch):
     x, y = batch
-    env = _env(tiny_net, extras=frozenset({"first_grad"}))
+    env = AttackEnv(tiny_net, EnvConfig(requirements=EnvRequirements(
+        extras=frozenset({Extra.first_grad})), augmented=True), (1, 8, 8), 16)
     offsets = torch.zeros(16, 2, dtype=torch.long)
     flipped = torch.ones(16, dtype=torch.bool)
     obs, _ = env.reset(options={"x": x, "y": y, "offsets": offsets, "flipped": flipped})

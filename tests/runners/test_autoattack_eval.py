@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-from envs.threat import make_threat
+from envs.geometry import make_geometry
 from runners import autoattack_eval
 from runners.autoattack_eval import (AUTOATTACK_VERSION, STANDARD_ATTACKS, make_autoattack,
                                      run_autoattack)
-from runners.evaluate import evaluate
+from runners.robustness import evaluate
 
 pytest.importorskip("pyautoattack")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,13 +31,13 @@ def fast_autoattack(model, threat, eps, seed, device):
 
 
 def test_reported_path_is_the_standard_version(digits_model):
-    aa = make_autoattack(digits_model, make_threat("linf"), 0.1, 0, torch.device("cpu"))
+    aa = make_autoattack(digits_model, make_geometry("linf"), 0.1, 0, torch.device("cpu"))
     assert AUTOATTACK_VERSION == "standard" and aa.version == "standard"
     assert tuple(aa.attacks_to_run) == STANDARD_ATTACKS == ("apgd-ce", "apgd-t", "fab-t", "square")
     assert aa.apgd.n_iter == 100 and aa.apgd_targeted.n_iter == 100 and aa.fab.n_iter == 100
     assert aa.apgd_targeted.n_target_classes == 9 and aa.fab.n_target_classes == 9
     assert aa.square.n_queries == 5000 and aa.norm == "Linf" and aa.epsilon == 0.1
-    assert make_autoattack(digits_model, make_threat("l2"), 0.5, 0, "cpu").norm == "L2"
+    assert make_autoattack(digits_model, make_geometry("l2"), 0.5, 0, "cpu").norm == "L2"
     # the evaluate() default for "autoattack" is this factory
     assert evaluate.__kwdefaults__["make_adversary"] is None
 
@@ -47,7 +47,7 @@ def test_autoattack_not_weaker_than_pgd(digits_model, digits_tensors, norm, eps)
     _, _, x, y = digits_tensors
     x, y = x[:48], y[:48]
     masks: dict[str, torch.Tensor] = {}
-    res = evaluate(digits_model, x, y, ["clean", "pgd10", "autoattack"], make_threat(norm), eps,
+    res = evaluate(digits_model, x, y, ["clean", "pgd10", "autoattack"], make_geometry(norm), eps,
                    48, torch.Generator().manual_seed(0), make_adversary=fast_autoattack,
                    masks=masks)
     assert res["clean"]["acc"] > 0.9
@@ -61,7 +61,7 @@ def test_autoattack_not_weaker_than_pgd(digits_model, digits_tensors, norm, eps)
 
 def test_state_resumes_after_an_interruption(digits_model, digits_tensors, tmp_path):
     _, _, x, y = digits_tensors
-    x, y, threat = x[:40], y[:40], make_threat("linf")
+    x, y, threat = x[:40], y[:40], make_geometry("linf")
     full = run_autoattack(digits_model, x, y, threat, 0.05, batch_size=16,
                           make_adversary=fast_autoattack)
     path = tmp_path / "aa_state.json"
@@ -105,7 +105,7 @@ def test_out_of_ball_examples_are_refused(digits_model, digits_tensors):
             return (1 - xb), yb  # far outside any small ball
 
     with pytest.raises(RuntimeError, match="outside"):
-        run_autoattack(digits_model, x[:8], y[:8], make_threat("linf"), 0.05,
+        run_autoattack(digits_model, x[:8], y[:8], make_geometry("linf"), 0.05,
                        make_adversary=lambda *a: Cheat())
 
 

@@ -8,7 +8,7 @@ from runners.config import ConfigError, compose_config, resolve
 def test_defaults_are_the_embedded_run():
     cfg = compose_config([])
     r = resolve(cfg)
-    assert (cfg.data.name, cfg.policy.name, cfg.at_loss.name, cfg.threat.norm) == \
+    assert (cfg.data.name, cfg.policy.name, cfg.at_loss.name, cfg.threat.name) == \
         ("digits", "las_at", "ce", "linf")
     assert (r.target, r.eps, r.augment) == ("digits_cnn", 0.2, False)
 

@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from runners.distributions import DistributionHistory, format_grid_value, log_distributions
+from runners.distributions import DistributionHistory, log_distributions
+from runners.formatting import format_grid_value
 from runners.tracking import Tracker
 
 GRID = [2 / 255, 4 / 255, 8 / 255, 16 / 255]

@@ -8,8 +8,9 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from envs.threat import make_threat
-from runners.evaluate import AttackSpec, evaluate, main, parse_attack, worst_case
+from envs.geometry import make_geometry
+from runners.evaluate import main
+from runners.robustness import AttackSpec, evaluate, parse_attack, worst_case
 
 
 def test_parse_attack_names():
@@ -40,7 +41,7 @@ def test_worst_case_on_hand_made_results():
 
 def test_evaluate_worst_case_and_transfer(digits_model, digits_tensors, one_thread):
     _, _, x, y = digits_tensors
-    x, y, threat = x[:64], y[:64], make_threat("linf")
+    x, y, threat = x[:64], y[:64], make_geometry("linf")
     masks: dict[str, torch.Tensor] = {}
     res = evaluate(digits_model, x, y, ["clean", "fgsm", "pgd5", "transfer_pgd5"], threat, 0.1,
                    32, torch.Generator().manual_seed(0), surrogate=digits_model, masks=masks)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from envs.threat import make_threat
-from runners.evaluate import evaluate
+from envs.geometry import make_geometry
+from runners.robustness import evaluate
 from runners.masking_checks import (CheckConfig, check_autoattack_le_pgd,
                                     check_blackbox_ge_whitebox, check_eps_monotone,
                                     check_large_eps, check_stronger_not_better,
@@ -57,12 +57,12 @@ def test_rules_on_hand_made_numbers():
 
 
 def test_default_large_eps():
-    assert default_large_eps(make_threat("linf"), (1, 28, 28)) == 0.5
-    assert default_large_eps(make_threat("l2"), (1, 8, 8)) == pytest.approx(4.0)
+    assert default_large_eps(make_geometry("linf"), (1, 28, 28)) == 0.5
+    assert default_large_eps(make_geometry("l2"), (1, 8, 8)) == pytest.approx(4.0)
 
 
 def _run(model, x, y, surrogate=None, square=0):
-    threat, eps = make_threat("linf"), 0.2
+    threat, eps = make_geometry("linf"), 0.2
     attacks = ["clean", "pgd10", "pgd20x2"]
     res = evaluate(model, x, y, attacks, threat, eps, 64, torch.Generator().manual_seed(0))
     return run_masking_checks(model, x, y, threat, eps, res, batch_size=64, surrogate=surrogate,

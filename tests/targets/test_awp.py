@@ -4,14 +4,16 @@ import copy
 
 import torch
 
-from targets.at_loss import make_at_loss
-from targets.awp import AwpConfig, weight_perturbation
+from envs.result import AttackResult
+from targets.inputs import TargetInputs
+from targets.losses.awp import AwpConfig, weight_perturbation
+from targets.losses.base import make_at_loss
 
 
 def test_perturbation_is_gamma_times_each_weight_norm(tiny_net, batch):
     x, y = batch
     awp = make_at_loss(AwpConfig(gamma=0.05))
-    v = awp.perturbation(tiny_net, x, x, y)
+    v = awp.perturbation(tiny_net, AttackResult.from_tensors(x, y, x), TargetInputs())
     params = dict(tiny_net.named_parameters())
     assert set(v) == {k for k, p in params.items() if p.dim() > 1}  # weights, not biases/BN
     for name, pert in v.items():
@@ -30,16 +32,17 @@ def test_step_uses_the_gradient_at_the_perturbed_weights_and_removes_v(tiny_net,
     # expected: w0 − lr · ∇L(w0 + v), with v computed from the same proxy step
     ref = copy.deepcopy(tiny_net)
     ref.train()
-    v = awp.perturbation(ref, x, x_adv, y)
+    result = AttackResult.from_tensors(x, y, x_adv)
+    v = awp.perturbation(ref, result, TargetInputs())
     with torch.no_grad():
         for k, p in ref.named_parameters():
             if k in v:
                 p.add_(v[k])
-    loss = awp.compute(ref, x, x_adv, y).loss
+    loss = awp.compute(ref, result, TargetInputs()).loss
     grads = dict(zip([k for k, _ in ref.named_parameters()],
                      torch.autograd.grad(loss, list(ref.parameters()))))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    out = awp.train_step(model, opt, x, x_adv, y)
+    out = awp.train_step(model, opt, result)
     torch.testing.assert_close(out.loss, loss.detach())
     for k, p in model.named_parameters():
         torch.testing.assert_close(p.detach(), w0[k] - 0.1 * grads[k])

@@ -4,8 +4,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from targets.at_loss import ATLossConfig, make_at_loss, soft_cross_entropy
-from targets.pgi_loss import PgiLossConfig
+from envs.result import AttackResult
+from targets.inputs import TargetInputs
+from targets.losses.base import make_at_loss, soft_cross_entropy
+from targets.losses.ce import CrossEntropyConfig
+from targets.losses.pgi import PgiLossConfig
+
+
+def _result(x, y, x_adv, x_init=None):
+    return AttackResult.from_tensors(x, y, x_adv, x_init=x_init)
 
 
 def test_pgi_loss_matches_hand_computation(tiny_net, batch):
@@ -15,43 +22,43 @@ def test_pgi_loss_matches_hand_computation(tiny_net, batch):
     tiny_net.eval()
     for reduction, scale in (("mean", 1 / 10), ("sum", 1.0)):
         loss = make_at_loss(PgiLossConfig(lam=10.0, reduction=reduction))
-        out = loss.compute(tiny_net, x, x_adv, y, {"x_init": x_init,
-                                                   "true_class_prob": torch.tensor(0.6)})
+        out = loss.compute(tiny_net, _result(x, y, x_adv, x_init),
+                           TargetInputs(true_class_prob=0.6))
         z, z0 = tiny_net(x_adv), tiny_net(x_init)
         expected = soft_cross_entropy(z, y, 0.6).mean() + 10.0 * scale * (
             (z - z0) ** 2).sum(1).mean()
         torch.testing.assert_close(out.loss, expected)
     ref_mean = F.mse_loss(z, z0)  # the reference code's mean over N×K
-    out = make_at_loss(PgiLossConfig()).compute(tiny_net, x, x_adv, y, {"x_init": x_init})
+    out = make_at_loss(PgiLossConfig()).compute(tiny_net, _result(x, y, x_adv, x_init),
+                                                TargetInputs())
     torch.testing.assert_close(out.parts["pgi_reg"], ref_mean)
 
 
 def test_prior_branch_gradient_is_optional(tiny_net, batch):
     x, y = batch
-    x_init = x.clone().requires_grad_(True)
+    x_init = (x - 0.05).clamp(0, 1)
     tiny_net.eval()
     grads = {}
     for prior_grad in (True, False):
         loss = make_at_loss(PgiLossConfig(prior_grad=prior_grad))
         tiny_net.zero_grad()
-        out = loss.compute(tiny_net, x, (x + 0.1).clamp(0, 1), y, {"x_init": x_init})
+        out = loss.compute(tiny_net, _result(x, y, (x + 0.1).clamp(0, 1), x_init),
+                           TargetInputs())
         out.loss.backward()
         grads[prior_grad] = [p.grad.clone() for p in tiny_net.parameters()]
     assert any(not torch.allclose(a, b) for a, b in zip(grads[True], grads[False]))
-    assert x_init.grad is None  # the starting point is data, never differentiated
 
 
-def test_missing_x_init_names_the_fix(tiny_net, batch):
-    x, y = batch
-    with pytest.raises(ValueError, match="x_init"):
-        make_at_loss(PgiLossConfig()).compute(tiny_net, x, x, y, {})
+def test_bad_reduction_names_the_field():
+    with pytest.raises(ValueError, match="at_loss.reduction"):
+        make_at_loss(PgiLossConfig(reduction="max"))
 
 
 def test_policy_label_smoothing_preset_overrides_config(tiny_net, batch):
     x, y = batch
     tiny_net.eval()
-    ce = make_at_loss(ATLossConfig())
-    plain = ce.compute(tiny_net, x, x, y).loss
-    smoothed = ce.compute(tiny_net, x, x, y, {"true_class_prob": torch.tensor(0.5)}).loss
+    ce = make_at_loss(CrossEntropyConfig())
+    plain = ce.compute(tiny_net, _result(x, y, x), TargetInputs()).loss
+    smoothed = ce.compute(tiny_net, _result(x, y, x), TargetInputs(true_class_prob=0.5)).loss
     torch.testing.assert_close(smoothed, soft_cross_entropy(tiny_net(x), y, 0.5).mean())
     assert not torch.allclose(plain, smoothed)

@@ -2,10 +2,12 @@
 
 Per batch: the env computes the sign of the target's input gradient at the clean point (the
 ``clean_grad_sign`` extra, requested only by this policy); the generator maps (x, sign g) to
-η = ε·tanh(·); the env takes one FGSM step of size α from x + η and projects. Every
-``update_every`` batches the generator takes one Adam step that *maximises* the target's
-(label-smoothed) loss on the final example, back-propagating through the env's differentiable
-mode (gradient directions detached, as in the reference: no second order).
+η = ε·tanh(·) (an L∞ box of radius ε, which the env projects into the run's geometry); the env
+takes one FGSM step of size α from x + η and projects. Every ``update_every`` batches the
+generator takes one Adam step that *maximises* the target's (label-smoothed) loss on the final
+example: it runs its own episode on the batch through the target's view
+(:meth:`targets.target.TargetView.attack`, in the env's differentiable mode: gradient
+directions detached, as in the reference: no second order) and back-propagates into itself.
 
 Departures from the reference code (docs/seeds.md §2.3-2.4), each deliberate:
     * The generator step runs after the target's step on the same batch (the policy protocol's
@@ -27,18 +29,31 @@ aligned with the augmentation like FGSM-PGI's priors; samples not seen yet get z
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import Enum
 from typing import Any
 
 import torch
 
-from agents.base import Policy, PolicyConfig, PolicyContext, UpdateBatch, register_policy
+from agents.base import Policy, PolicyConfig, PolicyContext, StepInfo, register_policy
+from agents.fgsm_sdi.generator import InitGenerator
 from agents.fixed import uniform_action
 from agents.init_stats import describe_init
 from agents.prior_memory import PriorMemory
-from agents.sdi_generator import InitGenerator
-from envs.attack_env import AttackAction, AttackEnv, Obs, target_mode
-from targets.at_loss import soft_cross_entropy
+from envs.attack_env import AttackAction, Obs
+from envs.options import parse_option
+from envs.requirements import BnMode, EnvRequirements, Extra
+from envs.result import AttackResult
+from targets.inputs import TargetInputs
+from targets.losses.base import ATLossOutput, soft_cross_entropy
+from targets.target import TargetView
+
+
+class GradInput(str, Enum):
+    """The gradient sign the generator sees."""
+
+    clean = "clean"        # at the clean point, computed every batch (paper)
+    previous = "previous"  # at the sample's FGSM point of the previous epoch, stored (free)
 
 
 @dataclass(frozen=True)
@@ -66,16 +81,13 @@ class FgsmSdiConfig(PolicyConfig):
     lr: float = 1e-3
     weight_decay: float = 5e-4
     width: int = 64
-    grad_input: str = "clean"
+    grad_input: GradInput = GradInput.clean
     true_class_prob: float = 0.5
 
 
 @register_policy(FgsmSdiConfig)
 class FgsmSdi(Policy):
     """Generator-initialised FGSM; the generator ascends the target's loss every k batches."""
-
-    differentiable = True
-    extras = frozenset({"clean_grad_sign"})
 
     def __init__(self, config: FgsmSdiConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
@@ -84,11 +96,8 @@ class FgsmSdi(Policy):
         if not 0.0 < config.true_class_prob <= 1.0:
             raise ValueError("policy.true_class_prob must be in (0, 1], got "
                              f"{config.true_class_prob}")
-        if config.grad_input not in ("clean", "previous"):
-            raise ValueError(f"policy.grad_input must be 'clean' or 'previous', "
-                             f"got {config.grad_input!r}")
-        if config.grad_input == "previous":  # the runner builds the env from these
-            self.extras = frozenset({"first_grad"})
+        self.grad_input = parse_option(GradInput, config.grad_input, "policy.grad_input")
+        if self.grad_input is GradInput.previous:
             self.grad_memory = PriorMemory(context.num_train, context.image_shape,
                                            context.device, "bfloat16")  # signs are exact
         self.generator = InitGenerator(context.image_shape[0], config.width).to(context.device)
@@ -96,12 +105,17 @@ class FgsmSdi(Policy):
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.lr,
                                           weight_decay=config.weight_decay)
 
+    def requirements(self) -> EnvRequirements:
+        """The clean-gradient sign at reset (paper) or the first gradient (``previous``)."""
+        extra = Extra.clean_grad_sign if self.grad_input is GradInput.clean else Extra.first_grad
+        return EnvRequirements(extras=frozenset({extra}))
+
     def _grad_sign(self, obs: Obs) -> torch.Tensor:
-        if self.config.grad_input == "previous":
+        if self.grad_input is GradInput.previous:
             return self.grad_memory.read(obs["index"], obs.get("offsets"), obs.get("flipped"))
         if "clean_grad_sign" not in obs:
             raise ValueError("fgsm_sdi needs the env extra 'clean_grad_sign': build the env with "
-                             "EnvConfig(extras=policy.extras, differentiable=True)")
+                             "the policy's requirements()")
         return obs["clean_grad_sign"]
 
     def _action(self, obs: Obs) -> AttackAction:
@@ -115,29 +129,28 @@ class FgsmSdi(Policy):
         with torch.no_grad():  # the training attack needs no graph; update() builds its own
             return self._action(obs)
 
-    def update(self, batch: UpdateBatch) -> dict[str, torch.Tensor]:
+    def target_inputs(self, result: AttackResult) -> TargetInputs:
+        """The preset label smoothing for the target's AT loss."""
+        return TargetInputs(true_class_prob=self.config.true_class_prob)
+
+    def update(self, result: AttackResult, view: TargetView, out: ATLossOutput,
+               info: StepInfo) -> dict[str, torch.Tensor]:
         """Every k-th batch: one Adam step maximising LS-CE(f(x + δ_final), y) over G."""
-        env = batch.env
-        offsets, flipped = batch.augmentation
-        if self.config.grad_input == "previous":
-            self.grad_memory.write(batch.index, env.extras["first_grad"].sign(), offsets,
-                                   flipped)
-        if batch.batch_idx % self.config.update_every:
+        if self.grad_input is GradInput.previous:
+            assert result.first_grad is not None
+            self.grad_memory.write(result.index, result.first_grad.sign(), result.offsets,
+                                   result.flipped)
+        if info.step % self.config.update_every:
             return {}
-        if not env.config.differentiable:
-            raise ValueError("fgsm_sdi's generator update needs the env's differentiable mode "
-                             "(EnvConfig(differentiable=True))")
-        obs, _ = env.reset(options={"x": batch.x, "y": batch.y, "index": batch.index,
-                                    "offsets": offsets, "flipped": flipped})
         params = list(self.generator.parameters())
         self.generator.train()
         try:
             with torch.enable_grad():
-                env.step(self._action(obs))
-                x_adv = env.adversarial_batch()  # graph back to the generator
-                with target_mode(batch.model, env.config.bn_mode == "train"):
-                    logits = batch.model(x_adv)
-                loss = soft_cross_entropy(logits, batch.y, self.config.true_class_prob).mean()
+                episode = view.attack(_GraphActor(self), result,
+                                      replace(self.requirements(), differentiable=True))
+                logits = view.forward(episode.x_adv,  # graph back to the generator
+                                      train_bn=view.attack_bn_mode is BnMode.train)
+                loss = soft_cross_entropy(logits, result.y, self.config.true_class_prob).mean()
                 grads = torch.autograd.grad(-loss, params)  # ascent: minimise −loss
         finally:
             self.generator.eval()
@@ -147,12 +160,8 @@ class FgsmSdi(Policy):
         self.optimizer.zero_grad(set_to_none=True)
         return {"policy/generator_loss": loss.detach()}
 
-    def describe(self, env: AttackEnv) -> dict[str, torch.Tensor]:
-        return describe_init(env)
-
-    def target_extras(self, env: AttackEnv, batch: Any) -> dict[str, torch.Tensor]:
-        """The preset label smoothing for the target's AT loss (0-dim tensor)."""
-        return {"true_class_prob": torch.tensor(self.config.true_class_prob)}
+    def describe(self, result: AttackResult) -> dict[str, torch.Tensor]:
+        return describe_init(result, self.context.geometry)
 
     def extra_state(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict()}
@@ -160,3 +169,13 @@ class FgsmSdi(Policy):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         if state:
             self.optimizer.load_state_dict(state["optimizer"])
+
+
+class _GraphActor:
+    """The generator's action *with* its graph (for the generator's own episode)."""
+
+    def __init__(self, policy: FgsmSdi) -> None:
+        self.policy = policy
+
+    def act(self, obs: Obs, t: int, generator: torch.Generator | None) -> AttackAction | None:
+        return None if t else self.policy._action(obs)

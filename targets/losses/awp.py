@@ -11,8 +11,8 @@ One step, as in LAS-AWP's ``utils_awp.AdvWeightPerturb`` (docs/seeds.md §1.7):
 
 ``at_loss=awp`` works with any policy (``policy=pgd_at at_loss=awp`` is plain AWP-AT;
 ``policy=las_at at_loss=awp`` is LAS-AWP). The proxy module and its optimiser are allocated once
-(at the first step) and reloaded from the model at every step, so the same instance serves the
-target and LAS-AT's look-ahead shadow (same architecture).
+(at the first step) as a :class:`~targets.shadow.Shadow` and reloaded from the model at every
+step, so the same instance serves the target and its look-ahead ŵ (same architecture).
 
 Departures from LAS-AWP's code: inputs are not normalised outside the model (a model that wants
 normalisation has a Normalize layer; the reference normalised the attack and training but not
@@ -21,7 +21,6 @@ the reward, §1.8), and there is no warm-up (the reference's is 0 epochs anyway)
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,13 +28,17 @@ import torch
 from torch import nn
 
 from envs.attack_loss import AttackLoss
-from targets.at_loss import ATLoss, ATLossConfig, ATLossOutput, register_at_loss
+from envs.result import AttackResult
+from targets.inputs import TargetInputs
+from targets.losses.base import ATLossOutput, register_at_loss
+from targets.losses.ce import CrossEntropy, CrossEntropyConfig
+from targets.shadow import Shadow
 
 _EPS = 1e-20
 
 
 @dataclass(frozen=True)
-class AwpConfig(ATLossConfig):
+class AwpConfig(CrossEntropyConfig):
     """Cross-entropy AT with adversarial weight perturbation.
 
     Attributes:
@@ -77,47 +80,34 @@ def add_to_weights(model: nn.Module, perturbation: dict[str, torch.Tensor], sign
 
 
 @register_at_loss(AwpConfig)
-class Awp(ATLoss):
+class Awp(CrossEntropy):
     """CE AT step at the adversarially perturbed weights w + v."""
 
-    name: ClassVar[str] = "awp"
     attack_loss: ClassVar[AttackLoss] = AttackLoss.CE
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
-        self.proxy: nn.Module | None = None
-        self.proxy_optimizer: torch.optim.SGD | None = None
+        self.proxy = Shadow()
 
-    def _load_proxy(self, model: nn.Module) -> nn.Module:
-        if self.proxy is None:
-            self.proxy = copy.deepcopy(model)
-            self.proxy_optimizer = torch.optim.SGD(self.proxy.parameters(),
-                                                   lr=self.config.proxy_lr)
-        else:
-            self.proxy.load_state_dict(model.state_dict())
-        return self.proxy
-
-    def perturbation(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
-                     y: torch.Tensor, extras: dict[str, torch.Tensor] | None = None
+    def perturbation(self, model: nn.Module, result: AttackResult, inputs: TargetInputs
                      ) -> dict[str, torch.Tensor]:
-        """v for the current weights: one proxy ascent step on the AT loss. Shapes (N, ...)."""
-        proxy = self._load_proxy(model)
+        """v for the current weights: one proxy ascent step on the AT loss."""
+        proxy = self.proxy.load(model)
         proxy.train()
-        assert self.proxy_optimizer is not None
-        loss = -self.compute(proxy, x, x_adv, y, extras).loss
-        self.proxy_optimizer.zero_grad(set_to_none=True)
+        optimizer = self.proxy.sgd(self.config.proxy_lr)
+        loss = -self.compute(proxy, result, inputs).loss
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.proxy_optimizer.step()
+        optimizer.step()
         return weight_perturbation(model, proxy, self.config.gamma)
 
-    def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-                   x_adv: torch.Tensor, y: torch.Tensor,
-                   extras: dict[str, torch.Tensor] | None = None) -> ATLossOutput:
+    def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                   result: AttackResult, inputs: TargetInputs = TargetInputs()) -> ATLossOutput:
         """Perturb, take the optimiser step at w + v, remove v (model left in train mode)."""
         model.train()
-        v = self.perturbation(model, x, x_adv, y, extras)
+        v = self.perturbation(model, result, inputs)
         add_to_weights(model, v, 1.0)
-        out = self.compute(model, x, x_adv, y, extras)
+        out = self.compute(model, result, inputs)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()

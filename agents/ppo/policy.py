@@ -1,11 +1,13 @@
 """``policy=ppo_strategy``: the LAS-AT strategy choice learned by stable-baselines3's PPO.
 
-Same action space as LAS-AT (``agents/strategy_space.py``): per sample, indices into the ε, α
-and K grids (``MultiDiscrete``). Each sample is one environment and each episode is one step
-(a contextual bandit): the observation is the clean image plus cheap per-sample features of
-the target (its clean loss and true-class confidence), the action is the strategy, the reward
-is the loss of the target on the resulting adversarial example (LAS-AT's R1, clamped to
-``[0, reward_clip]``), optionally plus per-sample look-ahead terms (see ``robust_weight``).
+Same action space as LAS-AT, from the same source (:func:`agents.strategy.space.make_strategy_space`:
+per sample, indices into the ε, α, K[, β] grids, ``MultiDiscrete``). Each sample is one
+environment and each episode is one step (a contextual bandit): the observation is the clean
+image plus cheap per-sample features of the target (its clean loss and true-class confidence),
+the action is the strategy, the reward is the loss of the target on the resulting adversarial
+example (LAS-AT's R1, clamped to ``[0, reward_clip]``), optionally plus LAS-AT's look-ahead
+terms per sample (see ``robust_weight``), computed by the same code as LAS-AT's
+(:mod:`agents.strategy.lookahead`, on the target's one-step look-ahead ŵ).
 
 Usage::
 
@@ -14,17 +16,17 @@ Usage::
         policy.robust_weight=4 policy.clean_weight=2                     # LAS-AT's look-ahead
     # SB3 drives instead (same policy object, same runner code per batch):
     #   trainer = Cotrainer(compose_config(["policy=ppo_strategy"]), [])
-    #   agents.ppo_vec_env.learn_with_sb3(trainer, total_batches=200)
+    #   agents.ppo.vec_env.learn_with_sb3(trainer, total_batches=200)
 
 Two drivers share this class:
 
 * The runner (``runners.cotrain``) drives: :meth:`PpoStrategy.act` runs the SB3 policy network
   on the device and samples the strategies with the runner's generator, recording
   observation, action, value and log-probability in a device-resident rollout buffer
-  (:class:`agents.ppo_buffer.DeviceRolloutBuffer`); :meth:`PpoStrategy.update` adds the
+  (:class:`agents.ppo.buffer.DeviceRolloutBuffer`); :meth:`PpoStrategy.update` adds the
   per-sample rewards after the target's AT step and, every ``n_steps`` batches, calls PPO's
   own ``train()``. SB3's ``train/*`` logger values are reported as ``ppo/*`` epoch metrics.
-* SB3 drives (``model.learn``): :class:`agents.ppo_vec_env.StrategyVecEnv` wraps the same
+* SB3 drives (``model.learn``): :class:`agents.ppo.vec_env.StrategyVecEnv` wraps the same
   runner; SB3 chooses the actions, the adapter injects them (:meth:`PpoStrategy.inject`), and
   the runner's ``train_batch`` attacks, steps the target and computes the rewards with the same
   code as above.
@@ -34,17 +36,14 @@ Departures from LAS-AT's reference code (docs/seeds.md §1), on purpose:
       bonus) instead of baseline-free REINFORCE; every batch's samples are training data (LAS-AT
       learns from one batch every k = 20 batches); the strategy net is a small CNN, not a
       ResNet-18, and it also sees the target's clean loss and confidence;
-    * the reward is per sample (LAS-AT: one scalar per batch shared by all samples);
-    * the look-ahead terms are computed on the runner's actual updated target (the real AT
-      step plays the role of LAS-AT's one-step look-ahead copy ŵ; no deepcopy, and the step
-      uses the run's optimiser with momentum instead of a fresh plain SGD step); R2 uses one
-      PGD run without restarts. With ``lookahead_per_sample=False`` R2/R3 are batch accuracies
-      as in the reference.
+    * the reward is per sample (LAS-AT: one scalar per batch shared by all samples); with
+      ``lookahead_per_sample=False`` R2/R3 are batch accuracies as in the reference.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -54,16 +53,28 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.logger import KVWriter, Logger
 
-from agents.base import Policy, PolicyConfig, PolicyContext, UpdateBatch, register_policy
-from agents.ppo_buffer import DeviceRolloutBuffer
-from agents.ppo_extractor import SmallCnnExtractor
-from agents.strategy_space import StrategySpace, default_strategy_space
-from envs.attack_env import AttackAction, AttackEnv, Obs, target_mode
-from envs.attack_loss import attack_loss
-from envs.pgd import pgd_attack
+from agents.base import Policy, PolicyConfig, PolicyContext, StepInfo, register_policy
+from agents.ppo.buffer import DeviceRolloutBuffer
+from agents.ppo.extractor import SmallCnnExtractor
+from agents.strategy.lookahead import LookaheadConfig, lookahead_terms
+from agents.strategy.space import StrategySpace, Variant, make_strategy_space, resolve_variant
+from envs.attack_env import AttackAction, Obs
+from envs.options import parse_option
+from envs.requirements import EnvRequirements, Extra
+from envs.result import AttackResult
+from targets.inputs import TargetInputs
+from targets.losses.base import ATLossOutput
+from targets.target import TargetView
 
 FEATURES = ("clean_loss", "clean_confidence")
-INITS = ("nominal", "chosen", "none")
+
+
+class StartPoint(str, Enum):
+    """Where each sample's attack starts."""
+
+    nominal = "nominal"  # uniform in the run's ε ball, projected into the chosen ball (LAS-AT)
+    chosen = "chosen"    # uniform in the chosen ball
+    none = "none"        # at the clean input
 
 
 @dataclass(frozen=True)
@@ -85,17 +96,19 @@ class PpoStrategyConfig(PolicyConfig):
         features: cheap per-sample target features in the observation, from
             ``clean_loss`` (CE at the clean point, clamped to 10) and ``clean_confidence``
             (softmax probability of the true class); empty = the image only.
-        steps_grid: the K grid (iterations).
-        beta_head: add LAS-TRADES' β head (per-sample β passed to the TRADES loss).
+        variant: the LAS-AT variant whose grids PPO acts on (``auto``: from the AT loss; the
+            TRADES variant adds the β head, passed per sample to the TRADES loss).
+        eps_grid, alpha_grid, steps_grid, beta_grid: replace a preset grid (None = LAS-AT's).
         init: random start: ``nominal`` (uniform in the run's ε ball, then projected into each
             sample's chosen ball, as LAS-AT's reference), ``chosen`` (uniform in the chosen
             ball) or ``none`` (start at the clean input).
         reward_clip: R1 (the loss on the example) is clamped to [0, reward_clip] (LAS-AT: 10).
-        robust_weight: weight of R2, the updated target's PGD accuracy (LAS-PGD-AT: 4; 0 = off).
+        robust_weight: weight of R2, the look-ahead ŵ's PGD accuracy (LAS-PGD-AT: 4; 0 = off).
             With R1 alone the learner drifts to the strongest attack (largest ε and K; see
             benchmarks/ppo_strategy.py), which is what R2/R3 exist to counter.
-        clean_weight: weight of R3, the updated target's clean accuracy (LAS-PGD-AT: 2).
+        clean_weight: weight of R3, the look-ahead ŵ's clean accuracy (LAS-PGD-AT: 2).
         lookahead_steps: PGD steps of R2 (LAS-AT: 10), at the run's ε with α = ε/4.
+        lookahead_restarts: PGD restarts of R2 (LAS-AT: 2).
         lookahead_per_sample: R2/R3 per sample (correctness) instead of batch accuracies.
     """
 
@@ -111,13 +124,17 @@ class PpoStrategyConfig(PolicyConfig):
     features_dim: int = 64
     net_arch: list[int] = field(default_factory=lambda: [64])
     features: list[str] = field(default_factory=lambda: list(FEATURES))
-    steps_grid: list[int] = field(default_factory=lambda: list(range(3, 15)))
-    beta_head: bool = False
-    init: str = "nominal"
+    variant: Variant = Variant.auto
+    eps_grid: list[float] | None = None
+    alpha_grid: list[float] | None = None
+    steps_grid: list[int] | None = None
+    beta_grid: list[float] | None = None
+    init: StartPoint = StartPoint.nominal
     reward_clip: float = 10.0
     robust_weight: float = 0.0
     clean_weight: float = 0.0
     lookahead_steps: int = 10
+    lookahead_restarts: int = 2
     lookahead_per_sample: bool = True
 
     def __post_init__(self) -> None:
@@ -125,15 +142,10 @@ class PpoStrategyConfig(PolicyConfig):
         if unknown:
             raise ValueError(f"policy.features: unknown {sorted(unknown)}; valid: "
                              f"{', '.join(FEATURES)}")
-        if self.init not in INITS:
-            raise ValueError(f"policy.init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.n_steps < 1 or self.n_epochs < 1:
             raise ValueError("policy.n_steps and policy.n_epochs must be >= 1")
         if self.minibatch_size < 2:
             raise ValueError("policy.minibatch_size must be >= 2 (advantage normalisation)")
-        if not self.steps_grid or min(self.steps_grid) < 0:
-            raise ValueError(f"policy.steps_grid must be non-empty and >= 0, got "
-                             f"{list(self.steps_grid)}")
 
 
 class CaptureOutput(KVWriter):
@@ -189,10 +201,13 @@ class PpoStrategy(Policy):
 
     def __init__(self, config: PpoStrategyConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
-        self.space: StrategySpace = default_strategy_space(
-            context.eps, with_beta=config.beta_head, steps=tuple(config.steps_grid))
-        #: the env computes the clean logits at reset when the observation needs features.
-        self.extras = frozenset({"clean_logits"}) if config.features else frozenset()
+        self.variant = resolve_variant(config.variant, context.at_loss_name)
+        self.space: StrategySpace = make_strategy_space(
+            context.geometry, context.data, self.variant, context.eps,
+            eps_grid=config.eps_grid, alpha_grid=config.alpha_grid,
+            steps_grid=config.steps_grid, beta_grid=config.beta_grid)
+        self.start_point = parse_option(StartPoint, config.init, "policy.init")
+        self.lookahead = LookaheadConfig(config.lookahead_steps, config.lookahead_restarts)
         self.observation_space = strategy_observation_space(context.image_shape,
                                                             len(config.features))
         self.action_space = self.space.gym_space()
@@ -208,6 +223,11 @@ class PpoStrategy(Policy):
         self.last_reward: torch.Tensor | None = None
         self._epoch_records: list[dict[str, float]] = []
 
+    def requirements(self) -> EnvRequirements:
+        """The clean logits at reset when the observation has target features."""
+        return EnvRequirements(extras=frozenset({Extra.clean_logits}) if self.config.features
+                               else frozenset())
+
     # -- observation and action ---------------------------------------------------------
     def observe(self, x: torch.Tensor, y: torch.Tensor, clean_logits: torch.Tensor | None
                 ) -> dict[str, torch.Tensor]:
@@ -221,7 +241,7 @@ class PpoStrategy(Policy):
         if self.config.features:
             if clean_logits is None:
                 raise ValueError("ppo_strategy needs the target's clean logits for its features; "
-                                 "build the env with extras=policy.extras")
+                                 "build the env with the policy's requirements()")
             logits = clean_logits.detach().float()
             values = {"clean_loss": F.cross_entropy(logits, y, reduction="none").clamp(max=10.0),
                       "clean_confidence": logits.softmax(1).gather(1, y[:, None]).squeeze(1)}
@@ -266,52 +286,44 @@ class PpoStrategy(Policy):
         chosen = self._chosen = self.space.decode(actions)
         x = obs["x"]
         init = None
-        if self.config.init == "nominal":
-            init = self.context.threat.random_init(x, self.context.eps, generator)
-        elif self.config.init == "chosen":
-            init = self.context.threat.random_init(x, chosen["eps"], generator)
+        geometry = self.context.geometry
+        if self.start_point is StartPoint.nominal:
+            init = geometry.random_delta(x, self.context.eps, generator)
+        elif self.start_point is StartPoint.chosen:
+            init = geometry.random_delta(x, chosen["eps"], generator)
         return AttackAction(eps=chosen["eps"], alpha=chosen["alpha"], budget=chosen["steps"],
                             init=init)
 
+    def target_inputs(self, result: AttackResult) -> TargetInputs:
+        """β per sample (TRADES variant); the look-ahead ŵ when R2/R3 are in the reward."""
+        return TargetInputs(beta=self._chosen.get("beta"),
+                            lookahead=bool(self.config.robust_weight or self.config.clean_weight))
+
     # -- learning --------------------------------------------------------------------
-    def reward(self, batch: UpdateBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def reward(self, result: AttackResult, out: ATLossOutput, info: StepInfo
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Per-sample reward r = R1 + robust_weight·R2 + clean_weight·R3, (N,), and its terms.
 
-        R1 is the target's AT loss on the example (from the runner's step when it passes
-        ``at_output``, else the attack loss of the updated target on ``x_adv``), clamped.
+        R1 is the target's AT loss on the example (from the target's step), clamped; R2 and R3
+        come from the look-ahead ŵ (:func:`agents.strategy.lookahead.lookahead_terms`).
         """
-        out = getattr(batch, "at_output", None)
-        if out is not None:
-            r1 = out.per_sample.detach().float()
-        else:
-            with torch.no_grad(), target_mode(batch.model, False):
-                logits = batch.model(batch.x_adv)
-            r1 = attack_loss(self.context.attack_loss, logits, batch.y,
-                             batch.env.extras.get("clean_logits")).detach().float()
-        r1 = r1.clamp(0.0, self.config.reward_clip)
+        r1 = out.per_sample.detach().float().clamp(0.0, self.config.reward_clip)
         terms = {"policy/reward_loss": r1.mean()}
         reward = r1
         if self.config.robust_weight or self.config.clean_weight:
-            robust, clean = self._lookahead(batch)
+            t = lookahead_terms(result, out, self.context.geometry, self.context.eps,
+                                self.lookahead, info.generator)
+            robust, clean = t.r2, t.r3
+            if not self.config.lookahead_per_sample:
+                robust, clean = robust.mean().expand_as(robust), clean.mean().expand_as(clean)
             reward = reward + self.config.robust_weight * robust + self.config.clean_weight * clean
             terms.update({"policy/reward_robust_acc": robust.mean(),
                           "policy/reward_clean_acc": clean.mean()})
         return reward, terms
 
-    def _lookahead(self, batch: UpdateBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Correctness (N,) of the updated target on PGD(x) and on x (or batch accuracies)."""
-        model, x, y, eps = batch.model, batch.x, batch.y, self.context.eps
-        x_adv = pgd_attack(model, x, y, threat=self.context.threat, eps=eps, alpha=eps / 4,
-                           steps=self.config.lookahead_steps, generator=batch.generator)
-        with torch.no_grad(), target_mode(model, False):
-            robust = (model(x_adv).argmax(1) == y).float()
-            clean = (model(x).argmax(1) == y).float()
-        if not self.config.lookahead_per_sample:
-            robust, clean = robust.mean().expand_as(robust), clean.mean().expand_as(clean)
-        return robust, clean
-
-    def update(self, batch: UpdateBatch) -> dict[str, torch.Tensor]:
-        reward, metrics = self.reward(batch)
+    def update(self, result: AttackResult, view: TargetView, out: ATLossOutput,
+               info: StepInfo) -> dict[str, torch.Tensor]:
+        reward, metrics = self.reward(result, out, info)
         self.last_reward = reward
         metrics["policy/reward"] = reward.mean()
         if self._pending is None:  # SB3 drives (actions were injected): it learns itself
@@ -324,9 +336,9 @@ class PpoStrategy(Policy):
         self.ppo.num_timesteps += reward.shape[0]
         if buffer.full:
             buffer.compute_returns_and_advantage(torch.zeros_like(reward), ones.bool())
-            buffer.generator = batch.generator
+            buffer.generator = info.generator
             total = max(self.context.epochs * self.context.batches_per_epoch, 1)
-            self.ppo._current_progress_remaining = max(0.0, 1.0 - batch.batch_idx / total)
+            self.ppo._current_progress_remaining = max(0.0, 1.0 - info.step / total)
             self.ppo.train()  # SB3's PPO update (host syncs for its logger, once per update)
             self.ppo.logger.dump(self.ppo.num_timesteps)
             self._epoch_records.append(self.capture.records[-1])
@@ -347,16 +359,13 @@ class PpoStrategy(Policy):
             out[k] = float(np.mean(vals))
         return out
 
-    def describe(self, env: AttackEnv) -> dict[str, torch.Tensor]:
-        stats = {k: v.to(env.eps.dtype) for k, v in self._chosen.items()}
-        stats["steps_used"] = env.steps.to(env.eps.dtype)
+    def describe(self, result: AttackResult) -> dict[str, torch.Tensor]:
+        stats = {k: v.to(result.eps.dtype) for k, v in self._chosen.items()}
+        stats["steps_used"] = result.steps.to(result.eps.dtype)
         return stats
 
     def grids(self) -> dict[str, list[float]]:
         return {k: list(v) for k, v in self.space.heads.items()}
-
-    def target_extras(self, env: AttackEnv, batch: Any) -> dict[str, torch.Tensor]:
-        return {"beta": self._chosen["beta"]} if "beta" in self._chosen else {}
 
     # -- checkpointing ---------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:

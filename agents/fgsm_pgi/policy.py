@@ -32,18 +32,44 @@ Choices and departures from the reference code (docs/seeds.md §3.3), each delib
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import torch
 
-from agents.base import Policy, PolicyConfig, PolicyContext, UpdateBatch, register_policy
+from agents.base import Policy, PolicyConfig, PolicyContext, StepInfo, register_policy
 from agents.fixed import uniform_action
 from agents.init_stats import describe_init
-from agents.prior_memory import PriorMemory
-from envs.attack_env import AttackAction, AttackEnv, Obs
-from envs.threat import Norm
+from agents.prior_memory import MemoryDtype, PriorMemory
+from envs.attack_env import AttackAction, Obs
+from envs.options import parse_option
+from envs.requirements import EnvRequirements, Extra
+from envs.result import AttackResult
+from targets.inputs import TargetInputs
+from targets.losses.base import ATLossOutput
+from targets.target import TargetView
 
-PRIORS = ("bp", "ep", "mep")
+
+class Prior(str, Enum):
+    """Where each sample's start comes from."""
+
+    bp = "bp"    # the previous batch's perturbation
+    ep = "ep"    # this sample's perturbation of the previous epoch
+    mep = "mep"  # a momentum prior over all previous epochs (the reference code's variant)
+
+
+class MomentumForm(str, Enum):
+    """What the ``mep`` momentum accumulates."""
+
+    sign = "sign"  # sign(∇) (poster)
+    l1 = "l1"      # ∇ / ‖∇‖₁ of the whole batch (reference code)
+
+
+class InitKind(str, Enum):
+    """Start of a fresh prior."""
+
+    uniform = "uniform"  # U(−ε, ε) in the geometry (poster)
+    corners = "corners"  # ε·sign(U) (reference code; L∞ only)
 
 
 @dataclass(frozen=True)
@@ -70,42 +96,38 @@ class FgsmPgiConfig(PolicyConfig):
     """
 
     name: str = "fgsm_pgi"
-    prior: str = "mep"
+    prior: Prior = Prior.mep
     alpha_ratio: float = 1.0
     momentum: float = 0.3
-    momentum_form: str = "sign"
+    momentum_form: MomentumForm = MomentumForm.sign
     reset_every: int = 40
-    init: str = "uniform"
+    init: InitKind = InitKind.uniform
     true_class_prob: float = 0.6
-    memory_dtype: str = "float32"
+    memory_dtype: MemoryDtype = MemoryDtype.float32
 
 
 @register_policy(FgsmPgiConfig)
 class FgsmPgi(Policy):
     """One FGSM step from a per-sample prior carried across batches (bp) or epochs (ep, mep)."""
 
-    extras = frozenset({"first_grad"})
+    env_requirements = EnvRequirements(extras=frozenset({Extra.first_grad}))
 
     def __init__(self, config: FgsmPgiConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
-        if config.prior not in PRIORS:
-            raise ValueError(f"unknown policy.prior {config.prior!r}; valid: {', '.join(PRIORS)}")
-        if config.momentum_form not in ("sign", "l1"):
-            raise ValueError(f"policy.momentum_form must be 'sign' or 'l1', "
-                             f"got {config.momentum_form!r}")
-        if config.init not in ("uniform", "corners"):
-            raise ValueError(f"policy.init must be 'uniform' or 'corners', got {config.init!r}")
-        if config.init == "corners" and context.threat.norm is not Norm.LINF:
-            raise ValueError("policy.init=corners is defined for the L∞ threat only; "
-                             "use policy.init=uniform")
+        self.prior = parse_option(Prior, config.prior, "policy.prior")
+        self.form = parse_option(MomentumForm, config.momentum_form, "policy.momentum_form")
+        self.init_kind = parse_option(InitKind, config.init, "policy.init")
+        if self.init_kind is InitKind.corners and not context.geometry.has_corner_init:
+            raise ValueError(f"policy.init=corners is not defined for threat="
+                             f"{context.geometry.name}; use policy.init=uniform")
         if config.reset_every < 0:
             raise ValueError(f"policy.reset_every must be >= 0, got {config.reset_every}")
         shape, dev = context.image_shape, context.device
-        if config.prior != "bp":
+        if self.prior is not Prior.bp:
             self.delta_memory = PriorMemory(context.num_train, shape, dev, config.memory_dtype)
             self.register_buffer("seen", torch.zeros(context.num_train, dtype=torch.bool,
                                                      device=dev))
-        if config.prior == "mep":
+        if self.prior is Prior.mep:
             self.momentum_memory = PriorMemory(context.num_train, shape, dev,
                                                config.memory_dtype)
         self.previous: torch.Tensor | None = None  # bp: last batch's δ_adv (B, C, H, W)
@@ -121,25 +143,24 @@ class FgsmPgi(Policy):
     def reset_priors(self) -> None:
         """Fresh start: no sample has a prior (the next attack draws ``init``), momenta 0."""
         self.previous = None
-        if self.config.prior != "bp":
+        if self.prior is not Prior.bp:
             self.seen.zero_()
-        if self.config.prior == "mep":
+        if self.prior is Prior.mep:
             self.momentum_memory.reset()
 
     # -- acting ---------------------------------------------------------------------------
     def _fresh(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        eps = self.context.eps
-        if self.config.init == "corners":
-            u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            return eps * torch.sign(2.0 * u - 1.0)
-        return self.context.threat.random_init(x, eps, generator)
+        geometry, eps = self.context.geometry, self.context.eps
+        if self.init_kind is InitKind.corners:
+            return geometry.corner_init(x, eps, generator)
+        return geometry.random_delta(x, eps, generator)
 
     def act(self, obs: Obs, t: int, generator: torch.Generator | None) -> AttackAction | None:
         if t:
             return None
         x = obs["x"]
         fresh = self._fresh(x, generator)
-        if self.config.prior == "bp":
+        if self.prior is Prior.bp:
             prev = self.previous
             eta = prev if prev is not None and prev.shape == x.shape else fresh
         else:
@@ -149,55 +170,55 @@ class FgsmPgi(Policy):
         eps = self.context.eps
         return uniform_action(obs, eps, self.config.alpha_ratio * eps, 1, eta)
 
+    def target_inputs(self, result: AttackResult) -> TargetInputs:
+        """The preset label smoothing for the target's AT loss."""
+        return TargetInputs(true_class_prob=self.config.true_class_prob)
+
     # -- learning the priors -------------------------------------------------------------
     def momentum_step(self, momentum: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """g_{E+1} = μ·g_E + g_c with g_c = sign(∇) (poster) or ∇/‖∇‖₁ (code). (B, C, H, W)."""
-        if self.config.momentum_form == "sign":
+        if self.form is MomentumForm.sign:
             g_c = grad.sign()
         else:
             g_c = grad / grad.abs().sum().clamp_min(1e-12)  # whole-batch L1 norm, as the code
         return self.config.momentum * momentum + g_c
 
-    def update(self, batch: UpdateBatch) -> dict[str, torch.Tensor]:
+    def update(self, result: AttackResult, view: TargetView, out: ATLossOutput,
+               info: StepInfo) -> dict[str, torch.Tensor]:
         """Store this batch's priors for the next batch (bp) or the next epoch (ep, mep)."""
-        env = batch.env
-        delta_adv = env.delta.detach()
-        if self.config.prior == "bp":
+        delta_adv = result.delta.detach()
+        if self.prior is Prior.bp:
             self.previous = delta_adv.clone()
             return {}
-        offsets, flipped = batch.augmentation
-        idx = batch.index
-        if self.config.prior == "ep":
+        offsets, flipped = result.augmentation
+        idx = result.index
+        if self.prior is Prior.ep:
             prior = delta_adv
         else:
-            grad = env.extras.get("first_grad")
+            grad = result.first_grad
             if grad is None:
                 raise ValueError("fgsm_pgi (mep) needs the env extra 'first_grad': build the "
-                                 "env with EnvConfig(extras=FgsmPgi.extras)")
+                                 "env with the policy's requirements()")
             momentum = self.momentum_step(
                 self.momentum_memory.read(idx, offsets, flipped), grad)
             alpha = self.config.alpha_ratio * self.context.eps
-            threat = self.context.threat
-            prior = threat.project(threat.step(env.delta0, momentum, alpha), batch.x,
-                                   self.context.eps)
+            geometry = self.context.geometry
+            prior = geometry.project(geometry.step(result.delta0, momentum, alpha), result.x,
+                                     self.context.eps)
             self.momentum_memory.write(idx, momentum, offsets, flipped)
         self.delta_memory.write(idx, prior, offsets, flipped)
         self.seen[idx] = True
         return {}
 
     # -- reporting and state -------------------------------------------------------------
-    def describe(self, env: AttackEnv) -> dict[str, torch.Tensor]:
-        return describe_init(env)
+    def describe(self, result: AttackResult) -> dict[str, torch.Tensor]:
+        return describe_init(result, self.context.geometry)
 
     def epoch_metrics(self) -> dict[str, float | torch.Tensor]:
         """``policy/prior_coverage``: fraction of training samples holding a prior."""
-        if self.config.prior == "bp":
+        if self.prior is Prior.bp:
             return {}
         return {"policy/prior_coverage": self.seen.float().mean()}
-
-    def target_extras(self, env: AttackEnv, batch: Any) -> dict[str, torch.Tensor]:
-        """The preset label smoothing for the target's AT loss (0-dim tensor)."""
-        return {"true_class_prob": torch.tensor(self.config.true_class_prob)}
 
     def extra_state(self) -> dict[str, Any]:
         return {"previous": self.previous}

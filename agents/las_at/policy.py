@@ -2,13 +2,14 @@
 
 Per batch: the strategy network reads the clean images and samples, per sample, ε, α (step
 size), K (iterations) and, for LAS-TRADES, β from one categorical head each
-(:mod:`agents.strategy_net`); the env attacks every sample with its own strategy, costing
-Σᵢ Kᵢ sample-gradients thanks to its active-set compaction (the reference forwards the whole
-batch max Kᵢ times, docs/seeds.md §1.4). Every ``interval`` batches the policy learns:
-reward = clamp(R1, 0, c) + a·R2 + b·R3 (:mod:`agents.lookahead`), loss
-= −mean_i(Σ_h log π_h(a_{h,i} | x_i) · reward), SGD, gradient-norm clip 1.0.
-``at_loss=ce`` gives LAS-PGD-AT, ``at_loss=trades`` LAS-TRADES, ``at_loss=awp`` LAS-AWP;
-their settings are in :mod:`agents.las_at_preset`.
+(:mod:`agents.las_at.net`, grids from :mod:`agents.strategy.space`); the env attacks every
+sample with its own strategy, costing Σᵢ Kᵢ sample-gradients thanks to its active-set
+compaction (the reference forwards the whole batch max Kᵢ times, docs/seeds.md §1.4). Every
+``interval`` batches the policy learns: the target takes its look-ahead ŵ before its step
+(``TargetInputs.lookahead``), reward = clamp(R1, 0, c) + a·R2 + b·R3
+(:mod:`agents.strategy.lookahead`), loss = −mean_i(Σ_h log π_h(a_{h,i} | x_i) · reward), SGD,
+gradient-norm clip 1.0. ``at_loss=ce`` gives LAS-PGD-AT, ``at_loss=trades`` LAS-TRADES,
+``at_loss=awp`` LAS-AWP; their settings are in :mod:`agents.las_at.preset`.
 
 Departures from the reference code (LAS-AT@ee756b7), each on purpose:
 
@@ -18,9 +19,6 @@ Departures from the reference code (LAS-AT@ee756b7), each on purpose:
   reward rollout), on other batches in eval mode without autograd (as its training action).
   This saves one attack per learning batch; the estimator is still REINFORCE on the action
   that was taken.
-* ŵ is looked ahead from the target *before* its step on the batch (as in the reference): the
-  policy snapshots the target in ``target_extras``, the last call before the target's step.
-  Only a driver that skips ``target_extras`` falls back to the already-updated target.
 * The start point is uniform in each sample's own ε-ball (the reference starts in the nominal
   8/255 ball whatever ε the policy chose). LAS-TRADES starts at x + 0.001·N(0, 1) (reference).
 * LAS-AWP: no final clip of δ to 8/255 (the reference's bug, §1.8: ε above 8/255 only changed
@@ -34,28 +32,48 @@ Departures from the reference code (LAS-AT@ee756b7), each on purpose:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import torch
 
-from agents.base import Policy, PolicyConfig, PolicyContext, UpdateBatch, register_policy
-from agents.las_at_preset import preset_grids, preset_settings, resolve_variant
-from agents.lookahead import LookaheadReward, RewardTerms
-from agents.strategy_net import (StrategyNet, categorical_entropy, categorical_log_prob,
-                                 sample_categorical)
-from agents.strategy_space import StrategySpace
-from envs.attack_env import AttackAction, AttackEnv, Obs
+from agents.base import Policy, PolicyConfig, PolicyContext, StepInfo, register_policy
+from agents.las_at.net import (StrategyNet, Trunk, categorical_entropy, categorical_log_prob,
+                               sample_categorical)
+from agents.las_at.preset import preset_settings
+from agents.strategy.lookahead import LookaheadConfig, RewardTerms, lookahead_terms
+from agents.strategy.space import Variant, make_strategy_space, resolve_variant
+from envs.attack_env import AttackAction, Obs
 from envs.attack_loss import AttackLoss
+from envs.options import parse_option
+from envs.result import AttackResult
+from targets.inputs import TargetInputs
+from targets.losses.base import ATLossOutput
+from targets.target import TargetView
+
+
+class RewardMode(str, Enum):
+    """One scalar reward per batch (reference) or one per sample (departure)."""
+
+    batch = "batch"
+    per_sample = "per_sample"
+
+
+class Baseline(str, Enum):
+    """REINFORCE baseline: none (reference) or an EMA of past rewards (departure)."""
+
+    none = "none"
+    moving_average = "moving_average"
 
 
 @dataclass(frozen=True)
 class LasAtConfig(PolicyConfig):
-    """LAS-AT strategy policy; ``None`` fields take the preset (agents/las_at_preset.py).
+    """LAS-AT strategy policy; ``None`` fields take the preset (agents/las_at/preset.py).
 
     Attributes:
         name: registry id.
         variant: ``auto`` (from the run's ``at_loss``: ce -> pgd_at, trades, awp), ``pgd_at``,
-            ``trades`` or ``awp``: selects interval, reward weights, R1 clamp, optimiser.
+            ``trades`` or ``awp``: selects grids, interval, reward weights, R1 clamp, optimiser.
         trunk: strategy-network trunk: ``auto`` (resnet18 for >= 32x32, else small_cnn),
             ``resnet18`` (reference) or ``small_cnn``.
         eps_grid: ε values (input units); None = preset.
@@ -79,8 +97,8 @@ class LasAtConfig(PolicyConfig):
     """
 
     name: str = "las_at"
-    variant: str = "auto"
-    trunk: str = "auto"
+    variant: Variant = Variant.auto
+    trunk: Trunk = Trunk.auto
     eps_grid: list[float] | None = None
     alpha_grid: list[float] | None = None
     steps_grid: list[int] | None = None
@@ -93,8 +111,8 @@ class LasAtConfig(PolicyConfig):
     grad_clip: float = 1.0
     reward_weights: list[float] | None = None
     r1_clamp: float | None = None
-    reward_mode: str = "batch"
-    baseline: str = "none"
+    reward_mode: RewardMode = RewardMode.batch
+    baseline: Baseline = Baseline.none
     baseline_momentum: float = 0.9
     reward_pgd_steps: int = 10
     reward_pgd_restarts: int = 2
@@ -110,27 +128,13 @@ class LasAt(Policy):
 
     def __init__(self, config: LasAtConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
-        at_loss_name = getattr(context, "at_loss_name", None) or (
-            "trades" if context.attack_loss is AttackLoss.KL else "ce")
-        self.variant = resolve_variant(config.variant, at_loss_name)
-        if config.reward_mode not in ("batch", "per_sample"):
-            raise ValueError(f"policy.reward_mode must be 'batch' or 'per_sample', "
-                             f"got {config.reward_mode!r}")
-        if config.baseline not in ("none", "moving_average"):
-            raise ValueError(f"policy.baseline must be 'none' or 'moving_average', "
-                             f"got {config.baseline!r}")
-        grids = preset_grids(context.data, self.variant, context.eps)
-        beta = (tuple(_pick(config.beta_grid, grids.get("beta", ())))
-                if self.variant == "trades" else ())
-        self.space = StrategySpace(
-            eps=tuple(float(v) for v in _pick(config.eps_grid, grids["eps"])),
-            alpha=tuple(float(v) for v in _pick(config.alpha_grid, grids["alpha"])),
-            steps=tuple(int(v) for v in _pick(config.steps_grid, grids["steps"])),
-            beta=tuple(float(v) for v in beta))
-        for head, grid in self.space.heads.items():
-            if not grid or min(grid) < 0 or (head == "steps" and min(grid) < 1):
-                raise ValueError(f"policy.{head}_grid must be non-empty and positive "
-                                 f"(steps >= 1), got {list(grid)}")
+        self.variant = resolve_variant(config.variant, context.at_loss_name)
+        self.reward_mode = parse_option(RewardMode, config.reward_mode, "policy.reward_mode")
+        self.baseline = parse_option(Baseline, config.baseline, "policy.baseline")
+        self.space = make_strategy_space(
+            context.geometry, context.data, self.variant, context.eps,
+            eps_grid=config.eps_grid, alpha_grid=config.alpha_grid,
+            steps_grid=config.steps_grid, beta_grid=config.beta_grid)
         s = preset_settings(context.data, self.variant)
         self.interval = int(_pick(config.interval, s["interval"]))
         if self.interval < 1:
@@ -149,7 +153,7 @@ class LasAt(Policy):
             weight_decay=float(_pick(config.weight_decay, s["weight_decay"])))
         self.register_buffer("baseline_value", torch.zeros(()))
         self.register_buffer("baseline_ready", torch.zeros((), dtype=torch.bool))
-        self.lookahead = LookaheadReward(config.reward_pgd_steps, config.reward_pgd_restarts)
+        self.lookahead = LookaheadConfig(config.reward_pgd_steps, config.reward_pgd_restarts)
         self.batches = 0  # batches seen (update() calls); learning batches: batches % k == 0
         self._log_prob: torch.Tensor | None = None  # (N,) with graph, on learning batches
         self._beta: torch.Tensor | None = None
@@ -184,21 +188,19 @@ class LasAt(Policy):
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             init = 0.001 * noise
         else:
-            init = self.context.threat.random_init(x, choice["eps"], generator)
+            init = self.context.geometry.random_delta(x, choice["eps"], generator)
         return AttackAction(eps=choice["eps"], alpha=choice["alpha"], budget=choice["steps"],
                             init=init)
 
-    def target_extras(self, env: AttackEnv, batch: Any) -> dict[str, torch.Tensor]:
-        """β per sample for LAS-TRADES; on learning batches also snapshot w for the look-ahead."""
-        if self._log_prob is not None:
-            self.lookahead.snapshot(env.model)
-        return {"beta": self._beta} if self._beta is not None else {}
+    def target_inputs(self, result: AttackResult) -> TargetInputs:
+        """β per sample for LAS-TRADES; on learning batches the target's look-ahead ŵ."""
+        return TargetInputs(beta=self._beta, lookahead=self._log_prob is not None)
 
     # -- learning --------------------------------------------------------------------
     def reward(self, terms: RewardTerms) -> torch.Tensor:
         """reward = clamp(R1, 0, c) + a·R2 + b·R3: a scalar (batch) or (N,) (per_sample)."""
         a, b = self.weights
-        if self.config.reward_mode == "per_sample":
+        if self.reward_mode is RewardMode.per_sample:
             return terms.r1.clamp(0, self.r1_clamp) + a * terms.r2 + b * terms.r3
         return (terms.r1.mean().clamp(0, self.r1_clamp) + a * terms.r2.mean()
                 + b * terms.r3.mean())
@@ -211,7 +213,7 @@ class LasAt(Policy):
         """
         reward = reward.detach()
         advantage = reward
-        if self.config.baseline == "moving_average":
+        if self.baseline is Baseline.moving_average:
             mean = reward.mean()
             base = torch.where(self.baseline_ready, self.baseline_value, mean)
             advantage = reward - base
@@ -231,22 +233,17 @@ class LasAt(Policy):
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr * 0.1 ** passed
 
-    def update(self, batch: UpdateBatch) -> dict[str, torch.Tensor]:
+    def update(self, result: AttackResult, view: TargetView, out: ATLossOutput,
+               info: StepInfo) -> dict[str, torch.Tensor]:
         """On learning batches: look-ahead reward, then one REINFORCE step; else nothing."""
         self.batches += 1
         log_prob, self._log_prob = self._log_prob, None
         if log_prob is None:
             return {}
-        if not self.lookahead.has_snapshot:  # driver without target_extras: w after its step
-            self.lookahead.snapshot(batch.model)
-        group = batch.target_step.optimizer.param_groups[0]
-        extras = {"beta": self._beta} if self._beta is not None else {}
-        terms = self.lookahead.rollout(
-            batch.target_step.at_loss, batch.x, batch.x_adv, batch.y, extras, group["lr"],
-            group.get("weight_decay", 0.0), self.context.threat, self.context.eps,
-            batch.generator)
+        terms = lookahead_terms(result, out, self.context.geometry, self.context.eps,
+                                self.lookahead, info.generator)
         reward = self.reward(terms)
-        self._set_lr(batch.batch_idx)
+        self._set_lr(info.step)
         metrics = self.reinforce(log_prob, reward)
         metrics.update({"policy/reward": reward.mean(),
                         "policy/reward_r1": terms.r1.mean().clamp(0, self.r1_clamp),
@@ -255,9 +252,10 @@ class LasAt(Policy):
         return metrics
 
     # -- tracking --------------------------------------------------------------------
-    def describe(self, env: AttackEnv) -> dict[str, torch.Tensor]:
+    def describe(self, result: AttackResult) -> dict[str, torch.Tensor]:
         """Per-sample chosen ε, α, K (and β): categorical over the grids (see :meth:`grids`)."""
-        out = {"eps": env.eps, "alpha": env.alpha, "steps": env.budget.to(env.eps.dtype)}
+        out = {"eps": result.eps, "alpha": result.alpha,
+               "steps": result.budget.to(result.eps.dtype)}
         if self._beta is not None:
             out["beta"] = self._beta
         return out

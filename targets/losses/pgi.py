@@ -2,8 +2,8 @@
 
     L = LS-CE(f(x + δ_adv), y) + λ · mean_{N×K} (f(x + δ_adv) − f(x_init))²
 
-where ``x_init`` = x + δ₀ is the attack's starting point, which the runner passes as
-``extras["x_init"]`` to AT losses that declare ``needs_start_point``: the prior for
+where ``x_init`` = x + δ₀ is the attack's starting point, read from the episode's record
+(:attr:`envs.result.AttackResult.x_init`): the prior for
 ``fgsm_pgi``, the generator's output for ``fgsm_sdi``, the random start for ``fgsm_rs`` (the poster's "FGSM-RS + regulariser"
 ablation) and the clean input for attacks without a start. It is an MSE between *logits*
 (docs/seeds.md §3.2-3.3), mean-reduced over N×K as in the reference code (λ = 10 there);
@@ -19,14 +19,25 @@ graph: one forward instead of forward + backward; a departure offered for speed)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 from envs.attack_loss import AttackLoss
-from targets.at_loss import ATLoss, ATLossConfig, ATLossOutput, register_at_loss, \
-    soft_cross_entropy
+from envs.options import parse_option
+from envs.result import AttackResult
+from targets.inputs import TargetInputs
+from targets.losses.base import (ATLoss, ATLossConfig, ATLossOutput, register_at_loss,
+                                 soft_cross_entropy)
+
+
+class Reduction(str, Enum):
+    """How the squared logit difference is reduced per sample."""
+
+    mean = "mean"  # over the K classes (the reference code's mean over N×K)
+    sum = "sum"    # over the K classes (the poster's ‖·‖²₂)
 
 
 @dataclass(frozen=True)
@@ -42,7 +53,7 @@ class PgiLossConfig(ATLossConfig):
 
     name: str = "pgi"
     lam: float = 10.0
-    reduction: str = "mean"
+    reduction: Reduction = Reduction.mean
     prior_grad: bool = True
 
 
@@ -50,29 +61,21 @@ class PgiLossConfig(ATLossConfig):
 class PgiLoss(ATLoss):
     """λ-weighted squared error between the logits at the example and at the starting point."""
 
-    name: ClassVar[str] = "pgi"
     attack_loss: ClassVar[AttackLoss] = AttackLoss.CE
-    needs_start_point: ClassVar[bool] = True
 
     def __init__(self, config: PgiLossConfig) -> None:
         super().__init__(config)
-        if config.reduction not in ("mean", "sum"):
-            raise ValueError(f"at_loss.reduction must be 'mean' or 'sum', "
-                             f"got {config.reduction!r}")
+        self.reduction = parse_option(Reduction, config.reduction, "at_loss.reduction")
 
-    def compute(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
-                extras: dict[str, torch.Tensor] | None = None) -> ATLossOutput:
-        """Shapes: x, x_adv, extras["x_init"]: (N, C, H, W); y: (N,)."""
-        x_init = (extras or {}).get("x_init")
-        if x_init is None:
-            raise ValueError("at_loss=pgi needs extras['x_init'] (the attack's starting point); "
-                             "the co-training runner passes it, direct callers must too")
+    def compute(self, model: nn.Module, result: AttackResult, inputs: TargetInputs
+                ) -> ATLossOutput:
+        """Reads x_adv, the start point x + δ₀ and y of the episode."""
         with torch.set_grad_enabled(self.config.prior_grad and torch.is_grad_enabled()):
-            z_init = model(x_init.detach())
-        logits = model(x_adv)
-        ce = soft_cross_entropy(logits, y, self.true_class_prob(extras))
+            z_init = model(result.x_init)
+        logits = model(result.x_adv)
+        ce = soft_cross_entropy(logits, result.y, self.true_class_prob(inputs))
         sq = (logits - z_init).pow(2)
-        reg_per = sq.mean(1) if self.config.reduction == "mean" else sq.sum(1)  # (N,)
+        reg_per = sq.mean(1) if self.reduction is Reduction.mean else sq.sum(1)  # (N,)
         per = ce + self.config.lam * reg_per
         loss = per.mean()
         parts = {"loss": loss.detach(), "ce": ce.mean().detach(),

@@ -16,11 +16,21 @@ The log-probability and entropy maths are pure functions (:func:`categorical_log
 
 from __future__ import annotations
 
+from enum import Enum
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-TRUNKS = ("auto", "resnet18", "small_cnn")
+from envs.options import parse_option
+
+class Trunk(str, Enum):
+    """Strategy-network trunks (``auto``: resnet18 for inputs of 32x32 and larger, else
+    small_cnn)."""
+
+    auto = "auto"
+    resnet18 = "resnet18"
+    small_cnn = "small_cnn"
 
 
 def sample_categorical(logits: torch.Tensor, generator: torch.Generator | None = None
@@ -69,17 +79,16 @@ class SmallCnnTrunk(nn.Module):
         return self.body(x)
 
 
-def make_trunk(name: str, image_shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
+def make_trunk(name: Trunk | str, image_shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
     """Build a trunk and return it with its feature width.
 
     ``auto`` picks ``resnet18`` for inputs of 32x32 and larger, ``small_cnn`` below.
     """
-    if name not in TRUNKS:
-        raise ValueError(f"unknown strategy trunk {name!r}; valid: {', '.join(TRUNKS)}")
+    trunk = parse_option(Trunk, name, "policy.trunk")
     c, h, w = image_shape
-    if name == "auto":
-        name = "resnet18" if min(h, w) >= 32 else "small_cnn"
-    if name == "small_cnn":
+    if trunk is Trunk.auto:
+        trunk = Trunk.resnet18 if min(h, w) >= 32 else Trunk.small_cnn
+    if trunk is Trunk.small_cnn:
         return SmallCnnTrunk(c), SmallCnnTrunk.out_features
     from targets.models.resnet import resnet18
 
@@ -98,7 +107,7 @@ class StrategyNet(nn.Module):
     """
 
     def __init__(self, image_shape: tuple[int, int, int], head_sizes: list[int],
-                 trunk: str = "auto") -> None:
+                 trunk: Trunk | str = Trunk.auto) -> None:
         super().__init__()
         self.trunk, width = make_trunk(trunk, image_shape)
         self.heads = nn.ModuleList(nn.Linear(width, n) for n in head_sizes)

@@ -20,7 +20,7 @@ Observations cross to SB3 as numpy, one device-to-host copy per key per batch (S
 ``collect_rollouts`` needs numpy); the attack and the target step stay on the target's
 device. ``infos`` is a lazy sequence: a per-sample dict is built only when SB3 reads it.
 
-The trainer is anything with ``policy`` (a :class:`~agents.ppo_strategy.PpoStrategy`),
+The trainer is anything with ``policy`` (a :class:`~agents.ppo.policy.PpoStrategy`),
 ``model``, ``train_loader`` (iterable of :class:`targets.loader.Batch` with ``batch_size``)
 and ``train_batch(batch, epoch)``: :class:`runners.cotrain.Cotrainer` is one.
 """
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
-from agents.ppo_strategy import PpoStrategy
+from agents.ppo.policy import PpoStrategy
 from envs.attack_env import target_mode
 
 

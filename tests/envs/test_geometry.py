@@ -1,12 +1,14 @@
-"""Projection, steps and FOSC of the threat models (closed-form checks)."""
+"""Projection, steps and FOSC of the threat geometries (closed-form checks), and the seam: a toy
+geometry registered from this test module runs through the env and the co-training."""
 
 import itertools
 
 import pytest
 import torch
 
-from envs.threat import (Norm, fosc_l2, fosc_linf, make_threat, project_l2, project_linf,
-                         random_init_l2, random_init_linf)
+from envs.geometry import make_geometry
+from envs.geometry.l2 import fosc_l2, project_l2, random_init_l2
+from envs.geometry.linf import fosc_linf, project_linf, random_init_linf
 
 
 def _data(n=6, shape=(2, 4, 4), seed=0):
@@ -20,7 +22,7 @@ def _data(n=6, shape=(2, 4, 4), seed=0):
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_projection_lands_in_ball_and_box_and_is_idempotent(norm):
     x, delta, eps = _data()
-    threat = make_threat(norm)
+    threat = make_geometry(norm)
     p = threat.project(delta, x, eps)
     assert torch.all(threat.size(p) <= eps + 1e-6)  # each sample within its own eps
     assert torch.all(x + p >= 0) and torch.all(x + p <= 1)
@@ -42,12 +44,12 @@ def test_l2_projection_rescales_only_outside_the_ball():
     torch.testing.assert_close(p[1], delta[1])
 
 
-@pytest.mark.parametrize("init,norm", [(random_init_linf, Norm.LINF), (random_init_l2, Norm.L2)])
+@pytest.mark.parametrize("init,norm", [(random_init_linf, "linf"), (random_init_l2, "l2")])
 def test_random_init_inside_ball(init, norm):
     x, _, eps = _data(n=64)
     eps = eps.repeat(64 // len(eps) + 1)[:64]
     d = init(x, eps, torch.Generator().manual_seed(0))
-    assert torch.all(make_threat(norm).size(d) <= eps + 1e-6)
+    assert torch.all(make_geometry(norm).size(d) <= eps + 1e-6)
     assert torch.all(x + d >= 0) and torch.all(x + d <= 1)
     assert d.abs().sum() > 0
 
@@ -79,9 +81,9 @@ def test_fosc_linf_equals_brute_force_maximum_over_the_ball():
     torch.testing.assert_close(fosc_linf(g, xk_minus_x0, eps)[0], brute)
 
 
-def test_unknown_norm_lists_valid():
-    with pytest.raises(ValueError, match="linf, l2"):
-        make_threat("l3")
+def test_unknown_geometry_lists_valid():
+    with pytest.raises(ValueError, match="l2, linf"):
+        make_geometry("l3")
 
 
 def test_fosc_l2_equals_brute_force_maximum_over_the_ball():

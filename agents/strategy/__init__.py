@@ -1,0 +1,1 @@
+"""What the learned strategy policies share: the action space and the look-ahead reward."""

@@ -1,0 +1,269 @@
+"""The threat-geometry protocol: what every geometry (L∞, L2, L0, ...) owns, plus its registry.
+
+Dimension letters used throughout the project (defined once, here):
+    N  samples in the batch (= sub-environments of the attack env)
+    C, H, W  image channels, height, width
+    K  number of classes
+
+A geometry owns everything norm-specific about an attack:
+
+* its per-sample **attack state** (:class:`AttackState`: δ for L∞/L2; a magnitude and mask
+  logits for L0), how a state starts from a policy's initial perturbation (:meth:`Geometry.start`),
+  how one ascent step changes it (:meth:`Geometry.ascend`), and the perturbation it stands for
+  (:meth:`Geometry.perturbation`);
+* projection onto the budget's ball ∩ the [0, 1] image box, the size of a perturbation, a
+  uniform random start, and the FOSC stationarity value (``None`` where a geometry has none);
+* the **unit of its budget** (:class:`BudgetUnit`: a float ε, or an integer pixel count k),
+  its per-data-set default budget, the budget that can erase any image (masking checks), the
+  grids learned strategies search over, and which evaluation attacks apply.
+
+Nothing outside ``envs/geometry/`` branches on the geometry's kind: callers ask it.
+
+Per-sample parameters (``eps``, ``alpha``) are tensors of shape ``(N,)`` (or python floats,
+broadcast to all samples). Inputs are images in ``[0, 1]``; ``delta = x_adv - x``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Callable, ClassVar
+
+import torch
+
+Scalar = float | torch.Tensor
+
+
+class BudgetUnit(str, Enum):
+    """What a geometry's budget counts."""
+
+    radius = "radius"  # a float radius ε in input units ([0, 1] pixels)
+    pixels = "pixels"  # an integer number k of changed pixels
+
+
+def per_sample(value: Scalar, like: torch.Tensor) -> torch.Tensor:
+    """Broadcast a float or an ``(N,)`` tensor to ``(N, 1, 1, 1)`` against ``like`` (N, ...)."""
+    if not torch.is_tensor(value):
+        value = torch.full((like.shape[0],), float(value), device=like.device, dtype=like.dtype)
+    return value.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+
+def flat_norm(t: torch.Tensor, p: float) -> torch.Tensor:
+    """Per-sample p-norm of ``t`` (N, ...) -> (N,)."""
+    return torch.linalg.vector_norm(t.flatten(1), ord=p, dim=1)
+
+
+def clip_to_box(delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Clip ``delta`` so that ``x + delta`` lies in the image box [0, 1]. Shapes (N, C, H, W)."""
+    return (x + delta).clamp(0.0, 1.0) - x
+
+
+class AttackState:
+    """A geometry's per-sample attack state: named tensors that all have N rows.
+
+    Opaque to the env, which only selects and writes rows (active-set compaction) and asks the
+    geometry for the perturbation. L∞/L2 hold ``{"delta"}``; other geometries hold what their
+    attack needs (L0: magnitude and mask logits).
+
+    Args:
+        tensors: name -> tensor of shape (N, ...).
+    """
+
+    __slots__ = ("tensors",)
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.tensors = dict(tensors)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.tensors[name]
+
+    def select(self, idx: torch.Tensor | None) -> AttackState:
+        """Rows ``idx`` (M,) int64 of every tensor (``None``: all rows, no copy)."""
+        if idx is None:
+            return self
+        return AttackState({k: v.index_select(0, idx) for k, v in self.tensors.items()})
+
+    def write(self, idx: torch.Tensor | None, rows: AttackState, inplace: bool) -> AttackState:
+        """This state with rows ``idx`` replaced by ``rows`` (in place unless ``inplace=False``,
+        which keeps autograd graphs intact: the differentiable mode)."""
+        if idx is None:
+            return rows
+        if inplace:
+            for k, v in self.tensors.items():
+                v.index_copy_(0, idx, rows.tensors[k].to(v.dtype))
+            return self
+        return AttackState({k: v.index_copy(0, idx, rows.tensors[k].to(v.dtype))
+                            for k, v in self.tensors.items()})
+
+    def detach(self) -> AttackState:
+        """A copy without autograd history (same storage)."""
+        return AttackState({k: v.detach() for k, v in self.tensors.items()})
+
+    def clone(self) -> AttackState:
+        """A deep copy (own storage, so in-place row writes leave the original intact)."""
+        return AttackState({k: v.clone() for k, v in self.tensors.items()})
+
+
+@dataclass(frozen=True)
+class GeometryConfig:
+    """Fields shared by every geometry's config (``threat=<name>`` on the command line).
+
+    Attributes:
+        name: registry id of the geometry.
+        eps: the nominal budget in the geometry's unit; None = the data set's preset.
+    """
+
+    name: str = "linf"
+    eps: float | None = None
+
+
+class Geometry:
+    """Base class of the threat geometries (see the module docstring). Stateless apart from its
+    config; cheap to construct.
+
+    Subclasses set the class attributes and implement the tensor maths. The defaults here are
+    those of an *additive* geometry whose state is δ itself (L∞, L2).
+
+    Attributes:
+        name: registry id (set by :func:`register_geometry`).
+        budget_unit: what the budget counts.
+        autoattack_norm: AutoAttack's name for this norm (``"Linf"``, ``"L2"``) or None when the
+            standard AutoAttack does not apply.
+        eval_attacks: the evaluation attack families (runners/robustness.py) that apply.
+        default_budgets: data set -> nominal budget.
+        has_corner_init: :meth:`corner_init` is defined (FGSM-PGI's reference start).
+    """
+
+    name: ClassVar[str] = "base"
+    budget_unit: ClassVar[BudgetUnit] = BudgetUnit.radius
+    autoattack_norm: ClassVar[str | None] = None
+    eval_attacks: ClassVar[tuple[str, ...]] = ()
+    default_budgets: ClassVar[dict[str, float]] = {}
+    has_corner_init: ClassVar[bool] = False
+
+    def __init__(self, config: GeometryConfig | None = None) -> None:
+        self.config = config if config is not None else GeometryConfig(name=self.name)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    # -- budgets -----------------------------------------------------------------------
+    def default_budget(self, data: str) -> float:
+        """The data set's nominal budget; unknown data sets name the field to set."""
+        if data not in self.default_budgets:
+            raise ValueError(f"no default budget for data={data} under threat={self.name}; set "
+                             f"threat.eps=<value> (presets: {', '.join(self.default_budgets)})")
+        return float(self.default_budgets[data])
+
+    def check_budget(self, eps: float, image_shape: tuple[int, int, int]) -> str | None:
+        """A one-line problem with a nominal budget (e.g. negative), or None when it is valid."""
+        if not eps >= 0:
+            return f"threat.eps must be >= 0, got {eps}"
+        return None
+
+    def erasing_budget(self, image_shape: tuple[int, ...]) -> float:
+        """A budget at which any image in [0, 1] can be turned into any other (or grey)."""
+        raise NotImplementedError
+
+    def strategy_grids(self, unit: float, eps_multiples: tuple[int, ...],
+                       alpha_multiples: tuple[int, ...]) -> tuple[tuple[float, ...],
+                                                                   tuple[float, ...]]:
+        """The (ε grid, α grid) a learned strategy chooses from: multiples of a budget unit
+        (LAS-AT's grids are multiples of ε/8, docs/seeds.md §1.3), in this geometry's units."""
+        return (tuple(unit * k for k in eps_multiples), tuple(unit * k for k in alpha_multiples))
+
+    # -- state -------------------------------------------------------------------------
+    def start(self, x: torch.Tensor, eps: Scalar, delta0: torch.Tensor | None) -> AttackState:
+        """The state at the start of an episode, from a policy's initial perturbation.
+
+        Shape:
+            x: (N, C, H, W); eps: float or (N,); delta0: (N, C, H, W) or None (δ = 0).
+            The start is projected onto the ball ∩ box (differentiably: a generator's output
+            keeps its graph).
+        """
+        delta = torch.zeros_like(x) if delta0 is None else self.project(delta0, x, eps)
+        return AttackState({"delta": delta})
+
+    def perturbation(self, state: AttackState) -> torch.Tensor:
+        """The perturbation δ (N, C, H, W) a state stands for (differentiable in the state)."""
+        return state["delta"]
+
+    def ascend(self, state: AttackState, grad: torch.Tensor, x: torch.Tensor, eps: Scalar,
+               alpha: Scalar, generator: torch.Generator | None = None) -> AttackState:
+        """One projected ascent step.
+
+        Shape:
+            grad: (N, C, H, W), the gradient of the summed per-sample attack loss w.r.t. the
+            adversarial input at ``x + perturbation(state)``; x: (N, C, H, W); eps, alpha:
+            float or (N,). Out of place: a state with a graph keeps it (differentiable mode).
+        """
+        delta = self.project(self.step(state["delta"], grad, alpha), x, eps)
+        return AttackState({"delta": delta})
+
+    # -- pure maths ----------------------------------------------------------------------
+    def step(self, delta: torch.Tensor, grad: torch.Tensor, alpha: Scalar) -> torch.Tensor:
+        """Unprojected ascent step of δ along ``grad``. (N, C, H, W)."""
+        raise NotImplementedError
+
+    def project(self, delta: torch.Tensor, x: torch.Tensor, eps: Scalar) -> torch.Tensor:
+        """Project δ onto the budget's ball ∩ the image box. (N, C, H, W)."""
+        raise NotImplementedError
+
+    def size(self, delta: torch.Tensor) -> torch.Tensor:
+        """Per-sample size of δ in this geometry's unit. (N, ...) -> (N,)."""
+        raise NotImplementedError
+
+    def random_delta(self, x: torch.Tensor, eps: Scalar,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        """A uniform random start inside the ball and the box. Returns δ (N, C, H, W)."""
+        raise NotImplementedError
+
+    def corner_init(self, x: torch.Tensor, eps: Scalar,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """A random corner of the ball (FGSM-PGI's reference start); only where defined."""
+        raise ValueError(f"a corner start is not defined for threat={self.name}")
+
+    def fosc(self, grad: torch.Tensor, offset: torch.Tensor, eps: Scalar) -> torch.Tensor | None:
+        """First-order stationarity c = max over the ball of ⟨x' − xᵏ, g⟩, per sample (N,), or
+        None where the geometry has no such measure. ``offset`` is xᵏ − x⁰."""
+        return None
+
+    @property
+    def has_fosc(self) -> bool:
+        """Whether :meth:`fosc` returns values (Dynamic AT's stopping rule needs them)."""
+        return type(self).fosc is not Geometry.fosc
+
+
+_GEOMETRIES: dict[str, tuple[type[GeometryConfig], type[Geometry]]] = {}
+
+
+def register_geometry(config_cls: type[GeometryConfig]
+                      ) -> Callable[[type[Geometry]], type[Geometry]]:
+    """Class decorator: register a geometry under ``config_cls().name``."""
+
+    def wrap(cls: type[Geometry]) -> type[Geometry]:
+        key = config_cls().name
+        if key in _GEOMETRIES and _GEOMETRIES[key][1] is not cls:
+            raise ValueError(f"geometry {key!r} registered twice")
+        cls.name = key
+        _GEOMETRIES[key] = (config_cls, cls)
+        return cls
+
+    return wrap
+
+
+def geometry_registry() -> dict[str, tuple[type[GeometryConfig], type[Geometry]]]:
+    """All geometries: id -> (config class, geometry class). Imports the built-in ones."""
+    import envs.geometry.catalog  # noqa: F401  (registers the built-in geometries)
+
+    return dict(_GEOMETRIES)
+
+
+def make_geometry(config: GeometryConfig | str | Any) -> Geometry:
+    """Build a geometry from its config (or its name); unknown names list the valid ones."""
+    registry = geometry_registry()
+    name = config if isinstance(config, str) else config.name
+    if name not in registry:
+        raise ValueError(f"unknown threat {name!r}; valid: {', '.join(sorted(registry))}")
+    config_cls, cls = registry[name]
+    return cls(config_cls(name=name) if isinstance(config, str) else config)

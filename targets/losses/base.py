@@ -1,0 +1,151 @@
+"""The AT-loss protocol and its registry: how the target learns from one attack episode.
+
+An AT loss reads what it needs from the episode's :class:`~envs.result.AttackResult` (the clean
+batch, the examples, the start point, the first gradient, per-sample ε and α ...) and from the
+policy's :class:`~targets.inputs.TargetInputs` (β, weights, smoothing), and returns the loss and
+its parts; :meth:`ATLoss.train_step` turns it into one optimiser step (losses that perturb
+weights, such as AWP, override it). A loss that needs more from the attack than the default
+declares it in ``env_requirements`` (e.g. the first gradient): the runner builds the env from
+the union of the policy's and the loss's requirements, so adding such a loss is one file.
+
+Registry ids select them (``at_loss=ce``, ``at_loss=trades``, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from envs.attack_loss import AttackLoss
+from envs.requirements import EnvRequirements
+from envs.result import AttackResult
+from targets.inputs import TargetInputs
+
+
+def smoothed_targets(y: torch.Tensor, num_classes: int, true_class_prob: float) -> torch.Tensor:
+    """Soft labels: ``true_class_prob`` on y, the rest spread evenly. (N,) -> (N, K).
+
+    This is the reference repos' label smoothing (docs/seeds.md §0.2: LAS-AT 0.7, FGSM-SDI 0.5,
+    FGSM-PGI 0.6); 1.0 gives one-hot targets.
+    """
+    off = (1.0 - true_class_prob) / max(num_classes - 1, 1)
+    t = torch.full((y.shape[0], num_classes), off, device=y.device)
+    return t.scatter_(1, y[:, None], true_class_prob)
+
+
+def soft_cross_entropy(logits: torch.Tensor, y: torch.Tensor, true_class_prob: float = 1.0
+                       ) -> torch.Tensor:
+    """Per-sample −Σ t·log softmax(z) with smoothed targets t. (N, K), (N,) -> (N,)."""
+    if true_class_prob == 1.0:
+        return F.cross_entropy(logits, y, reduction="none")
+    t = smoothed_targets(y, logits.shape[1], true_class_prob)
+    return -(t * F.log_softmax(logits, 1)).sum(1)
+
+
+@dataclass
+class ATLossOutput:
+    """Result of an AT loss (and of the target's step).
+
+    Attributes:
+        loss: 0-dim tensor with graph (what the optimiser minimises).
+        parts: named detached 0-dim tensors (logged as ``train/<name>``).
+        logits_adv: (N, K) detached logits on the adversarial batch.
+        per_sample: (N,) detached per-sample loss (for rewards that need it).
+        lookahead: the one-step look-ahead ŵ of the target (a read-only shadow module), when
+            the policy asked for it (:attr:`targets.inputs.TargetInputs.lookahead`).
+    """
+
+    loss: torch.Tensor
+    parts: dict[str, torch.Tensor]
+    logits_adv: torch.Tensor
+    per_sample: torch.Tensor
+    lookahead: nn.Module | None = None
+
+
+@dataclass(frozen=True)
+class ATLossConfig:
+    """Fields shared by every AT loss config.
+
+    Attributes:
+        name: registry id.
+        true_class_prob: label smoothing as the probability put on the true class (1.0 = off).
+    """
+
+    name: str = "ce"
+    true_class_prob: float = 1.0
+
+
+class ATLoss:
+    """Base AT loss: subclasses implement :meth:`compute` (see the module docstring)."""
+
+    name: ClassVar[str] = "base"
+    #: the objective the attack should maximise for this loss.
+    attack_loss: ClassVar[AttackLoss] = AttackLoss.CE
+    #: what the env must compute for this loss (merged with the policy's requirements).
+    env_requirements: ClassVar[EnvRequirements] = EnvRequirements()
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def true_class_prob(self, inputs: TargetInputs) -> float:
+        """Label smoothing: the policy's preset (FGSM-SDI 0.5, ...) wins over the config's."""
+        preset = inputs.true_class_prob
+        return self.config.true_class_prob if preset is None else float(preset)
+
+    def compute(self, model: nn.Module, result: AttackResult, inputs: TargetInputs
+                ) -> ATLossOutput:
+        """Loss of ``model`` (in its current mode) on the episode's batch."""
+        raise NotImplementedError
+
+    def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                   result: AttackResult, inputs: TargetInputs = TargetInputs()) -> ATLossOutput:
+        """One optimiser step on the loss (model in train mode)."""
+        model.train()
+        out = self.compute(model, result, inputs)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Extra state to checkpoint (e.g. a proxy optimiser)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+
+
+_AT_LOSSES: dict[str, tuple[type, type[ATLoss]]] = {}
+
+
+def register_at_loss(config_cls: type) -> Callable[[type[ATLoss]], type[ATLoss]]:
+    """Class decorator registering an AT loss under ``config_cls().name``."""
+
+    def wrap(cls: type[ATLoss]) -> type[ATLoss]:
+        key = config_cls().name
+        if key in _AT_LOSSES and _AT_LOSSES[key][1] is not cls:
+            raise ValueError(f"AT loss {key!r} registered twice")
+        cls.name = key
+        _AT_LOSSES[key] = (config_cls, cls)
+        return cls
+
+    return wrap
+
+
+def at_loss_registry() -> dict[str, tuple[type, type[ATLoss]]]:
+    """All AT losses: id -> (config class, loss class). Imports the built-in ones."""
+    import targets.losses.catalog  # noqa: F401
+
+    return dict(_AT_LOSSES)
+
+
+def make_at_loss(config: Any) -> ATLoss:
+    """Build the AT loss named by ``config.name``; unknown ids list the valid ones."""
+    registry = at_loss_registry()
+    if config.name not in registry:
+        raise ValueError(f"unknown at_loss {config.name!r}; valid: {', '.join(sorted(registry))}")
+    return registry[config.name][1](config)
