@@ -420,7 +420,7 @@ class AttackEnv(VectorEnv):
             init = action.init
             if init is not None and not self.requirements.differentiable:
                 init = init.detach()
-            self.state = self.geometry.start(self.x, self.eps, init)
+            self.state = self.geometry.start(self.x, self.eps, init, self.generator)
             if not self.requirements.differentiable:
                 self.state = self.state.detach()
             self.delta0 = self.delta.detach().clone()

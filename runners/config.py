@@ -25,6 +25,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from agents.base import policy_registry
 from envs.geometry.base import geometry_registry, make_geometry
 from envs.requirements import BnMode
+from runners.recipes import expand_recipes
 from targets.losses.base import at_loss_registry
 
 
@@ -280,12 +281,16 @@ def _compose(overrides: list[str]) -> DictConfig:
 
 
 def compose_config(overrides: list[str] | None = None) -> CotrainConfig:
-    """Compose the run config from ``key=value`` overrides (Hydra syntax).
+    """Compose the run config from ``key=value`` overrides (Hydra syntax; ``recipe=<name>``
+    expands to the recipe's overrides, see runners/recipes.py).
 
     Raises:
         ConfigError: naming the unknown key/option and listing the valid ones.
     """
-    overrides = list(overrides or [])
+    try:
+        overrides = expand_recipes(list(overrides or []))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     try:
         cfg = _compose(overrides)
     except Exception as error:  # Hydra raises several exception types for bad overrides

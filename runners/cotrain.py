@@ -35,6 +35,7 @@ from runners.config import (CotrainConfig, ConfigError, compose_config, config_t
                             resolve)
 from runners.device import DeviceError, pick_device
 from runners.distributions import DistributionHistory, log_distributions
+from runners.recipes import expand_recipes, format_recipes
 from runners.robustness import evaluate
 from runners.run_loading import load_run_state
 from runners.schedule import make_scheduler
@@ -326,6 +327,10 @@ class Cotrainer:
 
 def cotrain(overrides: list[str], tracking_uri: str | None = None) -> str:
     """Compose the config (or load it from the run to resume), train, return the run id."""
+    try:
+        overrides = expand_recipes(list(overrides))  # a run stores what the recipe meant
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     cfg = compose_config(overrides)
     if cfg.resume:
         state = load_run_state(cfg.resume, cfg.checkpoint_dir, tracking_uri)
@@ -340,7 +345,15 @@ def cotrain(overrides: list[str], tracking_uri: str | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point (single run, resume, or ``-m`` multirun through Hydra's sweeper)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if "recipe=list" in argv:
+        print(format_recipes())
+        return 0
     if "-m" in argv or "--multirun" in argv:
+        try:
+            argv = expand_recipes(argv)
+        except ValueError as e:
+            print(f"runners.cotrain: {e}", file=sys.stderr)
+            return 2
         from runners.multirun import multirun
 
         return multirun([a for a in argv if a not in ("-m", "--multirun")],

@@ -173,13 +173,14 @@ class Geometry:
         return (tuple(unit * k for k in eps_multiples), tuple(unit * k for k in alpha_multiples))
 
     # -- state -------------------------------------------------------------------------
-    def start(self, x: torch.Tensor, eps: Scalar, delta0: torch.Tensor | None) -> AttackState:
+    def start(self, x: torch.Tensor, eps: Scalar, delta0: torch.Tensor | None,
+              generator: torch.Generator | None = None) -> AttackState:
         """The state at the start of an episode, from a policy's initial perturbation.
 
         Shape:
             x: (N, C, H, W); eps: float or (N,); delta0: (N, C, H, W) or None (δ = 0).
             The start is projected onto the ball ∩ box (differentiably: a generator's output
-            keeps its graph).
+            keeps its graph). ``generator`` serves geometries whose state has random parts.
         """
         delta = torch.zeros_like(x) if delta0 is None else self.project(delta0, x, eps)
         return AttackState({"delta": delta})

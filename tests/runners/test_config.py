@@ -36,3 +36,16 @@ def test_bad_overrides_name_the_problem_and_the_valid_choices(overrides, needle)
         assert "pgd_at" in str(e.value) and "fgsm_rs" in str(e.value)
     if overrides == ["epochz=3"]:
         assert "epochs" in str(e.value) and "batch_size" in str(e.value)
+
+
+def test_recipe_expands_first_so_later_overrides_win():
+    from runners.recipes import RECIPES, register_recipe
+
+    register_recipe("test_recipe", ["policy=pgd_at", "policy.steps=3", "epochs=7"], "a test")
+    try:
+        cfg = compose_config(["recipe=test_recipe", "policy.steps=5"])
+        assert (cfg.policy.name, cfg.policy.steps, cfg.epochs) == ("pgd_at", 5, 7)
+        with pytest.raises(ConfigError, match="unknown recipe 'nope'; valid: .*test_recipe"):
+            compose_config(["recipe=nope"])
+    finally:
+        RECIPES.pop("test_recipe")
