@@ -26,6 +26,7 @@ from agents.base import policy_registry
 from envs.geometry.base import geometry_registry, make_geometry
 from envs.requirements import BnMode
 from runners.recipes import expand_recipes
+from runners.schedule import Schedule
 from targets.losses.base import at_loss_registry
 
 
@@ -84,7 +85,7 @@ class OptimConfig:
     lr: float | None = None
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "piecewise"
+    schedule: Schedule = Schedule.piecewise
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
     gamma: float = 0.1
     cyclic_peak: float = 0.4

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Callable
 
 import torch
 
+from envs.options import parse_option
 
-def lr_multiplier(schedule: str, total_steps: int, milestones: list[float], gamma: float,
+
+class Schedule(str, Enum):
+    """Learning-rate schedules (see :func:`lr_multiplier`)."""
+
+    piecewise = "piecewise"
+    cyclic = "cyclic"
+    constant = "constant"
+
+
+def lr_multiplier(schedule: Schedule | str, total_steps: int, milestones: list[float], gamma: float,
                   cyclic_peak: float) -> Callable[[int], float]:
     """Return f(step) -> multiplier of the peak lr.
 
@@ -16,18 +27,18 @@ def lr_multiplier(schedule: str, total_steps: int, milestones: list[float], gamm
     ``constant``: 1.
     """
     total = max(total_steps, 1)
-    if schedule == "piecewise":
+    schedule = parse_option(Schedule, schedule, "optim.schedule")
+    if schedule is Schedule.piecewise:
         bounds = [m * total for m in milestones]
         return lambda s: gamma ** sum(s >= b for b in bounds)
-    if schedule == "cyclic":
+    if schedule is Schedule.cyclic:
         peak = max(cyclic_peak * total, 1.0)
         return lambda s: s / peak if s < peak else max(0.0, (total - s) / max(total - peak, 1.0))
-    if schedule == "constant":
-        return lambda s: 1.0
-    raise ValueError(f"unknown lr schedule {schedule!r}; valid: piecewise, cyclic, constant")
+    return lambda s: 1.0
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int,
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule | str,
+                   total_steps: int,
                    milestones: list[float], gamma: float, cyclic_peak: float
                    ) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-batch ``LambdaLR`` for the schedule (its state_dict makes it resumable)."""

@@ -66,7 +66,11 @@ from targets.inputs import TargetInputs
 from targets.losses.base import ATLossOutput
 from targets.target import TargetView
 
-FEATURES = ("clean_loss", "clean_confidence")
+class Feature(str, Enum):
+    """Cheap per-sample target features of the strategy observation."""
+
+    clean_loss = "clean_loss"              # CE at the clean point, clamped to 10
+    clean_confidence = "clean_confidence"  # softmax probability of the true class
 
 
 class StartPoint(str, Enum):
@@ -123,7 +127,7 @@ class PpoStrategyConfig(PolicyConfig):
     max_grad_norm: float = 0.5
     features_dim: int = 64
     net_arch: list[int] = field(default_factory=lambda: [64])
-    features: list[str] = field(default_factory=lambda: list(FEATURES))
+    features: list[Feature] = field(default_factory=lambda: list(Feature))
     variant: Variant = Variant.auto
     eps_grid: list[float] | None = None
     alpha_grid: list[float] | None = None
@@ -138,10 +142,8 @@ class PpoStrategyConfig(PolicyConfig):
     lookahead_per_sample: bool = True
 
     def __post_init__(self) -> None:
-        unknown = set(self.features) - set(FEATURES)
-        if unknown:
-            raise ValueError(f"policy.features: unknown {sorted(unknown)}; valid: "
-                             f"{', '.join(FEATURES)}")
+        for f in self.features:
+            parse_option(Feature, f, "policy.features")
         if self.n_steps < 1 or self.n_epochs < 1:
             raise ValueError("policy.n_steps and policy.n_epochs must be >= 1")
         if self.minibatch_size < 2:
@@ -243,9 +245,10 @@ class PpoStrategy(Policy):
                 raise ValueError("ppo_strategy needs the target's clean logits for its features; "
                                  "build the env with the policy's requirements()")
             logits = clean_logits.detach().float()
-            values = {"clean_loss": F.cross_entropy(logits, y, reduction="none").clamp(max=10.0),
-                      "clean_confidence": logits.softmax(1).gather(1, y[:, None]).squeeze(1)}
-            obs["features"] = torch.stack([values[k] for k in self.config.features], 1)
+            values = {
+                Feature.clean_loss: F.cross_entropy(logits, y, reduction="none").clamp(max=10.0),
+                Feature.clean_confidence: logits.softmax(1).gather(1, y[:, None]).squeeze(1)}
+            obs["features"] = torch.stack([values[Feature(k)] for k in self.config.features], 1)
         return obs
 
     @torch.no_grad()
