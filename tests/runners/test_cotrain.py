@@ -1,11 +1,18 @@
 """Tiny end-to-end co-training runs: documented metrics in MLflow, exact resume, run_id line."""
 
-import torch
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 from mlflow.tracking import MlflowClient
 
 from runners.cotrain import cotrain, main
-from runners.run_loading import load_run_state
-from tests.runners.conftest import interrupt_and_resume
+from runners.preemption import RunInterrupted
+from tests.runners.conftest import (TINY_RUN, assert_same_training, final_state,
+                                    interrupt_and_resume, metric_histories, sigterm_after_step)
 
 TINY = ["epochs=2", "batch_size=128", "policy=pgd_at", "policy.steps=2", "eval.test_subset=64",
         "eval.final_pgd_steps=3", "progress=false"]
@@ -55,18 +62,68 @@ def test_bad_input_exits_with_message_not_traceback(tmp_path, capsys):
     assert "corrupt" in capsys.readouterr().err
 
 
-def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path, tracking_uri, monkeypatch):
-    args = [*(a for a in TINY if not a.startswith("policy")), "epochs=3", "policy=fgsm_rs",
-            f"checkpoint_dir={tmp_path}/ck"]
-    full_id = cotrain(args, tracking_uri)
-    cut_id = interrupt_and_resume(args, tracking_uri, f"{tmp_path}/ck", monkeypatch)
-    assert cut_id != full_id
+KILL_AT_CHECKPOINT = """
+import os, signal, sys
+import torch
+torch.set_num_threads(1)
+from runners.cotrain import Cotrainer, cotrain
+original = Cotrainer.save
+def save(self, next_epoch, batch=0):
+    written = original(self, next_epoch, batch)
+    if (next_epoch, batch) == (1, 2):  # right after the checkpoint at epoch 2, batch 2
+        os.kill(os.getpid(), signal.SIGKILL)
+    return written
+Cotrainer.save = save
+cotrain(sys.argv[2:], sys.argv[1])
+"""
 
-    full, cut = _metrics(tracking_uri, full_id), _metrics(tracking_uri, cut_id)
-    for key in ("eval/clean_acc", "eval/pgd3_acc", "train/loss", "test/pgd_acc"):
-        assert cut[key] == full[key], key
-    a = load_run_state(full_id, f"{tmp_path}/ck")["model"]
-    b = load_run_state(cut_id, f"{tmp_path}/ck")["model"]
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+#: LAS-AT learning every 3rd batch: its counters, optimiser and entropy sums cross the cut
+RESUMED = [*TINY_RUN, "policy=las_at", "policy.interval=3"]
+
+
+def _interrupt(kind, tracking_uri, ck, monkeypatch):
+    """Interrupt a run of RESUMED (``kind``), check how it ended, return its id."""
+    args = [*RESUMED, f"checkpoint_dir={ck}"]
+    client = MlflowClient(tracking_uri)
+    if kind == "keyboard_interrupt_at_epoch_2":
+        return interrupt_and_resume(args, tracking_uri, ck, monkeypatch, resume=False)
+    if kind == "sigterm_mid_epoch":
+        sigterm_after_step(monkeypatch, 5)  # epoch 2, batch 2 (4 batches per epoch)
+        with pytest.raises(RunInterrupted):
+            cotrain(args, tracking_uri)
+        monkeypatch.undo()
+        run = client.search_runs([client.get_experiment_by_name("learned-at").experiment_id])[0]
+        assert run.info.status == "KILLED"
+        assert run.data.tags["resume_command"] == \
+            f"python -m runners.cotrain resume={run.info.run_id} checkpoint_dir={ck}"
+        return run.info.run_id
+    # kill -9 of a process right after its mid-epoch checkpoint (checkpoints every batch)
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", KILL_AT_CHECKPOINT, tracking_uri, *args,
+                           "checkpoint_every_s=0.000001"], cwd=os.getcwd(),
+                          env={**os.environ, "PYTHONPATH": str(root), "MPLBACKEND": "Agg"},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    run = client.search_runs([client.get_experiment_by_name("learned-at").experiment_id])[0]
+    assert run.info.status == "RUNNING"  # nothing could mark it: the checkpoint is what counts
+    return run.info.run_id
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("kind", ["keyboard_interrupt_at_epoch_2", "sigterm_mid_epoch",
+                                  "kill9_mid_epoch"])
+def test_interrupted_then_resumed_run_matches_uninterrupted(kind, tmp_path, tracking_uri,
+                                                            monkeypatch, reference_run):
+    ref_uri, ref_id, ref_ck = reference_run(RESUMED)
+    ck = str(tmp_path / "ck")
+    cut_id = _interrupt(kind, tracking_uri, ck, monkeypatch)
+    position = final_state(cut_id, ck)
+    expected = {"keyboard_interrupt_at_epoch_2": (1, 0), "sigterm_mid_epoch": (1, 2),
+                "kill9_mid_epoch": (1, 2)}[kind]
+    assert (position["epoch"], position["batch"]) == expected
+    assert cotrain([f"resume={cut_id}", f"checkpoint_dir={ck}"], tracking_uri) == cut_id
+
+    assert_same_training(final_state(cut_id, ck), final_state(ref_id, ref_ck))
+    # every metric, at every step, once: the resumed epoch is exact to the bit
+    assert metric_histories(tracking_uri, cut_id) == metric_histories(ref_uri, ref_id)
     assert MlflowClient(tracking_uri).get_run(cut_id).info.status == "FINISHED"
