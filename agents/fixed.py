@@ -96,10 +96,6 @@ class PgdAtConfig(PolicyConfig):
     alpha_ratio: float = 0.25
     random_start: bool = True
 
-    def __post_init__(self) -> None:
-        if self.steps < 0:
-            raise ValueError(f"policy.steps must be >= 0, got {self.steps}")
-
 
 @register_policy(PgdAtConfig)
 class PgdAt(Policy):

@@ -201,7 +201,9 @@ class _TqdmHandler(logging.Handler):
 
 def configure_logging(level: int = logging.INFO) -> None:
     """Log the project's packages (``runners``, ``agents``, ``envs``, ``targets``) at ``level``
-    to stderr with a time stamp (once per process; other libraries keep their settings)."""
+    to stderr with a time stamp (once per process); MLflow and alembic log warnings only."""
+    for name in ("mlflow", "alembic"):  # their INFO chatter (database set-up, monitors)
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
     for name in ("runners", "agents", "envs", "targets"):
         logger = logging.getLogger(name)
         if not any(isinstance(h, _TqdmHandler) for h in logger.handlers):

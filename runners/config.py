@@ -191,16 +191,20 @@ class TrackingConfig:
         system_metrics: log MLflow's system metrics (``system/*``: CPU, memory, disk, network;
             GPU with nvidia-ml-py) while the run trains.
         system_metrics_interval_s: seconds between two system-metric samples.
+        plot_every: redraw the distribution heat maps every this many epochs and after the
+            last one (0 = never; each costs a matplotlib render per policy key).
         log_model: log the final target (and the best one, with ``monitor.keep_best``) as an
             MLflow model, listed in the experiment's Models tab.
         register_as: also register the final model in the Model Registry under this name
             (a new version per run); None = not registered.
     """
 
-    limits: ClassVar[dict[str, Limit]] = {"system_metrics_interval_s": POSITIVE}
+    limits: ClassVar[dict[str, Limit]] = {"system_metrics_interval_s": POSITIVE,
+                                          "plot_every": NON_NEGATIVE_INT}
 
     system_metrics: bool = True
     system_metrics_interval_s: float = 10.0
+    plot_every: int = 1
     log_model: bool = True
     register_as: str | None = None
 

@@ -244,6 +244,7 @@ class Cotrainer:
         self.current_metrics: dict[str, Any] = {}
         self.signals = StopSignals()
         self._progress: EpochProgress | None = None  # the epoch in progress
+        self._resume_progress: EpochProgress | None = None  # a checkpoint's partial epoch
         self._resume_policy: tuple[dict, dict] | None = None  # policy state for a mid-epoch resume
         self._resumed_epoch: int | None = None  # first epoch after a resume (dedup its metrics)
         self._last_good: tuple[Path, int, int] | None = None  # checkpoint, epoch, batch
@@ -308,7 +309,7 @@ class Cotrainer:
         self.start_epoch, self.global_step = state["epoch"], state["global_step"]
         self._resumed_epoch = self.start_epoch
         if state.get("progress") is not None:  # written inside an epoch
-            self._progress = EpochProgress.from_state(state["progress"], self.device)
+            self._resume_progress = EpochProgress.from_state(state["progress"], self.device)
             self._resume_policy = (state["policy"], state["policy_extra"])
 
     def _rederive_lr(self) -> None:
@@ -396,10 +397,10 @@ class Cotrainer:
     def train_epoch(self, epoch: int, bar: tqdm) -> dict[str, torch.Tensor]:
         """One pass over the training set (or its rest, after a mid-epoch resume); returns
         device-side epoch means."""
-        p = self._progress
+        p, self._resume_progress = self._resume_progress, None
         if p is None or p.epoch != epoch:
-            p = self._progress = EpochProgress(epoch, self.global_step,
-                                               self.gens["data"].get_state())
+            p = EpochProgress(epoch, self.global_step, self.gens["data"].get_state())
+        self._progress = p
         self.policy.begin_epoch(epoch)
         if self._resume_policy is not None:  # mid-epoch: the policy as it was at that batch
             weights, extra = self._resume_policy
@@ -534,7 +535,7 @@ class Cotrainer:
     def _train(self) -> None:
         epochs = self.resolved.epochs
         for epoch in range(self.start_epoch, epochs):
-            p = self._progress
+            p = self._resume_progress
             done = p.batch if p is not None and p.epoch == epoch else 0
             bar = tqdm(total=len(self.train_loader), initial=done, leave=False,
                        desc=f"epoch {epoch + 1}/{epochs}", disable=not self.cfg.progress)
@@ -582,8 +583,11 @@ class Cotrainer:
         self.distributions.end_epoch(epoch)
         # after kill -9 between logging and checkpointing, the redone epoch is not logged twice
         logged = epoch == self._resumed_epoch and tracker.has_metric_at("train/loss", epoch)
+        every, last = self.cfg.tracking.plot_every, epoch + 1 == self.resolved.epochs
+        plot = every > 0 and ((epoch + 1) % every == 0 or last or self.stop_requested)
         # policy/<key>_{mean,p10,p50,p90}, distributions/<key>.json, the heat-maps
-        metrics.update(log_distributions(tracker, self.distributions, epoch, log_metrics=False))
+        metrics.update(log_distributions(tracker, self.distributions, epoch, log_metrics=False,
+                                         plot=plot))
         if not logged:
             tracker.log_metrics(metrics, step=epoch)
         tracker.flush()
@@ -696,10 +700,11 @@ def cotrain(overrides: list[str], tracking_uri: str | None = None) -> str:
         overrides = expand_recipes(list(overrides))  # a run stores what the recipe meant
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    cfg = compose_config(overrides)
-    if cfg.resume:
-        return resume(cfg.resume, overrides, cfg.checkpoint_dir, tracking_uri)
-    return Cotrainer(cfg, overrides, tracking_uri).run()
+    given = dict(o.split("=", 1) for o in overrides if "=" in o)
+    if given.get("resume") not in (None, "", "null"):  # the run's own config, checked there
+        return resume(given["resume"], overrides,
+                      given.get("checkpoint_dir", CotrainConfig.checkpoint_dir), tracking_uri)
+    return Cotrainer(compose_config(overrides), overrides, tracking_uri).run()
 
 
 class _SweepJob:
@@ -707,7 +712,8 @@ class _SweepJob:
 
     def __init__(self) -> None:
         self.sweep_id = uuid.uuid4().hex[:12]
-        self.failures = 0
+        self.bad_input = 0  # jobs stopped by a usage error (exit status 2)
+        self.failed = 0  # jobs that failed in training (NaN, a checkpoint that cannot be written)
 
     def __call__(self, cfg: CotrainConfig, overrides: list[str]) -> str | None:
         from runners.cli_args import usage_errors
@@ -715,11 +721,18 @@ class _SweepJob:
         try:
             return Cotrainer(cfg, overrides, tags={"sweep_id": self.sweep_id}).run()
         except usage_errors() as error:
-            self.failures += 1
+            self.bad_input += 1
             print(f"{PROG}: {' '.join(overrides)}: {_one_line(error)}", file=sys.stderr)
-            return None
-        except RunInterrupted as stop:
+        except (NonFiniteError, CheckpointWriteError) as error:
+            self.failed += 1
+            print(f"{PROG}: {' '.join(overrides)}: {_one_line(error)}", file=sys.stderr)
+        except RunInterrupted as stop:  # the whole sweep stops with the signal's status
             raise SystemExit(stop.exit_code) from None
+        return None
+
+    @property
+    def exit_code(self) -> int:
+        return 2 if self.bad_input else 1 if self.failed else 0
 
 
 def _main(argv: list[str]) -> int:
@@ -753,7 +766,7 @@ def _main(argv: list[str]) -> int:
         _log.info("sweep %s: %d runs (tag sweep_id=%s)", job.sweep_id, len(configs),
                   job.sweep_id)
         launch(argv, job)
-        return 2 if job.failures else 0
+        return job.exit_code
     try:
         run_id = cotrain(argv)
     except RunInterrupted as stop:

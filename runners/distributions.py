@@ -337,7 +337,7 @@ def rows_from_table(table: dict[str, list[Any]] | Any) -> list[dict[str, Any]]:
 
 def log_distributions(
     tracker: Tracker, history: DistributionHistory, epoch: int, prefix: str = "policy",
-    log_metrics: bool = True,
+    log_metrics: bool = True, plot: bool = True,
 ) -> dict[str, float]:
     """Logs the distributions of every key that has a row for ``epoch`` (call after ``end_epoch``).
 
@@ -345,8 +345,9 @@ def log_distributions(
 
     * ``distributions/<key>.json``: the whole per-epoch history as a long-format MLflow table
       (:func:`distribution_table`);
-    * ``plots/<key>_heatmap.png``: the heat map of the distribution over epochs (not for a key
-      that has been one constant value so far: its metrics say everything);
+    * ``plots/<key>_heatmap.png``: the heat map of the distribution over epochs (with
+      ``plot``; not for a key that has been one constant value so far: its metrics say
+      everything);
 
     and the metrics ``<prefix>/<key>_mean``, ``_p10``, ``_p50``, ``_p90`` at step ``epoch``
     (buffered in the tracker; with ``log_metrics=False`` only returned). ``/`` in keys becomes
@@ -362,7 +363,7 @@ def log_distributions(
             continue
         name = artifact_name(key)
         tracker.log_table(distribution_table(key, rows), f"distributions/{name}.json")
-        if not is_constant(rows):
+        if plot and not is_constant(rows):
             shown = [{**row, "epoch": row["epoch"] + 1} for row in aligned_rows(rows)]
             figure = plots.distribution_heatmap(shown, title=f"{prefix}/{key}")
             tracker.log_figure(figure, f"plots/{name}_heatmap.png")

@@ -46,7 +46,7 @@ def run_name(cfg: CotrainConfig, overrides: list[str], target: str) -> str:
 
 def resolved_config(cfg: CotrainConfig, resolved: Resolved, presets: dict[str, Any]) -> str:
     """The run's config as YAML with the presets filled in (``None`` fields replaced by the
-    values the run uses; ``presets`` are the policy's, :meth:`agents.base.Policy.resolved_presets`)."""
+    values the run uses; ``presets``: :meth:`agents.base.Policy.resolved_presets`)."""
     d = config_to_dict(cfg)
     d["target"]["name"] = resolved.target
     d["threat"]["eps"] = resolved.eps

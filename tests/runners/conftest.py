@@ -84,7 +84,8 @@ def interrupt_and_resume(args: list[str], tracking_uri: str, checkpoint_dir: str
 #: a co-training of 2 epochs x 4 batches on 256 digits, cheap to run several times
 TINY_RUN = ["epochs=2", "batch_size=64", "data.train_subset=256", "data.test_subset=64",
             "eval.test_subset=32", "eval.final_pgd_steps=2", "progress=false",
-            "tracking.system_metrics=false", "tracking.log_model=false", "monitor.enabled=false"]
+            "tracking.system_metrics=false", "tracking.log_model=false", "tracking.plot_every=0",
+            "monitor.enabled=false"]
 
 
 def metric_histories(tracking_uri: str, run_id: str) -> dict[str, list[tuple[int, float]]]:

@@ -148,6 +148,9 @@ def test_log_distributions_writes_artifacts(tmp_path, monkeypatch):
         assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     history = client.get_metric_history(run_id, "policy/eps_mean")
     assert [m.step for m in history] == [0, 1, 2]
+    with Tracker("t", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db") as tracker:
+        log_distributions(tracker, hist, 2, plot=False)  # tracking.plot_every: not this epoch
+        assert tracker.client.list_artifacts(tracker.run_id, "plots") == []
 
 
 def test_few_distinct_values_are_categories_and_mixed_rows_align():
