@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+import os
 import re
 import sys
 import textwrap
@@ -176,8 +177,6 @@ def run_cli(prog: str, body: Callable[[], int]) -> int:
         print(f"{prog}: {message}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head`: stop quietly
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
@@ -201,9 +200,13 @@ class _TqdmHandler(logging.Handler):
 
 def configure_logging(level: int = logging.INFO) -> None:
     """Log the project's packages (``runners``, ``agents``, ``envs``, ``targets``) at ``level``
-    to stderr with a time stamp (once per process); MLflow and alembic log warnings only."""
-    for name in ("mlflow", "alembic"):  # their INFO chatter (database set-up, monitors)
-        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    to stderr with a time stamp (once per process); MLflow and alembic log warnings only
+    (``MLFLOW_LOGGING_LEVEL=INFO`` brings their messages back)."""
+    # MLflow's INFO chatter (database set-up, monitors): warnings only, unless asked for
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
+    quiet = logging.getLevelName(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
+    for name in ("mlflow", "alembic"):  # if it was imported already
+        logging.getLogger(name).setLevel(quiet if isinstance(quiet, int) else logging.WARNING)
     for name in ("runners", "agents", "envs", "targets"):
         logger = logging.getLogger(name)
         if not any(isinstance(h, _TqdmHandler) for h in logger.handlers):

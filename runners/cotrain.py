@@ -42,8 +42,8 @@ import logging
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import torch
@@ -61,6 +61,7 @@ from runners.config import (CotrainConfig, ConfigError, compose_config, config_t
                             resolve)
 from runners.device import pick_device
 from runners.distributions import DistributionHistory, log_distributions
+from runners.epoch_progress import EpochProgress
 from runners.preemption import RunInterrupted, StopSignals
 from runners.recipes import expand_recipes, format_recipes
 from runners.robustness import evaluate
@@ -90,85 +91,6 @@ class NonFiniteError(RuntimeError):
 
 class CheckpointWriteError(RuntimeError):
     """The final checkpoint could not be written (the run stays resumable from the last one)."""
-
-
-@dataclass
-class EpochAccumulator:
-    """Device-side running sums of per-batch training scalars (no host sync)."""
-
-    sums: dict[str, torch.Tensor]
-    count: int = 0
-
-    def add(self, values: dict[str, torch.Tensor]) -> None:
-        for k, v in values.items():
-            v = v.detach().float()
-            self.sums[k] = self.sums[k] + v if k in self.sums else v
-        self.count += 1
-
-    def means(self) -> dict[str, torch.Tensor]:
-        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
-
-    def state(self) -> dict[str, Any]:
-        return {"sums": {k: v.clone() for k, v in self.sums.items()}, "count": self.count}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any], device: torch.device) -> EpochAccumulator:
-        return cls({k: v.to(device) for k, v in state["sums"].items()}, int(state["count"]))
-
-
-@dataclass
-class EpochProgress:
-    """Where the epoch in progress stands; saved with a checkpoint written inside it.
-
-    Attributes:
-        epoch: the epoch (0-based).
-        batch: batches of it done.
-        start_step: the global step of its first batch.
-        data_rng: the data generator's state when the epoch started (its order is drawn from
-            it at the first batch).
-        stats, policy_metrics: the running sums of the training scalars.
-        seconds: training seconds spent in this epoch before the current process took over.
-        bad: device bool, a non-finite value was seen this epoch; good: device int64, the
-            number of batches before the first one (no host sync to keep them).
-    """
-
-    epoch: int
-    start_step: int
-    data_rng: torch.Tensor
-    batch: int = 0
-    stats: EpochAccumulator = field(default_factory=lambda: EpochAccumulator({}))
-    policy_metrics: EpochAccumulator = field(default_factory=lambda: EpochAccumulator({}))
-    seconds: float = 0.0
-    bad: torch.Tensor | None = None
-    good: torch.Tensor | None = None
-
-    def add(self, stats: dict[str, torch.Tensor], policy_metrics: dict[str, torch.Tensor]
-            ) -> None:
-        """Account one batch (device ops only)."""
-        self.stats.add(stats)
-        if policy_metrics:
-            self.policy_metrics.add(policy_metrics)
-        values = torch.stack([v.detach().float().reshape(())
-                              for v in (*stats.values(), *policy_metrics.values())])
-        finite = torch.isfinite(values).all()
-        self.bad = ~finite if self.bad is None else self.bad | ~finite
-        good = (~self.bad).long()
-        self.good = good if self.good is None else self.good + good
-        self.batch += 1
-
-    def state(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "batch": self.batch, "start_step": self.start_step,
-                "data_rng": self.data_rng, "stats": self.stats.state(),
-                "policy_metrics": self.policy_metrics.state(), "seconds": self.seconds,
-                "bad": self.bad, "good": self.good}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any], device: torch.device) -> EpochProgress:
-        moved = {k: (None if state[k] is None else state[k].to(device)) for k in ("bad", "good")}
-        return cls(int(state["epoch"]), int(state["start_step"]), state["data_rng"],
-                   int(state["batch"]), EpochAccumulator.from_state(state["stats"], device),
-                   EpochAccumulator.from_state(state["policy_metrics"], device),
-                   float(state["seconds"]), **moved)
 
 
 class Cotrainer:
@@ -381,7 +303,7 @@ class Cotrainer:
         self.global_step += 1
         return stats, policy_metrics or {}
 
-    def _epoch_batches(self, progress: EpochProgress):  # -> Iterator[Batch]
+    def _epoch_batches(self, progress: EpochProgress) -> Iterator[Batch]:
         """The epoch's batches from ``progress.batch`` on, in the uninterrupted run's order."""
         batches = iter(self.train_loader)
         if progress.batch == 0:
@@ -763,8 +685,7 @@ def _main(argv: list[str]) -> int:
         from runners.multirun import multirun as launch
 
         job = _SweepJob()
-        _log.info("sweep %s: %d runs (tag sweep_id=%s)", job.sweep_id, len(configs),
-                  job.sweep_id)
+        _log.info("a sweep of %d runs, tagged sweep_id=%s", len(configs), job.sweep_id)
         launch(argv, job)
         return job.exit_code
     try:

@@ -405,7 +405,8 @@ class Tracker:
         """Logs a PyTorch model as an MLflow model of this run (the experiment's Models tab).
 
         The model is saved with ``mlflow.pytorch`` (pickle format, loadable with
-        ``mlflow.pytorch.load_model("models:/<model id>")`` or ``"runs:/<run id>/<name>"``),
+        ``mlflow.pytorch.load_model("models:/<model id>")`` or ``"runs:/<run id>/<name>"``;
+        like any pickle, load only models you trust — ``pt2`` would need a fixed batch size),
         with the signature inferred from ``input_example`` and ``pip_requirements`` given
         (MLflow's requirement inference costs seconds).
 
@@ -424,11 +425,17 @@ class Tracker:
 
         example = input_example.detach().to("cpu", torch.float32).numpy()
         requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={_mlflow_version()}"]
-        with _use_tracking_uri(self._client.tracking_uri):
-            info = mlflow.pytorch.log_model(
-                model, name=name, input_example=example, pip_requirements=requirements,
-                serialization_format="pickle", registered_model_name=registered_model_name,
-                run_id=self._run_id, step=step)
+        flavor_log = logging.getLogger("mlflow.pytorch")
+        level = flavor_log.level
+        flavor_log.setLevel(logging.ERROR)  # its per-call warning about pickle: documented here
+        try:
+            with _use_tracking_uri(self._client.tracking_uri):
+                info = mlflow.pytorch.log_model(
+                    model, name=name, input_example=example, pip_requirements=requirements,
+                    serialization_format="pickle", registered_model_name=registered_model_name,
+                    run_id=self._run_id, step=step)
+        finally:
+            flavor_log.setLevel(level)
         return info.model_uri
 
     def log_artifact(self, local_path: str | os.PathLike, artifact_path: str | None = None) -> None:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["check_device_name", "config_problems", "validate_config"]
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 #: components whose fields the geometry checks instead of the generic walk
 _GEOMETRY_GROUP = "threat"
 
@@ -34,7 +34,7 @@ def check_device_name(name: str) -> str | None:
     run starts, by runners/device.py)."""
     if _DEVICE.match(name):
         return None
-    return f"device={name!r} is not a device: accepted auto, cpu, cuda, cuda:<n>, mps"
+    return f"device={name!r} is not a device: accepted auto, cpu, cuda, cuda:<n>"
 
 
 def config_problems(config: Any, prefix: str) -> list[str]:
