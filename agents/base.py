@@ -22,7 +22,10 @@ happened, one batch at a time::
 * ``describe(result)`` returns per-sample statistics (tensors (N,)) that the runner accumulates
   into per-epoch distributions in MLflow; ``grids()`` names the categorical ones.
 * ``state_dict`` / ``load_state_dict`` (from ``nn.Module``) plus ``extra_state`` /
-  ``load_extra_state`` (optimiser states, counters, memories) make policies resumable.
+  ``load_extra_state`` (optimiser states, counters, memories, per-epoch accumulators) make
+  policies resumable, also in the middle of an epoch: the runner calls ``begin_epoch`` and then
+  restores both.
+* ``resolved_presets()``: the values taken for preset config fields (logged with the run).
 
 Adding a policy: one file in ``agents/`` (or a package for a learned method) with a frozen
 config dataclass (``name`` field = the registry id) and a class decorated with
@@ -146,8 +149,16 @@ class Policy(nn.Module):
         """Categorical keys of ``describe`` and the values they can take (for tables)."""
         return {}
 
+    def resolved_presets(self) -> dict[str, Any]:
+        """The values this policy took for its preset (``None`` / ``auto``) config fields —
+        the actual grids, schedules, thresholds — keyed by config field; the run logs them as
+        its resolved config (``resolved.policy.<field>``, ``config/resolved.yaml``)."""
+        return {}
+
     def extra_state(self) -> dict[str, Any]:
-        """Non-parameter state to checkpoint (optimiser states, counters, memories)."""
+        """Non-parameter state to checkpoint (optimiser states, counters, memories, and the
+        per-epoch accumulators of :meth:`epoch_metrics`: a checkpoint may be written in the
+        middle of an epoch, after :meth:`begin_epoch`, and resume from there exactly)."""
         return {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:

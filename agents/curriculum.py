@@ -17,11 +17,13 @@ the steps are allocated (uniformly per epoch vs. per sample by FOSC). The step s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from agents.base import PolicyConfig, PolicyContext, register_policy
 from agents.fixed import PgdAt
+from envs.options import NON_NEGATIVE, NON_NEGATIVE_INT, Limit
 
 
 def curriculum_steps(epoch: int, k_min: int, k_max: int, ramp_epochs: float) -> int:
@@ -42,12 +44,21 @@ class CurriculumConfig(PolicyConfig):
         random_start: start every attack from a uniform point of the ball.
     """
 
+    limits: ClassVar[dict[str, Limit]] = {
+        "k_min": NON_NEGATIVE_INT, "k_max": NON_NEGATIVE_INT, "ramp_fraction": NON_NEGATIVE,
+        "alpha_ratio": NON_NEGATIVE}
+
     name: str = "curriculum"
     k_min: int = 1
     k_max: int = 10
     ramp_fraction: float = 5 / 6
     alpha_ratio: float = 0.25
     random_start: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.k_min <= self.k_max:
+            raise ValueError(f"policy.k_min={self.k_min} and policy.k_max={self.k_max}: "
+                             "accepted 0 <= k_min <= k_max")
 
 
 @register_policy(CurriculumConfig)
@@ -56,11 +67,6 @@ class CurriculumAt(PgdAt):
 
     def __init__(self, config: CurriculumConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
-        if not 0 <= config.k_min <= config.k_max:
-            raise ValueError(f"policy.k_min/k_max must satisfy 0 <= k_min <= k_max, got "
-                             f"{config.k_min}/{config.k_max}")
-        if config.ramp_fraction < 0:
-            raise ValueError(f"policy.ramp_fraction must be >= 0, got {config.ramp_fraction}")
         self.ramp_epochs = config.ramp_fraction * context.epochs
 
     @property

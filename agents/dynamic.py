@@ -32,6 +32,7 @@ Departures from the reference code (dynamic_adv_training@470210e, see docs/seeds
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
@@ -39,7 +40,7 @@ from agents.base import Policy, PolicyConfig, PolicyContext, register_policy
 from agents.fixed import uniform_action
 from envs.attack_env import AttackAction, Obs
 from envs.attack_loss import AttackLoss
-from envs.options import parse_option
+from envs.options import COUNT, NON_NEGATIVE, POSITIVE, Limit, parse_option
 from envs.requirements import EnvRequirements, FoscReference
 from envs.result import AttackResult
 from targets.inputs import TargetInputs
@@ -77,6 +78,10 @@ class DynamicConfig(PolicyConfig):
             and a CE attack (``at_loss=ce``).
     """
 
+    limits: ClassVar[dict[str, Limit]] = {
+        "steps": COUNT, "alpha_ratio": NON_NEGATIVE, "c_max": NON_NEGATIVE,
+        "ramp_fraction": POSITIVE}
+
     name: str = "dynamic"
     steps: int = 10
     alpha_ratio: float = 0.25
@@ -111,6 +116,10 @@ class DynamicAt(Policy):
         if self.c_max < 0:
             raise ValueError(f"policy.c_max must be >= 0, got {self.c_max}")
         self.ramp_epochs = config.ramp_fraction * context.epochs
+
+    def resolved_presets(self) -> dict[str, Any]:
+        """The threshold at epoch 0 (the data set's preset when ``c_max`` is None)."""
+        return {"c_max": self.c_max}
 
     @staticmethod
     def _resolve_c_max(config: DynamicConfig, context: PolicyContext) -> float:

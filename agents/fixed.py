@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from agents.base import Policy, PolicyConfig, register_policy
 from envs.attack_env import AttackAction, Obs
+from envs.options import NON_NEGATIVE, NON_NEGATIVE_INT, Limit
 
 
 def uniform_action(obs: Obs, eps: float, alpha: float, steps: int,
@@ -42,6 +44,8 @@ class FgsmAtConfig(PolicyConfig):
         alpha_ratio: step size as a multiple of ε.
         random_start: start from a uniform point of the ball instead of the clean input.
     """
+
+    limits: ClassVar[dict[str, Limit]] = {"alpha_ratio": NON_NEGATIVE}
 
     name: str = "fgsm_at"
     alpha_ratio: float = 1.0
@@ -85,14 +89,12 @@ class PgdAtConfig(PolicyConfig):
         random_start: start from a uniform point of the ball (else from the clean input).
     """
 
+    limits: ClassVar[dict[str, Limit]] = {"steps": NON_NEGATIVE_INT, "alpha_ratio": NON_NEGATIVE}
+
     name: str = "pgd_at"
     steps: int = 10
     alpha_ratio: float = 0.25
     random_start: bool = True
-
-    def __post_init__(self) -> None:
-        if self.steps < 0:
-            raise ValueError(f"policy.steps must be >= 0, got {self.steps}")
 
 
 @register_policy(PgdAtConfig)

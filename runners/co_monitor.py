@@ -88,12 +88,14 @@ class COMonitor:
         attacks = ["fgsm"] if (reuse is not None and k == ev.epoch_pgd_steps
                                and n_test == min(ev.test_subset, len(trainer.test_y))) \
             else ["fgsm", f"pgd{k}"]
+        progress = trainer.cfg.progress
         test = evaluate(trainer.model, trainer.test_x[:n_test], trainer.test_y[:n_test],
-                        attacks, trainer.geometry, eps, bs, gen)
+                        attacks, trainer.geometry, eps, bs, gen, progress)
         train_x = trainer.data.train.images[:n_train].to(trainer.device).float() / 255
         train_y = trainer.data.train.labels[:n_train].to(trainer.device)
         train = evaluate(trainer.model, train_x, train_y, [f"pgd{k}"], trainer.geometry, eps, bs,
-                         torch.Generator(device=trainer.device).manual_seed(trainer.cfg.seed))
+                         torch.Generator(device=trainer.device).manual_seed(trainer.cfg.seed),
+                         progress)
         return {"monitor/train_pgd_acc": train[f"pgd{k}"]["acc"],
                 "monitor/test_pgd_acc": test[f"pgd{k}"]["acc"] if f"pgd{k}" in test
                 else float(reuse),

@@ -4,16 +4,17 @@ Usage::
 
     python -m runners.compare run_ids=[<id>,<id>,...]
     python -m runners.compare experiment=<name> [filter="tags.data = 'mnist'"]
-        [pgd=auto|pgd50x10] [log=true] [tracking_uri=<uri>]
+        [pgd=auto|pgd50x10] [log=false] [tracking_uri=<uri>]
 
 One row per run: policy, AT loss, clean, PGD, AutoAttack and worst-case accuracy (the latest
-``eval/*`` metrics, i.e. those of ``runners.evaluate`` when it ran after training), the
-gradient-masking checks passed, mean time per epoch and total training time (the sum of the
-per-epoch ``time/epoch_s``, so evaluation and resumes do not count). The PGD column shows the
-attack named by ``pgd=``; ``auto`` takes the strongest PGD (most steps × restarts) that the most
-runs have. The markdown table goes to stdout and, with ``log=true``, into a new MLflow run
+``eval/*`` metrics: those of the latest ``runners.evaluate`` run nested under the training run
+that has them, else the co-training's own final evaluation), the gradient-masking checks
+passed, mean time per epoch and total training time (the sum of the per-epoch
+``time/epoch_s``, so evaluation and resumes do not count). The PGD column shows the attack
+named by ``pgd=``; ``auto`` takes the strongest PGD (most steps × restarts) that the most runs
+have. The markdown table goes to stdout and, only with ``log=true``, into a new MLflow run
 tagged ``kind=comparison`` (artifacts ``compare/table.md`` and ``compare/rows.json``) in the
-experiment of the first run; such runs never appear in later comparisons.
+experiment of the first run; comparison and evaluation runs never appear as rows.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import math
 import re
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mlflow import MlflowClient
@@ -32,6 +33,43 @@ __all__ = ["ComparisonRow", "collect_rows", "format_comparison", "main", "pick_p
 _PGD_KEY = re.compile(r"^eval/pgd(\d+)(?:x(\d+))?_acc$")
 COMPARISON_TAG = "kind"
 COMPARISON_VALUE = "comparison"
+EVALUATION_VALUE = "evaluation"  # runners.evaluate's nested runs (runners/evaluate.py)
+PROG = "runners.compare"
+
+
+@dataclass(frozen=True)
+class CompareArgs:
+    """Arguments of ``python -m runners.compare`` (give run_ids, experiment or filter).
+
+    Attributes:
+        run_ids: runs to compare, in this order.
+        experiment: every run of this experiment (oldest first).
+        filter: an MLflow filter string, e.g. "tags.data = 'mnist'" (with experiment= or alone).
+        pgd: the PGD column's attack (pgd50x10, ...); auto = the strongest most runs have.
+        log: also log the table as a new run tagged kind=comparison.
+        tracking_uri: MLflow tracking URI; empty = MLflow's default.
+    """
+
+    run_ids: list[str] = field(default_factory=list)
+    experiment: str = ""
+    filter: str = ""
+    pgd: str = "auto"
+    log: bool = False
+    tracking_uri: str = ""
+
+
+def with_evaluations(client: MlflowClient, run: Run) -> Run:
+    """``run`` with the ``eval/*`` and ``check/*`` metrics of its nested evaluation runs merged
+    in (the latest evaluation that has a metric wins over older ones and the run's own)."""
+    children = client.search_runs(
+        [run.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}' and "
+                      f"tags.{COMPARISON_TAG} = '{EVALUATION_VALUE}'",
+        order_by=["attributes.start_time ASC"])
+    for child in children:
+        run.data.metrics.update({k: v for k, v in child.data.metrics.items()
+                                 if k.startswith(("eval/", "check/"))})
+    return run
 
 
 @dataclass(frozen=True)
@@ -140,41 +178,62 @@ def format_comparison(rows: list[ComparisonRow], pgd: str | None) -> str:
 def find_runs(client: MlflowClient, run_ids: list[str], experiment: str,
               filter_string: str) -> list[Run]:
     """Runs by id (in the given order), or by experiment name and/or MLflow filter string."""
+    from runners.cli_args import UsageError
+    from runners.tracking import get_run
+
     if run_ids:
-        return [client.get_run(r) for r in run_ids]
+        return [get_run(client, r) for r in run_ids]
     if experiment:
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
-            raise SystemExit(f"runners.compare: no experiment named {experiment!r}")
+            raise UsageError(f"no experiment named {experiment!r}")
         ids = [exp.experiment_id]
     else:
         ids = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(ids, filter_string=filter_string, max_results=5000,
-                              order_by=["attributes.start_time ASC"])
-    return [r for r in runs if r.data.tags.get(COMPARISON_TAG) != COMPARISON_VALUE]
+    try:
+        runs = client.search_runs(ids, filter_string=filter_string, max_results=5000,
+                                  order_by=["attributes.start_time ASC"])
+    except Exception as error:  # a malformed filter string
+        first = str(getattr(error, "message", error)).strip().splitlines()[0]
+        raise UsageError(f"filter={filter_string!r}: {first}") from None
+    return [r for r in runs
+            if r.data.tags.get(COMPARISON_TAG) not in (COMPARISON_VALUE, EVALUATION_VALUE)]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; see the module docstring."""
-    from runners.cli_args import parse_key_values
+def help_text() -> str:
+    from runners.cli_args import format_help
+
+    return format_help(
+        "python -m runners.compare run_ids=[a,b] | experiment=<name> | filter=<mlflow filter> "
+        "[key=value ...]   (console script: lat-compare)",
+        "Print a markdown table comparing finished runs: method, clean / PGD / AutoAttack / "
+        "worst-case accuracy (the latest runners.evaluate results), gradient-masking checks "
+        "and training time.", CompareArgs(),
+        "python -m runners.compare experiment=learned-at filter=\"tags.data = 'mnist'\"")
+
+
+def _main(argv: list[str]) -> int:
+    from runners.cli_args import UsageError, parse_args, wants_help
     from runners.tracking import Tracker
 
-    args = parse_key_values(sys.argv[1:] if argv is None else argv, {
-        "run_ids": [], "experiment": "", "filter": "", "pgd": "auto", "log": True,
-        "tracking_uri": ""})
-    if not (args["run_ids"] or args["experiment"] or args["filter"]):
-        raise SystemExit("runners.compare: give run_ids=[...], experiment=<name> or "
-                         "filter=<mlflow filter string>")
-    uri = args["tracking_uri"] or None
+    if wants_help(argv):
+        print(help_text())
+        return 0
+    args = parse_args(CompareArgs, argv)
+    if not (args.run_ids or args.experiment or args.filter):
+        raise UsageError("give run_ids=[...], experiment=<name> or filter=<mlflow filter "
+                         "string> (see --help)")
+    uri = args.tracking_uri or None
     client = MlflowClient(tracking_uri=uri)
-    runs = find_runs(client, list(args["run_ids"]), args["experiment"], args["filter"])
+    runs = find_runs(client, list(args.run_ids), args.experiment, args.filter)
     if not runs:
-        raise SystemExit("runners.compare: no runs match")
-    pgd = pick_pgd(runs) if args["pgd"] == "auto" else args["pgd"]
+        raise UsageError("no runs match")
+    runs = [with_evaluations(client, run) for run in runs]
+    pgd = pick_pgd(runs) if args.pgd == "auto" else args.pgd
     rows = collect_rows(client, runs, pgd)
     table = format_comparison(rows, pgd)
     print(table)
-    if args["log"]:
+    if args.log:
         exp_name = client.get_experiment(runs[0].info.experiment_id).name
         with Tracker(exp_name, run_name="comparison", tracking_uri=uri,
                      tags={COMPARISON_TAG: COMPARISON_VALUE}) as tracker:
@@ -184,6 +243,13 @@ def main(argv: list[str] | None = None) -> int:
             tracker.set_tag("compare.run_ids", ",".join(r.run_id for r in rows)[:5000])
         print(f"comparison_run_id={tracker.run_id}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; see the module docstring."""
+    from runners.cli_args import run_cli
+
+    return run_cli(PROG, lambda: _main(sys.argv[1:] if argv is None else list(argv)))
 
 
 if __name__ == "__main__":

@@ -8,14 +8,22 @@ their registries, so a new one appears here without edits. Closed option sets ar
 
 Values left as ``None`` mean "the data set's preset" (see :data:`DATA_PRESETS`); the resolved
 values are what the run logs as its params.
+
+Every field is checked when the config is composed, before any work (runners/validation.py):
+numeric fields against the ``limits`` their config class declares (the set value and the
+accepted range in the message), the threat's own fields by its geometry
+(:meth:`envs.geometry.base.Geometry.check_config`), categorical fields against their options.
+Legal but suspicious values (a budget that erases any image) are logged as warnings.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import re
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 from hydra import compose, initialize
 from hydra.core.config_store import ConfigStore
@@ -24,10 +32,16 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from agents.base import policy_registry
 from envs.geometry.base import geometry_registry, make_geometry
+from envs.options import (COUNT, FRACTION, MOMENTUM, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE,
+                          Limit)
 from envs.requirements import BnMode
 from runners.recipes import expand_recipes
 from runners.schedule import Schedule
+from runners.validation import validate_config
 from targets.losses.base import at_loss_registry
+
+
+_log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -46,13 +60,20 @@ class DataConfig:
             (on for CIFAR, off otherwise).
         train_subset: use only the first n training samples (0 = all); for short benchmarks.
         test_subset: use only the first n test samples (0 = all).
+        download: download the data set into ``root`` when its files are missing (mnist,
+            cifar10, cifar100; needs the optional package torchvision: ``pip install
+            '.[vision]'``).
     """
+
+    limits: ClassVar[dict[str, Limit]] = {"train_subset": NON_NEGATIVE_INT,
+                                          "test_subset": NON_NEGATIVE_INT}
 
     name: str = "digits"
     root: str | None = None
     augment: bool | None = None
     train_subset: int = 0
     test_subset: int = 0
+    download: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,6 +103,10 @@ class OptimConfig:
         cyclic_peak: where the cyclic schedule peaks, as a fraction of training.
     """
 
+    limits: ClassVar[dict[str, Limit]] = {
+        "lr": POSITIVE, "momentum": MOMENTUM, "weight_decay": NON_NEGATIVE,
+        "milestones": FRACTION, "gamma": POSITIVE, "cyclic_peak": FRACTION}
+
     lr: float | None = None
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -102,6 +127,10 @@ class EvalConfig:
         final_restarts: restarts of the final PGD.
         batch_size: evaluation batch size.
     """
+
+    limits: ClassVar[dict[str, Limit]] = {
+        "test_subset": COUNT, "epoch_pgd_steps": COUNT, "final_pgd_steps": COUNT,
+        "final_restarts": COUNT, "batch_size": COUNT}
 
     test_subset: int = 512
     epoch_pgd_steps: int = 10
@@ -131,6 +160,10 @@ class MonitorConfig:
         stop_on_co: stop training after the first epoch flagged as CO.
     """
 
+    limits: ClassVar[dict[str, Limit]] = {
+        "train_subset": COUNT, "test_subset": COUNT, "pgd_steps": COUNT, "drop_ratio": FRACTION,
+        "floor": FRACTION, "fgsm_keep": FRACTION, "min_gap": FRACTION}
+
     enabled: bool = True
     train_subset: int | None = None
     test_subset: int | None = None
@@ -144,6 +177,32 @@ class MonitorConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """How a run is tracked in MLflow.
+
+    Attributes:
+        system_metrics: log MLflow's system metrics (``system/*``: CPU, memory, disk, network;
+            GPU with nvidia-ml-py) while the run trains.
+        system_metrics_interval_s: seconds between two system-metric samples.
+        plot_every: redraw the distribution heat maps every this many epochs and after the
+            last one (0 = never; each costs a matplotlib render per policy key).
+        log_model: log the final target (and the best one, with ``monitor.keep_best``) as an
+            MLflow model, listed in the experiment's Models tab.
+        register_as: also register the final model in the Model Registry under this name
+            (a new version per run); None = not registered.
+    """
+
+    limits: ClassVar[dict[str, Limit]] = {"system_metrics_interval_s": POSITIVE,
+                                          "plot_every": NON_NEGATIVE_INT}
+
+    system_metrics: bool = True
+    system_metrics_interval_s: float = 10.0
+    plot_every: int = 1
+    log_model: bool = True
+    register_as: str | None = None
+
+
+@dataclass(frozen=True)
 class CotrainConfig:
     """One co-training run.
 
@@ -154,13 +213,24 @@ class CotrainConfig:
         device: ``auto`` (cuda if available), ``cpu`` or ``cuda``.
         bn_mode: BatchNorm mode of the target during attack steps (``eval`` leaves its running
             statistics untouched; ``train`` attacks through batch statistics).
-        resume: MLflow run id of an interrupted run to continue (its checkpoint is loaded).
+        resume: MLflow run id of a run to continue from its last checkpoint (it takes the
+            run's own config; only epochs, progress, device, checkpoint_dir,
+            checkpoint_every_s and tracking.* may be given with it; ``epochs=N`` extends or
+            re-plans the run to N epochs).
         experiment: MLflow experiment name.
-        run_name: MLflow run name (default: ``<policy>-<data>-<target>``).
+        run_name: MLflow run name (default: ``<policy>-<data>-<target>``, the fields set on
+            the command line and the seed).
         checkpoint_dir: local folder for checkpoints (one sub-folder per run id).
-        progress: show progress bars.
+        checkpoint_every_s: also write a checkpoint every this many seconds, at the end of a
+            batch (0 = only at the end of each epoch and on SIGTERM/SIGINT).
+        progress: show progress bars (per-epoch summaries are logged either way).
         monitor: the catastrophic-overfitting monitor (runners/co_monitor.py).
+        tracking: MLflow tracking (system metrics, the model, registration).
     """
+
+    limits: ClassVar[dict[str, Limit]] = {
+        "epochs": COUNT, "batch_size": COUNT, "seed": NON_NEGATIVE_INT,
+        "checkpoint_every_s": NON_NEGATIVE}
 
     defaults: list[Any] = field(default_factory=lambda: [
         "_self_", {"data": "digits"}, {"target": "auto"}, {"policy": "las_at"},
@@ -173,6 +243,7 @@ class CotrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     epochs: int | None = None
     batch_size: int = 128
     seed: int = 0
@@ -182,15 +253,20 @@ class CotrainConfig:
     experiment: str = "learned-at"
     run_name: str | None = None
     checkpoint_dir: str = "checkpoints"
+    checkpoint_every_s: float = 600.0
     progress: bool = True
 
 
 #: per-data-set defaults for the ``None`` fields (the budget's preset is the geometry's).
 DATA_PRESETS: dict[str, dict[str, Any]] = {
-    "digits": {"target": "digits_cnn", "epochs": 30, "lr": 0.1, "augment": False},
-    "mnist": {"target": "mnist_cnn", "epochs": 20, "lr": 0.01, "augment": False},
-    "cifar10": {"target": "preact_resnet18", "epochs": 110, "lr": 0.1, "augment": True},
-    "cifar100": {"target": "preact_resnet18", "epochs": 110, "lr": 0.1, "augment": True},
+    "digits": {"target": "digits_cnn", "epochs": 30, "lr": 0.1, "augment": False,
+               "image_shape": (1, 8, 8)},
+    "mnist": {"target": "mnist_cnn", "epochs": 20, "lr": 0.01, "augment": False,
+              "image_shape": (1, 28, 28)},
+    "cifar10": {"target": "preact_resnet18", "epochs": 110, "lr": 0.1, "augment": True,
+                "image_shape": (3, 32, 32)},
+    "cifar100": {"target": "preact_resnet18", "epochs": 110, "lr": 0.1, "augment": True,
+                 "image_shape": (3, 32, 32)},
 }
 
 GROUP_NAMES = ("data", "target", "policy", "at_loss", "threat")
@@ -271,7 +347,29 @@ def _explain(overrides: list[str], error: Exception) -> ConfigError:
             return ConfigError(f"unknown config key {key!r}; valid keys in {where}: "
                                f"{', '.join(_valid_keys(base, parent))}")
     cause = error.__cause__ or error
-    return ConfigError(f"bad override in {overrides}: {cause}")
+    key = getattr(cause, "full_key", None)
+    first = str(getattr(cause, "msg", None) or cause).strip().splitlines()[0]
+    if key:  # an OmegaConf type error: "Value 'abc' ... could not be converted to Integer"
+        given = next((o.split("=", 1)[1] for o in overrides
+                      if o.split("=", 1)[0].lstrip("+~") == key.split("[")[0]), None)
+        shown = f"{key}={given}" if given is not None else key
+        return ConfigError(f"{shown}: {_plain_type_message(first)}")
+    return ConfigError(f"bad override in {' '.join(overrides)}: {first}")
+
+
+def _plain_type_message(message: str) -> str:
+    """OmegaConf's type errors in the words of the command line."""
+    m = re.match(r"Invalid value '(.*)', expected one of \[(.*)\]", message)
+    if m:
+        return f"unknown option {m.group(1)!r}; valid: {m.group(2)}"
+    m = re.match(r"Value '(.*)' of type '\w+' could not be converted to (\w+)", message)
+    if m:
+        kind = m.group(2).lower()
+        return f"expected {'an' if kind[0] in 'aeiou' else 'a'} {kind}, got {m.group(1)!r}"
+    m = re.match(r"Value '(.*)' is not a valid bool", message)
+    if m:
+        return f"expected true or false, got {m.group(1)!r}"
+    return message
 
 
 def _compose(overrides: list[str]) -> DictConfig:
@@ -297,9 +395,17 @@ def compose_config(overrides: list[str] | None = None) -> CotrainConfig:
     except Exception as error:  # Hydra raises several exception types for bad overrides
         raise _explain(overrides, error) from None
     try:
-        return to_object(cfg)
+        obj = to_object(cfg)
     except ValueError as error:  # a config dataclass rejected a value in __post_init__
         raise ConfigError(str(error)) from None
+    problems, warnings = validate_config(obj, DATA_PRESETS[obj.data.name]["image_shape"])
+    if problems:
+        more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" \
+            if len(problems) > 1 else ""
+        raise ConfigError(problems[0] + more)
+    for warning in warnings:
+        _log.warning(warning)
+    return obj
 
 
 def to_object(cfg: DictConfig) -> CotrainConfig:

@@ -4,21 +4,46 @@ Usage::
 
     python -m runners.cotrain [group=option ...] [key=value ...]     # one run
     python -m runners.cotrain -m policy=pgd_at,fgsm_rs seed=0,1       # a sweep (Hydra multirun)
-    python -m runners.cotrain resume=<run_id>                         # continue a run
+    python -m runners.cotrain resume=<run_id> [epochs=N]              # continue (or extend) a run
+    python -m runners.cotrain --help | --cfg job                      # fields and defaults / config
 
 Per batch: the policy attacks the batch through the env, the target takes its AT step, the
 policy may learn (``policy.update``). Per epoch: test accuracy (clean, PGD-10 on a fixed
-subset), the policy's choice distributions, a checkpoint. At the end: clean and PGD-20
-accuracy on the whole test set. Everything goes to one MLflow run; the last line printed is
-``run_id=<id>``.
+subset), the policy's choice distributions, a checkpoint, a summary line through ``logging``.
+At the end: clean and PGD-20 accuracy on the whole test set, and the target as an MLflow model.
+Everything goes to one MLflow run; the last line printed is ``run_id=<id>``.
+
+Checkpoints and resume (``<checkpoint_dir>/<run id>/last.pt``, mirrored to the run's
+``checkpoints/last.pt``; written atomically, so a failed write leaves the previous one):
+
+* after every epoch, every ``checkpoint_every_s`` seconds (at the end of a batch), and on
+  SIGTERM / SIGINT (at the end of the batch in flight; during an evaluation at once): the run
+  is then ``KILLED`` with its resume command in the tag ``resume_command``, exit status
+  128 + signal;
+* a checkpoint holds the position inside the epoch (batches done, the data order's generator
+  state at the epoch start, the epoch's running sums and distribution values), so
+  ``resume=<id>`` continues mid-epoch *exactly* as the uninterrupted run would have (also
+  after ``kill -9``, from the last checkpoint written);
+* ``resume=<id> epochs=N`` re-plans a run to N epochs (N >= the epochs it has started),
+  also a finished one: every schedule that depends on the run's length — the target's
+  learning rate, LAS-AT's policy lr milestones, curriculum / Dynamic ramps, PPO's progress —
+  is re-derived for N epochs from the current step on (the epochs already trained keep the
+  old schedule); the tag ``epochs_replanned`` records it. A finished run resumed without
+  ``epochs=`` is refused, and the final evaluation is logged once per step;
+* NaN or ±inf in the loss or a policy metric stops the run (``FAILED``) with the batch and
+  the last good checkpoint in the message; it is checked on the host every
+  :data:`SYNC_EVERY` batches (the progress line's sync), before every checkpoint and at the
+  end of each epoch — no host sync per batch, and no checkpoint ever holds a non-finite step.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
-from dataclasses import dataclass
+import uuid
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import torch
@@ -30,41 +55,42 @@ from envs.episode import run_episode
 from envs.geometry.base import make_geometry
 from envs.requirements import EnvRequirements
 from runners.checkpoint import CheckpointError, restore_rng_state, rng_state, save_checkpoint
+from runners.cli_args import UsageError, run_cli, wants_help
 from runners.co_monitor import COMonitor
 from runners.config import (CotrainConfig, ConfigError, compose_config, config_to_dict, plain,
                             resolve)
-from runners.device import DeviceError, pick_device
+from runners.device import pick_device
 from runners.distributions import DistributionHistory, log_distributions
+from runners.epoch_progress import EpochProgress
+from runners.preemption import RunInterrupted, StopSignals
 from runners.recipes import expand_recipes, format_recipes
 from runners.robustness import evaluate
 from runners.run_loading import load_run_state
+from runners.run_naming import RESUME_KEYS, resolved_config, run_name
 from runners.schedule import make_scheduler
 from runners.tracking import Tracker, flatten_config
-from targets.datasets import DataSet, DataSetError, load_dataset, subset_dataset
+from targets.datasets import DataSet, load_dataset, subset_dataset
 from targets.loader import Batch, DeviceLoader
 from targets.losses.base import make_at_loss
 from targets.models import make_model
 from targets.target import Target
 
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
+"""3: checkpoints may fall inside an epoch (``batch`` > 0 and ``progress``). 2 still loads."""
 GENERATORS = ("data", "attack", "policy")
+SYNC_EVERY = 10
+"""Batches between two host reads of the running loss (progress line) and the NaN flag."""
+PROG = "runners.cotrain"
+
+_log = logging.getLogger(__name__)
 
 
-@dataclass
-class EpochAccumulator:
-    """Device-side running sums of per-batch training scalars (no host sync)."""
+class NonFiniteError(RuntimeError):
+    """NaN or ±inf in the loss or a policy metric: the run stops (its message says where)."""
 
-    sums: dict[str, torch.Tensor]
-    count: int = 0
 
-    def add(self, values: dict[str, torch.Tensor]) -> None:
-        for k, v in values.items():
-            v = v.detach().float()
-            self.sums[k] = self.sums[k] + v if k in self.sums else v
-        self.count += 1
-
-    def means(self) -> dict[str, torch.Tensor]:
-        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+class CheckpointWriteError(RuntimeError):
+    """The final checkpoint could not be written (the run stays resumable from the last one)."""
 
 
 class Cotrainer:
@@ -75,15 +101,18 @@ class Cotrainer:
         overrides: the command-line overrides it came from (stored for resume).
         tracking_uri: MLflow tracking URI (None = MLflow's default / MLFLOW_TRACKING_URI).
         data: an in-memory data set to use instead of loading ``cfg.data`` (benchmarks, tests).
+        tags: extra tags of the run (a sweep's ``sweep_id``).
     """
 
     def __init__(self, cfg: CotrainConfig, overrides: list[str],
-                 tracking_uri: str | None = None, data: DataSet | None = None) -> None:
+                 tracking_uri: str | None = None, data: DataSet | None = None,
+                 tags: dict[str, str] | None = None) -> None:
         self.cfg, self.overrides = cfg, list(overrides)
+        self.extra_tags = dict(tags or {})
         self.resolved = r = resolve(cfg)
         self.device = pick_device(cfg.device)
         if data is None:
-            data = load_dataset(cfg.data.name, cfg.data.root)
+            data = load_dataset(cfg.data.name, cfg.data.root, download=cfg.data.download)
         self.data = subset_dataset(data, cfg.data.train_subset, cfg.data.test_subset)
         self.gens = {k: torch.Generator(device=self.device).manual_seed(cfg.seed + i)
                      for i, k in enumerate(GENERATORS)}
@@ -92,7 +121,8 @@ class Cotrainer:
                                          generator=self.gens["data"])
         if len(self.train_loader) == 0:
             raise ConfigError(f"batch_size={cfg.batch_size} exceeds the training set "
-                              f"({len(self.data.train)} samples)")
+                              f"({len(self.data.train)} samples): accepted 1 to "
+                              f"{len(self.data.train)}")
         self.test_x = self.data.test.images.to(self.device).float().div_(255)
         self.test_y = self.data.test.labels.to(self.device)
         n_sub = min(cfg.eval.test_subset, len(self.test_y))
@@ -101,14 +131,18 @@ class Cotrainer:
         torch.manual_seed(cfg.seed)  # model initialisation is the only global-RNG consumer
         model = make_model(r.target, self.data.image_shape, self.data.num_classes)
         model.to(self.device)
-        self.geometry = make_geometry(cfg.threat)
-        at_loss = make_at_loss(cfg.at_loss)
-        self.context = PolicyContext(
-            geometry=self.geometry, eps=r.eps, image_shape=self.data.image_shape,
-            num_classes=self.data.num_classes, num_train=len(self.data.train), epochs=r.epochs,
-            batches_per_epoch=len(self.train_loader), device=self.device,
-            attack_loss=at_loss.attack_loss, data=cfg.data.name, at_loss_name=cfg.at_loss.name)
-        self.policy: Policy = make_policy(cfg.policy, self.context).to(self.device)
+        try:  # components check their settings when built: a bad one is a config error
+            self.geometry = make_geometry(cfg.threat)
+            at_loss = make_at_loss(cfg.at_loss)
+            self.context = PolicyContext(
+                geometry=self.geometry, eps=r.eps, image_shape=self.data.image_shape,
+                num_classes=self.data.num_classes, num_train=len(self.data.train),
+                epochs=r.epochs, batches_per_epoch=len(self.train_loader), device=self.device,
+                attack_loss=at_loss.attack_loss, data=cfg.data.name,
+                at_loss_name=cfg.at_loss.name)
+            self.policy: Policy = make_policy(cfg.policy, self.context).to(self.device)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         optimizer = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=cfg.optim.momentum,
                                     weight_decay=cfg.optim.weight_decay)
         scheduler = make_scheduler(optimizer, cfg.optim.schedule,
@@ -116,7 +150,7 @@ class Cotrainer:
                                    cfg.optim.gamma, cfg.optim.cyclic_peak)
         self.target = Target(model, optimizer, scheduler, at_loss, self.make_env, cfg.bn_mode)
         self.env = self.make_env(self.policy.requirements().merge(at_loss.env_requirements))
-        self.distributions = DistributionHistory()
+        self.distributions = DistributionHistory(max_categories=16)
         for key, grid in self.policy.grids().items():
             self.distributions.declare(key, grid)
         self.start_epoch, self.global_step = 0, 0
@@ -130,6 +164,14 @@ class Cotrainer:
         self.stop_requested = False
         #: the metrics of the epoch being finished, readable by epoch hooks.
         self.current_metrics: dict[str, Any] = {}
+        self.signals = StopSignals()
+        self._progress: EpochProgress | None = None  # the epoch in progress
+        self._resume_progress: EpochProgress | None = None  # a checkpoint's partial epoch
+        self._resume_policy: tuple[dict, dict] | None = None  # policy state for a mid-epoch resume
+        self._resumed_epoch: int | None = None  # first epoch after a resume (dedup its metrics)
+        self._last_good: tuple[Path, int, int] | None = None  # checkpoint, epoch, batch
+        self._save_failed = False
+        self._last_save_time = time.monotonic()
 
     @property
     def model(self) -> torch.nn.Module:
@@ -154,39 +196,89 @@ class Cotrainer:
         """Local checkpoint of a run: ``<checkpoint_dir>/<run_id>/last.pt``."""
         return Path(self.cfg.checkpoint_dir) / run_id / "last.pt"
 
-    def state(self, next_epoch: int) -> dict[str, Any]:
-        """Everything needed to continue the run exactly (weights_only-loadable)."""
+    def state(self, next_epoch: int, batch: int = 0) -> dict[str, Any]:
+        """Everything needed to continue the run exactly (weights_only-loadable).
+
+        ``next_epoch``/``batch``: the position — ``batch`` batches of epoch ``next_epoch`` are
+        done; with ``batch`` > 0 the epoch's running sums and pending distribution values are
+        saved too (:class:`EpochProgress`).
+        """
+        mid_epoch = batch > 0 and self._progress is not None
         return {
             "format": CHECKPOINT_FORMAT, "overrides": self.overrides,
-            "config": config_to_dict(self.cfg), "epoch": next_epoch,
+            "config": config_to_dict(self.cfg), "epoch": next_epoch, "batch": batch,
             "global_step": self.global_step, **self.target.state_dict(),
             "policy": self.policy.state_dict(), "policy_extra": self.policy.extra_state(),
             "rng": rng_state(self.gens),
-            "distributions": self.distributions.state_dict(),
+            "progress": self._progress.state() if mid_epoch else None,
+            "distributions": self.distributions.state_dict(include_pending=mid_epoch),
             "image_shape": list(self.data.image_shape), "num_classes": self.data.num_classes,
             "target": self.resolved.target, "eps": self.resolved.eps,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state` (the inverse, for resume)."""
-        if state.get("format") != CHECKPOINT_FORMAT:
+        if state.get("format") not in (2, CHECKPOINT_FORMAT):
             raise CheckpointError(f"checkpoint format {state.get('format')} was written by another "
                                   f"version of this project (this one reads {CHECKPOINT_FORMAT});"
                                   " start a fresh run")
         self.target.load_state_dict(state)
+        self._rederive_lr()
         self.policy.load_state_dict(state["policy"])
         self.policy.load_extra_state(state["policy_extra"])
         restore_rng_state(state["rng"], self.gens)
-        self.distributions.load_state_dict(state["distributions"])
+        self.distributions.load_state_dict(state["distributions"], self.device)
         self.start_epoch, self.global_step = state["epoch"], state["global_step"]
+        self._resumed_epoch = self.start_epoch
+        if state.get("progress") is not None:  # written inside an epoch
+            self._resume_progress = EpochProgress.from_state(state["progress"], self.device)
+            self._resume_policy = (state["policy"], state["policy_extra"])
 
-    def save(self, next_epoch: int) -> None:
-        """Atomic local checkpoint, mirrored to the MLflow run as ``checkpoints/last.pt``."""
+    def _rederive_lr(self) -> None:
+        """Set each group's lr from this run's schedule at the restored step (the same value
+        unless the run was re-planned to another number of epochs)."""
+        scheduler = self.target.scheduler
+        for group, base, f in zip(self.optimizer.param_groups, scheduler.base_lrs,
+                                  scheduler.lr_lambdas):
+            group["lr"] = base * f(scheduler.last_epoch)
+
+    def save(self, next_epoch: int, batch: int = 0) -> bool:
+        """Atomic local checkpoint at a position, mirrored to the MLflow run as
+        ``checkpoints/last.pt``. A failed write (a full disk) is logged and leaves the previous
+        checkpoint intact; returns whether it was written."""
         assert self.tracker is not None
+        self._check_finite()  # never checkpoint a non-finite step
         path = self.checkpoint_path(self.tracker.run_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(path, self.state(next_epoch))
-        self.tracker.log_artifact(str(path), "checkpoints")
+        self._last_save_time = time.monotonic()
+        try:
+            save_checkpoint(path, self.state(next_epoch, batch))
+        except (OSError, RuntimeError) as error:
+            self._save_failed = True
+            last = self._describe_last_good()
+            _log.error("checkpoint write failed (%s); %s", _one_line(error), last)
+            self._safe_tag("checkpoint_error", f"{_one_line(error)}; {last}")
+            return False
+        self._save_failed = False
+        self._last_good = (path, next_epoch, batch)
+        try:
+            self.tracker.log_artifact(str(path), "checkpoints")
+        except Exception as error:  # the local copy is what resume reads first
+            _log.warning("could not copy the checkpoint to MLflow: %s", _one_line(error))
+        return True
+
+    def _describe_last_good(self) -> str:
+        if self._last_good is None:
+            return "no checkpoint of this run has been written yet"
+        path, epoch, batch = self._last_good
+        where = f"end of epoch {epoch}" if batch == 0 else f"epoch {epoch + 1}, batch {batch}"
+        return f"the last good checkpoint {path} ({where}) is intact"
+
+    def _safe_tag(self, key: str, value: str) -> None:
+        try:
+            assert self.tracker is not None
+            self.tracker.set_tag(key, value[:5000])
+        except Exception:  # pragma: no cover - a tag must never stop the run
+            _log.warning("could not set tag %s", key)
 
     # -- the loop ---------------------------------------------------------------------
     def train_batch(self, b: Batch, epoch: int) -> tuple[dict[str, torch.Tensor],
@@ -211,32 +303,82 @@ class Cotrainer:
         self.global_step += 1
         return stats, policy_metrics or {}
 
+    def _epoch_batches(self, progress: EpochProgress) -> Iterator[Batch]:
+        """The epoch's batches from ``progress.batch`` on, in the uninterrupted run's order."""
+        batches = iter(self.train_loader)
+        if progress.batch == 0:
+            return batches
+        gen = self.gens["data"]
+        current = gen.get_state()
+        gen.set_state(progress.data_rng)  # redraw the epoch's order and skipped augmentations
+        for _ in range(progress.batch):
+            next(batches)
+        gen.set_state(current)
+        return batches
+
     def train_epoch(self, epoch: int, bar: tqdm) -> dict[str, torch.Tensor]:
-        """One pass over the training set; returns device-side epoch means."""
-        acc = EpochAccumulator({})
-        policy_metrics = EpochAccumulator({})
+        """One pass over the training set (or its rest, after a mid-epoch resume); returns
+        device-side epoch means."""
+        p, self._resume_progress = self._resume_progress, None
+        if p is None or p.epoch != epoch:
+            p = EpochProgress(epoch, self.global_step, self.gens["data"].get_state())
+        self._progress = p
         self.policy.begin_epoch(epoch)
-        for b in self.train_loader:
-            stats, pm = self.train_batch(b, epoch)
-            acc.add(stats)
-            if pm:
-                policy_metrics.add(pm)
+        if self._resume_policy is not None:  # mid-epoch: the policy as it was at that batch
+            weights, extra = self._resume_policy
+            self.policy.load_state_dict(weights)
+            self.policy.load_extra_state(extra)
+            self._resume_policy = None
+        for b in self._epoch_batches(p):
+            try:
+                stats, pm = self.train_batch(b, epoch)
+            except RuntimeError:
+                self._check_finite()  # a NaN policy fails in its sampler: name the NaN
+                raise
+            p.add(stats, pm)
             bar.update(1)
-            if self.global_step % 10 == 0:  # host sync for the progress bar, every 10 batches
-                m = acc.means()
-                bar.set_postfix(loss=f"{m['train/loss'].item():.3f}",
-                                adv_acc=f"{m['train/adv_acc'].item():.3f}")
-        return {**acc.means(), **policy_metrics.means()}
+            if self.global_step % SYNC_EVERY == 0:
+                self._sync(p, bar)
+            if self.signals.requested:
+                self.save(epoch, p.batch)
+                self.signals.check()
+            every = self.cfg.checkpoint_every_s
+            if every > 0 and time.monotonic() - self._last_save_time >= every:
+                self.save(epoch, p.batch)
+        self._check_finite()
+        return {**p.stats.means(), **p.policy_metrics.means()}
+
+    def _sync(self, p: EpochProgress, bar: tqdm) -> None:
+        """The periodic host read: running loss / adversarial accuracy and the NaN flag."""
+        m = p.stats.means()
+        loss, adv, bad = torch.stack([m["train/loss"], m["train/adv_acc"],
+                                      p.bad.float()]).tolist()  # one transfer
+        if bad:
+            self._check_finite()
+        bar.set_postfix(loss=f"{loss:.3f}", adv_acc=f"{adv:.3f}")
+
+    def _check_finite(self) -> None:
+        """Raise :class:`NonFiniteError` if a non-finite value was seen (one host sync)."""
+        p = self._progress
+        if p is None or p.bad is None or not bool(p.bad):
+            return
+        index = int(p.good)  # batches of the epoch before the first bad one
+        step = p.start_step + index
+        raise NonFiniteError(
+            f"non-finite loss or policy value (NaN/inf) at epoch {p.epoch + 1}, batch "
+            f"{index + 1} (global step {step}); the run stops, and "
+            f"{self._describe_last_good()} (try a lower optim.lr or another setting in a new "
+            "run)")
 
     def evaluate_epoch(self) -> dict[str, float]:
         """Test clean accuracy, PGD on the fixed test subset, clean accuracy on a train subset."""
         n = min(self.cfg.eval.test_subset, len(self.test_y))
-        steps = self.cfg.eval.epoch_pgd_steps
+        steps, progress = self.cfg.eval.epoch_pgd_steps, self.cfg.progress
         res = evaluate(self.model, self.test_x[:n], self.test_y[:n], ["clean", f"pgd{steps}"],
                        self.geometry, self.resolved.eps, self.cfg.eval.batch_size,
-                       torch.Generator(device=self.device).manual_seed(self.cfg.seed))
+                       torch.Generator(device=self.device).manual_seed(self.cfg.seed), progress)
         full_clean = evaluate(self.model, self.test_x, self.test_y, ["clean"], self.geometry,
-                              self.resolved.eps, self.cfg.eval.batch_size)
+                              self.resolved.eps, self.cfg.eval.batch_size, progress=progress)
         train_clean = evaluate(self.model, self.train_sub_x, self.train_sub_y, ["clean"],
                                self.geometry, self.resolved.eps, self.cfg.eval.batch_size)
         return {"test/clean_acc": full_clean["clean"]["acc"],
@@ -255,60 +397,43 @@ class Cotrainer:
 
     def _open_tracker(self, run_id: str | None) -> Tracker:
         c, r = self.cfg, self.resolved
-        name = c.run_name or f"{c.policy.name}-{c.data.name}-{r.target}"
         tags = {"policy": c.policy.name, "target": r.target, "data": c.data.name,
-                "at_loss": c.at_loss.name, "threat": c.threat.name}
-        tracker = Tracker(c.experiment, run_id=run_id, run_name=name, tags=tags,
-                          tracking_uri=self.tracking_uri)
+                "at_loss": c.at_loss.name, "threat": c.threat.name, **self.extra_tags}
+        tracker = Tracker(c.experiment, run_id=run_id,
+                          run_name=c.run_name or run_name(c, self.overrides, r.target),
+                          tags=tags, tracking_uri=self.tracking_uri,
+                          system_metrics=c.tracking.system_metrics,
+                          system_metrics_interval_s=c.tracking.system_metrics_interval_s)
         if run_id is None:  # a resumed run keeps the params it was created with
             params = flatten_config(config_to_dict(c))
             params.update({f"resolved.{k}": str(plain(v)) for k, v in vars(r).items()})
+            presets = self.policy.resolved_presets()
+            params.update(flatten_config({f"resolved.policy.{k}": plain(v)
+                                          for k, v in presets.items()}))
             tracker.log_params(params)
             tracker.log_text(" ".join(self.overrides), "config/overrides.txt")
+            tracker.log_text(resolved_config(c, r, presets), "config/resolved.yaml")
         return tracker
 
     def run(self, run_id: str | None = None) -> str:
-        """Train from ``start_epoch`` to the end, evaluate, and return the MLflow run id."""
+        """Train from the checkpoint's position (or the start) to the end, evaluate, log the
+        model, and return the MLflow run id (see the module docstring for stops and resume)."""
         self.tracker = tracker = self._open_tracker(run_id)
-        epochs = self.resolved.epochs
         try:
-            for epoch in range(self.start_epoch, epochs):
-                bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch + 1}/{epochs}",
-                           disable=not self.cfg.progress, leave=False)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                metrics: dict[str, Any] = dict(self.train_epoch(epoch, bar))
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize()
-                seconds = time.perf_counter() - t0
-                bar.close()
-                metrics.update(self.evaluate_epoch())
-                n_images = len(self.train_loader) * self.cfg.batch_size
-                metrics.update({"time/epoch_s": seconds,
-                                "time/train_images_per_s": n_images / max(seconds, 1e-9),
-                                "train/lr": self.optimizer.param_groups[0]["lr"]})
-                metrics.update(self.policy.epoch_metrics())
-                self.current_metrics = metrics
-                for hook in self.epoch_hooks:
-                    metrics.update(hook(self, epoch))
-                self.distributions.end_epoch(epoch)
-                tracker.log_metrics(metrics, step=epoch)
-                # policy/<key>_{mean,p10,p50,p90}, distributions/<key>.json, the heat-maps
-                log_distributions(tracker, self.distributions, epoch)
-                tracker.flush()
-                self.save(epoch + 1)
-                self._print_epoch(epoch, metrics)
-                if self.stop_requested:
-                    break
-            final = self.final_evaluation()
-            tracker.log_metrics(final, step=epochs)
-            tracker.flush()
-            print("  ".join(f"{k}={v:.4f}" for k, v in final.items()))
+            with self.signals:
+                self._train()
+                self._finish()
+        except RunInterrupted as stop:
+            self._end_killed(f"stopped by signal {stop.signum}")
+            raise
         except KeyboardInterrupt:
-            tracker.finish("KILLED")
-            print(f"\ninterrupted; continue with: python -m runners.cotrain "
-                  f"resume={tracker.run_id}", file=sys.stderr)
+            self._end_killed("interrupted")
+            raise
+        except (NonFiniteError, CheckpointWriteError) as error:
+            self._safe_tag("failure", str(error))
+            if isinstance(error, CheckpointWriteError):
+                self._safe_tag("resume_command", self._resume_command())
+            tracker.finish("FAILED")
             raise
         except BaseException:
             tracker.finish("FAILED")
@@ -316,13 +441,179 @@ class Cotrainer:
         tracker.finish("FINISHED")
         return tracker.run_id
 
-    def _print_epoch(self, epoch: int, m: dict[str, Any]) -> None:
-        if not self.cfg.progress:
-            return
+    def _resume_command(self) -> str:
+        assert self.tracker is not None
+        extra = "" if self.cfg.checkpoint_dir == "checkpoints" else \
+            f" checkpoint_dir={self.cfg.checkpoint_dir}"
+        return f"python -m runners.cotrain resume={self.tracker.run_id}{extra}"
+
+    def _end_killed(self, why: str) -> None:
+        assert self.tracker is not None
+        command = self._resume_command()
+        self._safe_tag("resume_command", command)
+        self.tracker.finish("KILLED")
+        _log.warning("%s; %s; continue with: %s", why, self._describe_last_good(), command)
+
+    def _train(self) -> None:
+        epochs = self.resolved.epochs
+        for epoch in range(self.start_epoch, epochs):
+            p = self._resume_progress
+            done = p.batch if p is not None and p.epoch == epoch else 0
+            bar = tqdm(total=len(self.train_loader), initial=done, leave=False,
+                       desc=f"epoch {epoch + 1}/{epochs}", disable=not self.cfg.progress)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            metrics: dict[str, Any] = dict(self.train_epoch(epoch, bar))
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            assert self._progress is not None
+            seconds = self._progress.seconds + time.perf_counter() - t0
+            bar.close()
+            t_eval = time.perf_counter()
+            try:
+                with self.signals.interruptible():  # nothing to lose here: stop at once
+                    metrics.update(self._evaluate_and_hooks(epoch, metrics, seconds))
+            except RunInterrupted:
+                self._progress.seconds = seconds
+                self.save(epoch, len(self.train_loader))  # training of the epoch is done
+                raise
+            eval_seconds = time.perf_counter() - t_eval
+            self._commit_epoch(epoch, metrics)
+            self._log_summary(epoch, metrics, seconds, eval_seconds)
+            self.signals.check()  # a signal during the commit: the checkpoint is written
+            if self.stop_requested:
+                break
+
+    def _evaluate_and_hooks(self, epoch: int, metrics: dict[str, Any], seconds: float
+                            ) -> dict[str, Any]:
+        out = self.evaluate_epoch()
+        n_images = len(self.train_loader) * self.cfg.batch_size
+        out.update({"time/epoch_s": seconds,
+                    "time/train_images_per_s": n_images / max(seconds, 1e-9),
+                    "train/lr": self.optimizer.param_groups[0]["lr"]})
+        out.update(self.policy.epoch_metrics())
+        self.current_metrics = {**metrics, **out}
+        for hook in self.epoch_hooks:
+            out.update(hook(self, epoch))
+        return out
+
+    def _commit_epoch(self, epoch: int, metrics: dict[str, Any]) -> None:
+        """Log the epoch and checkpoint its end (signals wait until this is done)."""
+        assert self.tracker is not None
+        tracker = self.tracker
+        self.distributions.end_epoch(epoch)
+        # after kill -9 between logging and checkpointing, the redone epoch is not logged twice
+        logged = epoch == self._resumed_epoch and tracker.has_metric_at("train/loss", epoch)
+        every, last = self.cfg.tracking.plot_every, epoch + 1 == self.resolved.epochs
+        plot = every > 0 and ((epoch + 1) % every == 0 or last or self.stop_requested)
+        # policy/<key>_{mean,p10,p50,p90}, distributions/<key>.json, the heat-maps
+        metrics.update(log_distributions(tracker, self.distributions, epoch, log_metrics=False,
+                                         plot=plot))
+        if not logged:
+            tracker.log_metrics(metrics, step=epoch)
+        tracker.flush()
+        self._progress = None
+        self.save(epoch + 1)
+
+    def _log_summary(self, epoch: int, m: dict[str, Any], seconds: float,
+                     eval_seconds: float) -> None:
         keys = ("train/loss", "train/adv_acc", "test/clean_acc", "test/pgd_acc",
-                "monitor/test_fgsm_acc", "monitor/co", "time/epoch_s")
-        vals = "  ".join(f"{k}={float(m[k]):.3f}" for k in keys if k in m)
-        tqdm.write(f"epoch {epoch + 1}/{self.resolved.epochs}  {vals}")
+                "monitor/test_fgsm_acc", "monitor/co")
+        values = "  ".join(f"{k}={float(m[k]):.3f}" for k in keys if k in m)
+        _log.info("epoch %d/%d  %s  train %.1fs  eval %.1fs", epoch + 1, self.resolved.epochs,
+                  values, seconds, eval_seconds)
+
+    def _finish(self) -> None:
+        """Final evaluation (logged once per step), the model, and a final checkpoint check."""
+        assert self.tracker is not None
+        tracker, epochs = self.tracker, self.resolved.epochs
+        with self.signals.interruptible():
+            final = self.final_evaluation()
+        if not tracker.has_metric_at("eval/clean_acc", epochs):
+            tracker.log_metrics(final, step=epochs)
+        tracker.flush()
+        _log.info("final  %s", "  ".join(f"{k}={v:.4f}" for k, v in final.items()))
+        if self._save_failed:
+            raise CheckpointWriteError(
+                f"the final checkpoint could not be written; {self._describe_last_good()}: free "
+                f"space and continue with: {self._resume_command()}")
+        if self.cfg.tracking.log_model:
+            with self.signals.interruptible():
+                self._log_models(epochs)
+
+    def _log_models(self, epochs: int) -> None:
+        """The final target (and the best one, with ``monitor.keep_best``) as MLflow models."""
+        assert self.tracker is not None
+        example = self.test_x[:1]
+
+        def cpu_model(weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+            model = make_model(self.resolved.target, self.data.image_shape, self.data.num_classes)
+            model.load_state_dict(weights)
+            return model.to("cpu").eval()
+
+        try:
+            uri = self.tracker.log_model(cpu_model(self.model.state_dict()), example, "model",
+                                         self.cfg.tracking.register_as, step=epochs)
+            self.tracker.set_tag("model_uri", uri)
+            best = self.checkpoint_path(self.tracker.run_id).with_name("best.pt")
+            if self.cfg.monitor.keep_best and best.exists():
+                from runners.checkpoint import load_checkpoint
+
+                state = load_checkpoint(best)
+                self.tracker.log_model(cpu_model(state["model"]), example, "best",
+                                       step=int(state["epoch"]))
+        except Exception as error:  # training is done: a model-store problem must not fail it
+            _log.warning("logging the model failed: %s", _one_line(error))
+            self._safe_tag("model_error", _one_line(error))
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _resume_overrides(saved: list[str], given: list[str], run_id: str) -> list[str]:
+    """The resumed run's overrides: its own, with the resume-time settings of ``given``."""
+    bad = [o for o in given if not o.split("=", 1)[0].startswith(RESUME_KEYS)]
+    if bad:
+        raise ConfigError(
+            f"resume={run_id} continues the run with its own config; {' '.join(bad)} cannot "
+            f"change it (with resume= only {', '.join(k.rstrip('.') for k in RESUME_KEYS)} may "
+            "be given); start a new run to change the config")
+    given = [o for o in given if not o.startswith("resume=")]
+    keys = {o.split("=", 1)[0] for o in given}
+    return [o for o in saved if o.split("=", 1)[0] not in keys] + given
+
+
+def resume(run_id: str, overrides: list[str], checkpoint_dir: str,
+           tracking_uri: str | None = None) -> str:
+    """Continue (or, with ``epochs=N``, re-plan) run ``run_id`` from its last checkpoint."""
+    from mlflow import MlflowClient
+
+    from runners.tracking import get_run
+
+    run = get_run(MlflowClient(tracking_uri), run_id)
+    state = load_run_state(run_id, checkpoint_dir, tracking_uri)
+    saved = [o for o in state["overrides"] if not o.startswith("resume=")]
+    merged = _resume_overrides(saved, overrides, run_id)
+    cfg = compose_config(merged)
+    planned = resolve(compose_config(saved)).epochs
+    epochs = resolve(cfg).epochs
+    started = state["epoch"] + (1 if state.get("batch", 0) else 0)
+    finished = run.info.status == "FINISHED"
+    if finished and epochs == planned:
+        raise ConfigError(f"run {run_id} finished its {planned} epochs; resume={run_id} "
+                          f"epochs=N (N > {planned}) extends it")
+    if epochs < started:
+        raise ConfigError(f"epochs={epochs}: run {run_id} has already started {started} "
+                          f"epochs; accepted epochs >= {started}")
+    trainer = Cotrainer(cfg, [o for o in merged if not o.startswith(("progress=", "device="))],
+                        tracking_uri)
+    trainer.load_state(state)
+    if epochs != planned:
+        _log.info("run %s re-planned from %d to %d epochs", run_id, planned, epochs)
+        trainer.extra_tags["epochs_replanned"] = f"{planned}->{epochs}"
+    return trainer.run(run_id=run_id)
 
 
 def cotrain(overrides: list[str], tracking_uri: str | None = None) -> str:
@@ -331,40 +622,88 @@ def cotrain(overrides: list[str], tracking_uri: str | None = None) -> str:
         overrides = expand_recipes(list(overrides))  # a run stores what the recipe meant
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    cfg = compose_config(overrides)
-    if cfg.resume:
-        state = load_run_state(cfg.resume, cfg.checkpoint_dir, tracking_uri)
-        saved = [o for o in state["overrides"] if not o.startswith(("progress=", "device="))]
-        extra = [o for o in overrides if o.startswith(("progress=", "device="))]
-        trainer = Cotrainer(compose_config(saved + extra), saved, tracking_uri)
-        trainer.load_state(state)
-        return trainer.run(run_id=cfg.resume)
-    return Cotrainer(cfg, overrides, tracking_uri).run()
+    given = dict(o.split("=", 1) for o in overrides if "=" in o)
+    if given.get("resume") not in (None, "", "null"):  # the run's own config, checked there
+        return resume(given["resume"], overrides,
+                      given.get("checkpoint_dir", CotrainConfig.checkpoint_dir), tracking_uri)
+    return Cotrainer(compose_config(overrides), overrides, tracking_uri).run()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point (single run, resume, or ``-m`` multirun through Hydra's sweeper)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+class _SweepJob:
+    """One job of a ``-m`` sweep: a bad combination or a stop ends it with one line."""
+
+    def __init__(self) -> None:
+        self.sweep_id = uuid.uuid4().hex[:12]
+        self.bad_input = 0  # jobs stopped by a usage error (exit status 2)
+        self.failed = 0  # jobs that failed in training (NaN, a checkpoint that cannot be written)
+
+    def __call__(self, cfg: CotrainConfig, overrides: list[str]) -> str | None:
+        from runners.cli_args import usage_errors
+
+        try:
+            return Cotrainer(cfg, overrides, tags={"sweep_id": self.sweep_id}).run()
+        except usage_errors() as error:
+            self.bad_input += 1
+            print(f"{PROG}: {' '.join(overrides)}: {_one_line(error)}", file=sys.stderr)
+        except (NonFiniteError, CheckpointWriteError) as error:
+            self.failed += 1
+            print(f"{PROG}: {' '.join(overrides)}: {_one_line(error)}", file=sys.stderr)
+        except RunInterrupted as stop:  # the whole sweep stops with the signal's status
+            raise SystemExit(stop.exit_code) from None
+        return None
+
+    @property
+    def exit_code(self) -> int:
+        return 2 if self.bad_input else 1 if self.failed else 0
+
+
+def _main(argv: list[str]) -> int:
+    from runners.config_help import (cotrain_help, pop_cfg_flag, print_configs,
+                                     reject_unknown_flags)
+    from runners.sweep import sweep_combinations
+
+    if wants_help(argv):
+        print(cotrain_help([a for a in argv if "=" in a]))
+        return 0
     if "recipe=list" in argv:
         print(format_recipes())
         return 0
-    if "-m" in argv or "--multirun" in argv:
-        try:
-            argv = expand_recipes(argv)
-        except ValueError as e:
-            print(f"runners.cotrain: {e}", file=sys.stderr)
-            return 2
-        from runners.multirun import multirun
+    argv, cfg_flag = pop_cfg_flag(argv)
+    multirun = "-m" in argv or "--multirun" in argv
+    argv = [a for a in argv if a not in ("-m", "--multirun")]
+    reject_unknown_flags(argv)
+    try:
+        argv = expand_recipes(argv)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    combinations = sweep_combinations(argv) if multirun else [argv]
+    configs = [(combo, compose_config(combo)) for combo in combinations]  # all, before any work
+    if cfg_flag:
+        print_configs(configs)
+        return 0
+    if multirun:
+        from runners.multirun import multirun as launch
 
-        return multirun([a for a in argv if a not in ("-m", "--multirun")],
-                        lambda cfg, overrides: Cotrainer(cfg, overrides).run())
+        job = _SweepJob()
+        _log.info("a sweep of %d runs, tagged sweep_id=%s", len(configs), job.sweep_id)
+        launch(argv, job)
+        return job.exit_code
     try:
         run_id = cotrain(argv)
-    except (ConfigError, DataSetError, CheckpointError, DeviceError) as e:  # bad input: message, no traceback
-        print(f"runners.cotrain: {e}", file=sys.stderr)
-        return 2
+    except RunInterrupted as stop:
+        return stop.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except (NonFiniteError, CheckpointWriteError) as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 1
     print(f"run_id={run_id}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point (single run, resume, ``-m`` sweep, ``--help``, ``--cfg job``)."""
+    return run_cli(PROG, lambda: _main(sys.argv[1:] if argv is None else list(argv)))
 
 
 if __name__ == "__main__":

@@ -8,11 +8,18 @@ transfer per key):
   of a fixed grid (values off the grid count for the nearest grid value);
 * histogram keys: the fraction of samples in each bin, over fixed edges
   (:meth:`DistributionHistory.declare_hist`; values outside are counted in the first/last bin)
-  or, for undeclared keys, ``default_bins`` equal bins between the epoch's min and max.
+  or, for undeclared keys, ``default_bins`` equal bins between the epoch's min and max;
+* undeclared keys whose epoch values take at most ``max_categories`` distinct values (a
+  constant budget, an iteration count) are categorical over those values, so a constant shows
+  as one value, not as a band of bins around it.
 
 Every row also holds ``mean``, ``p10``, ``p50``, ``p90`` and ``n`` (number of finite values;
-NaN and ±inf are left out of every statistic). :func:`log_distributions` writes the table and
-a heat map to a :class:`~runners.tracking.Tracker`.
+NaN and ±inf are left out of every statistic). :func:`log_distributions` writes the whole
+history of a key as one long-format MLflow table (:func:`distribution_table`, one line per
+epoch and value or bin; ``epoch`` counts from 1 as the co-training prints it, ``step`` is the
+MLflow step) and a heat map to a :class:`~runners.tracking.Tracker`. Tables of several runs
+load into one DataFrame with ``MlflowClient().load_table(experiment_id,
+"distributions/<key>.json", run_ids=[...], extra_columns=["run_id"])``.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ from runners import plots
 if TYPE_CHECKING:
     from runners.tracking import Tracker
 
-__all__ = ["DistributionHistory", "log_distributions"]
+__all__ = ["DistributionHistory", "aligned_rows", "as_histogram", "distribution_table",
+           "is_constant", "log_distributions", "rows_from_table"]
 
 _QUANTILES = (0.1, 0.5, 0.9)
 
@@ -38,12 +46,15 @@ class DistributionHistory:
 
     Args:
         default_bins: Number of bins of undeclared keys (between the epoch's min and max).
+        max_categories: Undeclared keys with at most this many distinct finite values in an
+            epoch get a categorical row over those values (0: always a histogram).
     """
 
-    def __init__(self, default_bins: int = 20) -> None:
+    def __init__(self, default_bins: int = 20, max_categories: int = 0) -> None:
         if default_bins < 1:
             raise ValueError(f"default_bins must be positive, got {default_bins}")
         self.default_bins = default_bins
+        self.max_categories = max_categories
         self._specs: dict[str, dict[str, Any]] = {}
         self._rows: dict[str, list[dict[str, Any]]] = {}
         self._pending: dict[str, list[torch.Tensor]] = {}
@@ -123,6 +134,10 @@ class DistributionHistory:
         count = weight.sum()
         safe_count = count.clamp_min(1)
         spec = self._specs.get(key)
+        if spec is None and self.max_categories > 0:
+            distinct = torch.unique(values[finite])  # one host sync per key and epoch
+            if 0 < distinct.numel() <= self.max_categories:
+                spec = {"kind": "categorical", "grid": distinct.tolist()}
 
         if spec is not None and spec["kind"] == "categorical":
             grid = torch.tensor(spec["grid"], dtype=values.dtype, device=values.device)
@@ -186,20 +201,30 @@ class DistributionHistory:
         """All rows of ``key`` so far, oldest first (copies)."""
         return [_copy_row(row) for row in self._rows.get(key, [])]
 
-    def state_dict(self) -> dict[str, Any]:
-        """Plain-python state (declarations and rows); values of an unfinished epoch are not kept."""
-        return {
+    def state_dict(self, include_pending: bool = False) -> dict[str, Any]:
+        """Plain-python state (declarations and rows); with ``include_pending`` also the values
+        of the unfinished epoch (``"pending"``: key -> float64 CPU tensor), for a checkpoint
+        written in the middle of an epoch."""
+        state: dict[str, Any] = {
             "default_bins": self.default_bins,
+            "max_categories": self.max_categories,
             "specs": {key: _copy_row(spec) for key, spec in self._specs.items()},
             "rows": {key: [_copy_row(row) for row in rows] for key, rows in self._rows.items()},
         }
+        if include_pending:
+            state["pending"] = {
+                key: torch.cat([c.to(dtype=torch.float64) for c in chunks]).cpu()
+                for key, chunks in self._pending.items() if chunks}
+        return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restores :meth:`state_dict` output (pending values are dropped)."""
+    def load_state_dict(self, state: dict[str, Any], device: torch.device | None = None) -> None:
+        """Restores :meth:`state_dict` output; pending values (if saved) go to ``device``."""
         self.default_bins = int(state["default_bins"])
+        self.max_categories = int(state.get("max_categories", 0))
         self._specs = {key: _copy_row(spec) for key, spec in state["specs"].items()}
         self._rows = {key: [_copy_row(row) for row in rows] for key, rows in state["rows"].items()}
-        self._pending = {}
+        self._pending = {key: [values.to(device) if device is not None else values]
+                         for key, values in state.get("pending", {}).items()}
 
 
 def _copy_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -211,30 +236,139 @@ def artifact_name(key: str) -> str:
     return key.replace("/", ".").replace("\\", ".")
 
 
+def as_histogram(row: dict[str, Any]) -> dict[str, Any]:
+    """A categorical row as a histogram row: one bin per value, bounded by the midpoints to its
+    neighbours (a lone value gets a bin of ±5% around it)."""
+    if "values" not in row:
+        return _copy_row(row)
+    pairs = sorted(zip((float(v) for v in row["values"]), row["fractions"]))
+    values = [v for v, _ in pairs]
+    if len(values) == 1:
+        half = max(abs(values[0]) * 0.05, 1e-6)
+        edges = [values[0] - half, values[0] + half]
+    else:
+        mids = [(a + b) / 2 for a, b in zip(values, values[1:])]
+        edges = [values[0] - (mids[0] - values[0]), *mids, values[-1] + (values[-1] - mids[-1])]
+    out = {k: v for k, v in _copy_row(row).items() if k != "values"}
+    out.update(edges=edges, fractions=[f for _, f in pairs])
+    return out
+
+
+def aligned_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows ready to show side by side, sorted by epoch: categorical rows over one common list
+    of values (the union over epochs, sorted; a value an epoch did not use has fraction 0);
+    histogram rows unchanged. An undeclared key can be categorical in some epochs (few
+    distinct values) and a histogram in others: then every row becomes a histogram row
+    (:func:`as_histogram`)."""
+    rows = sorted(rows, key=lambda row: row["epoch"])
+    kinds = {"values" in row for row in rows}
+    if kinds == {True, False}:
+        return [as_histogram(row) for row in rows]
+    if not rows or "values" not in rows[0]:
+        return [_copy_row(row) for row in rows]
+    values = sorted({float(v) for row in rows for v in row["values"]})
+    out = []
+    for row in rows:
+        share = dict(zip((float(v) for v in row["values"]), row["fractions"]))
+        out.append({**_copy_row(row), "values": values,
+                    "fractions": [share.get(v, 0.0) for v in values]})
+    return out
+
+
+def is_constant(rows: list[dict[str, Any]]) -> bool:
+    """Every sample of every epoch had the same value (a categorical key with one value)."""
+    rows = aligned_rows(rows)
+    return bool(rows) and "values" in rows[0] and len(rows[0]["values"]) == 1
+
+
+def distribution_table(key: str, rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """A key's history in long format: one line per (epoch, value) or (epoch, bin).
+
+    Columns: ``key``, ``kind`` (categorical / histogram), ``epoch`` (1-based, as the
+    co-training prints it), ``step`` (the MLflow step: epoch − 1), ``value`` (the category, or
+    the bin centre), ``bin_low`` / ``bin_high`` (histograms; None for categories),
+    ``fraction`` of the epoch's samples, ``n`` (finite values in the epoch), ``mean`` (the
+    epoch's mean value).
+    """
+    columns: dict[str, list[Any]] = {name: [] for name in (
+        "key", "kind", "epoch", "step", "value", "bin_low", "bin_high", "fraction", "n", "mean")}
+
+    def add(row: dict[str, Any], kind: str, value: float, low: float | None,
+            high: float | None, fraction: float) -> None:
+        for name, item in zip(columns, (key, kind, int(row["epoch"]) + 1, int(row["epoch"]),
+                                        value, low, high, fraction, int(row.get("n", 0)),
+                                        _finite_or_none(row.get("mean")))):
+            columns[name].append(item)
+
+    for row in aligned_rows(rows):
+        if "values" in row:
+            for value, fraction in zip(row["values"], row["fractions"]):
+                add(row, "categorical", float(value), None, None, float(fraction))
+        else:
+            edges = row["edges"]
+            for low, high, fraction in zip(edges, edges[1:], row["fractions"]):
+                add(row, "histogram", (low + high) / 2, float(low), float(high), float(fraction))
+    return columns
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def rows_from_table(table: dict[str, list[Any]] | Any) -> list[dict[str, Any]]:
+    """The inverse of :func:`distribution_table` (rows with 0-based ``epoch``), from its
+    columns or from a DataFrame (``mlflow.load_table``)."""
+    if not isinstance(table, dict):
+        table = {name: list(table[name]) for name in table.columns}
+    by_step: dict[int, dict[str, Any]] = {}
+    for i, step in enumerate(table["step"]):
+        mean = table["mean"][i] if "mean" in table else None
+        row = by_step.setdefault(int(step), {"epoch": int(step), "fractions": [],
+                                             "n": int(table["n"][i]),
+                                             "mean": math.nan if mean is None else float(mean)})
+        row["fractions"].append(float(table["fraction"][i]))
+        if table["kind"][i] == "categorical":
+            row.setdefault("values", []).append(float(table["value"][i]))
+        else:
+            edges = row.setdefault("edges", [float(table["bin_low"][i])])
+            edges.append(float(table["bin_high"][i]))
+    return [by_step[s] for s in sorted(by_step)]
+
+
 def log_distributions(
-    tracker: Tracker, history: DistributionHistory, epoch: int, prefix: str = "policy"
-) -> None:
+    tracker: Tracker, history: DistributionHistory, epoch: int, prefix: str = "policy",
+    log_metrics: bool = True, plot: bool = True,
+) -> dict[str, float]:
     """Logs the distributions of every key that has a row for ``epoch`` (call after ``end_epoch``).
 
-    Writes, overwriting the previous epoch's files:
+    Writes, replacing the previous epoch's files:
 
-    * ``distributions/<key>.json``: ``{"key", "kind", "rows"}`` with the whole per-epoch table;
-    * ``plots/<key>_heatmap.png``: the heat map of the distribution over epochs;
+    * ``distributions/<key>.json``: the whole per-epoch history as a long-format MLflow table
+      (:func:`distribution_table`);
+    * ``plots/<key>_heatmap.png``: the heat map of the distribution over epochs (with
+      ``plot``; not for a key that has been one constant value so far: its metrics say
+      everything);
 
     and the metrics ``<prefix>/<key>_mean``, ``_p10``, ``_p50``, ``_p90`` at step ``epoch``
-    (buffered in the tracker). ``/`` in keys becomes ``.`` in file names.
+    (buffered in the tracker; with ``log_metrics=False`` only returned). ``/`` in keys becomes
+    ``.`` in file names.
+
+    Returns:
+        The metrics.
     """
     metrics: dict[str, float] = {}
     for key in history.keys():
         rows = history.history(key)
         if not rows or rows[-1]["epoch"] != epoch:
             continue
-        kind = "categorical" if "values" in rows[0] else "histogram"
         name = artifact_name(key)
-        tracker.log_dict({"key": key, "kind": kind, "rows": rows}, f"distributions/{name}.json")
-        figure = plots.distribution_heatmap(rows, title=f"{prefix}/{key}")
-        tracker.log_figure(figure, f"plots/{name}_heatmap.png")
+        tracker.log_table(distribution_table(key, rows), f"distributions/{name}.json")
+        if plot and not is_constant(rows):
+            shown = [{**row, "epoch": row["epoch"] + 1} for row in aligned_rows(rows)]
+            figure = plots.distribution_heatmap(shown, title=f"{prefix}/{key}")
+            tracker.log_figure(figure, f"plots/{name}_heatmap.png")
         for stat in ("mean", "p10", "p50", "p90"):
             metrics[f"{prefix}/{key}_{stat}"] = rows[-1][stat]
-    if metrics:
+    if metrics and log_metrics:
         tracker.log_metrics(metrics, step=epoch)
+    return metrics

@@ -6,72 +6,171 @@ Usage::
         [n_examples=1000] [batch_size=500] [seed=0] [checkpoint_dir=checkpoints]
         [surrogate=<run id>] [checks=true] [check_attack=pgd20] [square_queries=1000]
         [state_dir=<folder for AutoAttack's resumable state>] [device=auto] [progress=true]
+        [tracking_uri=<uri>]
 
 The attacks are those of :mod:`runners.robustness` that apply to the run's threat geometry.
-Each evaluation logs ``eval/<attack>_acc`` into the run, plus ``eval/worst_case_acc`` (a sample
-counts as robust only if it survives every attack in the list),
-``eval/autoattack.<attack>_acc`` (robust accuracy after each AutoAttack stage) and one table
-artifact ``eval/table_<time>.json`` / ``.md``. ``checks=true`` adds the gradient-masking
-checks of :mod:`runners.masking_checks`.
+
+Where the results go: each evaluation is a new MLflow run *nested* under the training run
+(tags ``mlflow.parentRunId=<run id>``, ``kind=evaluation``, ``evaluated_run``,
+``checkpoint_epoch``; params: the attack list, n_examples, seed, ...). It logs
+``eval/<attack>_acc``, ``eval/worst_case_acc`` (a sample counts as robust only if it
+survives every attack in the list), ``eval/autoattack.<attack>_acc`` (robust accuracy after
+each AutoAttack stage), one table artifact ``eval/table_<time>.json`` / ``.md`` and, with
+``checks=true``, the gradient-masking checks of :mod:`runners.masking_checks`. The training run
+is left as it is — its own final ``eval/*`` points, its status and end time — so nothing
+duplicates or shadows the co-training's numbers; :mod:`runners.compare` reads the latest
+evaluation of each run (per metric) over the training run's own.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from runners.cli_args import parse_key_values
+from runners.cli_args import UsageError, format_help, parse_args, run_cli, wants_help
 from runners.masking_checks import CheckConfig, log_checks, report_checks, run_masking_checks
-from runners.robustness import DEFAULT_ATTACKS, evaluate, format_table, log_evaluation, \
-    parse_attack
+from runners.robustness import (DEFAULT_ATTACKS, evaluate, format_table, log_evaluation,
+                                parse_attack)
 from runners.run_loading import load_run
 
+__all__ = ["EVALUATION_KIND", "EvaluateArgs", "main"]
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; see the module docstring."""
-    args = parse_key_values(sys.argv[1:] if argv is None else argv, {
-        "run_id": None, "attacks": list(DEFAULT_ATTACKS), "n_examples": 0, "batch_size": 500,
-        "seed": 0, "checkpoint_dir": "checkpoints", "progress": True, "device": "auto",
-        "surrogate": "", "checks": False, "state_dir": "", "check_attack": "pgd20",
-        "square_queries": 1000})
-    if not args["run_id"]:
-        raise SystemExit("runners.evaluate: run_id=<mlflow run id> is required")
-    attacks = list(args["attacks"])
+PROG = "runners.evaluate"
+KIND_TAG = "kind"
+EVALUATION_KIND = "evaluation"
+"""``kind`` tag of an evaluation run (nested under the training run it evaluated)."""
+
+
+@dataclass(frozen=True)
+class EvaluateArgs:
+    """Arguments of ``python -m runners.evaluate``.
+
+    Attributes:
+        run_id: the co-training run whose final checkpoint is evaluated (required).
+        attacks: attack names (clean, fgsm, pgd<K>, pgd<K>x<R>, cw<K>, autoattack,
+            square<Q>, transfer_<attack>); those that do not apply to the run's threat are
+            refused.
+        n_examples: the first n test samples (0 = the whole test set).
+        batch_size: examples per attack call.
+        seed: seed of the attacks' random starts and of AutoAttack.
+        checkpoint_dir: where co-training wrote its checkpoints (else the run's MLflow copy).
+        progress: progress bars per attack.
+        device: auto, cpu or cuda.
+        surrogate: run id of the model that crafts transfer_* attacks.
+        checks: run the gradient-masking checks too.
+        state_dir: folder of AutoAttack's resumable state (default:
+            <checkpoint_dir>/<run_id>/eval).
+        check_attack: the white-box attack the masking checks sweep.
+        square_queries: queries of the black-box check (0 skips it).
+        tracking_uri: MLflow tracking URI; empty = MLflow's default.
+    """
+
+    run_id: str = ""
+    attacks: list[str] = field(default_factory=lambda: list(DEFAULT_ATTACKS))
+    n_examples: int = 0
+    batch_size: int = 500
+    seed: int = 0
+    checkpoint_dir: str = "checkpoints"
+    progress: bool = True
+    device: str = "auto"
+    surrogate: str = ""
+    checks: bool = False
+    state_dir: str = ""
+    check_attack: str = "pgd20"
+    square_queries: int = 1000
+    tracking_uri: str = ""
+
+
+def help_text() -> str:
+    return format_help(
+        "python -m runners.evaluate run_id=<id> [key=value ...]   (console script: "
+        "lat-evaluate)",
+        "Evaluate a co-training run's final target with strong attacks (PGD with restarts, CW, "
+        "the original AutoAttack, transfer) and optional gradient-masking checks; the results "
+        "go to a new MLflow run nested under the training run (kind=evaluation).",
+        EvaluateArgs(),
+        "python -m runners.evaluate run_id=3f2a... attacks=[clean,pgd50x10,autoattack] "
+        "n_examples=1000 checks=true")
+
+
+def _main(argv: list[str]) -> int:
+    if wants_help(argv):
+        print(help_text())
+        return 0
+    args = parse_args(EvaluateArgs, argv)
+    if not args.run_id:
+        raise UsageError("run_id=<mlflow run id> is required (see --help)")
+    if args.batch_size < 1 or args.n_examples < 0:
+        raise UsageError(f"batch_size={args.batch_size} / n_examples={args.n_examples}: "
+                         "accepted batch_size >= 1, n_examples >= 0 (0 = all)")
+    uri = args.tracking_uri or None
+    _known_run(args.run_id, uri)
+    loaded = load_run(args.run_id, args.checkpoint_dir, args.device, uri)
     try:
-        loaded = load_run(args["run_id"], args["checkpoint_dir"], args["device"])
-        specs = [parse_attack(a, loaded.geometry) for a in attacks]
+        specs = [parse_attack(a, loaded.geometry) for a in args.attacks]
+        if args.checks:
+            parse_attack(args.check_attack, loaded.geometry)
     except ValueError as e:
-        raise SystemExit(f"runners.evaluate: {e}") from None
+        raise UsageError(str(e)) from None
     surrogate = None
-    if args["surrogate"]:
-        other = load_run(args["surrogate"], args["checkpoint_dir"], args["device"])
+    if args.surrogate:
+        _known_run(args.surrogate, uri)
+        other = load_run(args.surrogate, args.checkpoint_dir, args.device, uri)
         if (other.data.name, other.data.image_shape) != (loaded.data.name, loaded.data.image_shape):
-            raise SystemExit(f"runners.evaluate: surrogate run trained on {other.data.name} "
+            raise UsageError(f"surrogate run trained on {other.data.name} "
                              f"{other.data.image_shape}, target on {loaded.data.name} "
                              f"{loaded.data.image_shape}; pick a surrogate of the same data set")
         surrogate = other.model
     elif any(s.transfer for s in specs):
-        raise SystemExit("runners.evaluate: transfer_* attacks need surrogate=<run id>")
-    x, y = loaded.test_tensors(int(args["n_examples"]))
-    seed, bs, progress = int(args["seed"]), int(args["batch_size"]), bool(args["progress"])
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    state_dir = args["state_dir"] or str(Path(args["checkpoint_dir"]) / args["run_id"] / "eval")
-    results = evaluate(loaded.model, x, y, attacks, loaded.geometry, loaded.eps, bs, gen, progress,
-                       seed=seed, surrogate=surrogate, state_dir=state_dir)
-    config = CheckConfig(attack=args["check_attack"], square_queries=int(args["square_queries"]))
+        raise UsageError("transfer_* attacks need surrogate=<run id>")
+    x, y = loaded.test_tensors(args.n_examples)
+    gen = torch.Generator(device=x.device).manual_seed(args.seed)
+    state_dir = args.state_dir or str(Path(args.checkpoint_dir) / args.run_id / "eval")
+    results = evaluate(loaded.model, x, y, list(args.attacks), loaded.geometry, loaded.eps,
+                       args.batch_size, gen, args.progress, seed=args.seed, surrogate=surrogate,
+                       state_dir=state_dir)
+    config = CheckConfig(attack=args.check_attack, square_queries=args.square_queries)
     checks = (run_masking_checks(loaded.model, x, y, loaded.geometry, loaded.eps, results,
-                                 config=config, batch_size=bs, seed=seed, surrogate=surrogate,
-                                 progress=progress) if args["checks"] else [])
-    with loaded.tracker() as tracker:
-        rows = log_evaluation(tracker, results, loaded.eps, attacks, loaded.epoch)
+                                 config=config, batch_size=args.batch_size, seed=args.seed,
+                                 surrogate=surrogate, progress=args.progress)
+              if args.checks else [])
+    with loaded.evaluation_tracker(_run_name(args), {
+            KIND_TAG: EVALUATION_KIND, "evaluated_run": args.run_id,
+            "checkpoint_epoch": str(loaded.epoch)}) as tracker:
+        tracker.log_params({"attacks": ",".join(args.attacks), "n_examples": len(x),
+                            "seed": args.seed, "batch_size": args.batch_size,
+                            "surrogate": args.surrogate or None, "checks": args.checks,
+                            "checkpoint_epoch": loaded.epoch})
+        rows = log_evaluation(tracker, results, loaded.eps, list(args.attacks), loaded.epoch)
         if checks:
             log_checks(tracker, checks, loaded.epoch)
     print(format_table(rows))
     report_checks(checks)
-    print(f"run_id={args['run_id']}")
+    print(f"evaluation_run_id={tracker.run_id}")
+    print(f"run_id={args.run_id}")
     return 0
+
+
+def _known_run(run_id: str, tracking_uri: str | None) -> None:
+    """An unknown run id fails here with one line (before any checkpoint search)."""
+    from mlflow import MlflowClient
+
+    from runners.tracking import get_run
+
+    get_run(MlflowClient(tracking_uri), run_id)
+
+
+def _run_name(args: EvaluateArgs) -> str:
+    attacks = ",".join(args.attacks)
+    return f"eval {attacks}" + (f" n={args.n_examples}" if args.n_examples else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; see the module docstring."""
+    return run_cli(PROG, lambda: _main(sys.argv[1:] if argv is None else list(argv)))
 
 
 if __name__ == "__main__":

@@ -4,26 +4,47 @@ Usage::
 
     python -m runners.inspect run_id=<id> [key=<name>] [tracking_uri=<uri>]
 
-Downloads the run's ``distributions/*.json`` artifacts (written by
-:func:`runners.distributions.log_distributions`) and prints, per key, one row per epoch with
-the percentage of samples per grid value (or histogram bin) and the mean.
+Reads the run's ``distributions/*.json`` tables (written by
+:func:`runners.distributions.log_distributions`) and prints, per key, one row per epoch
+(numbered from 1, as the co-training prints them) with the percentage of samples per value
+(categorical keys, one column per value the policy used) or per histogram bin, and the mean.
+A key that held one value for every sample of every epoch is one line.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runners.distributions import artifact_name
+from runners.cli_args import UsageError, format_help, parse_args, run_cli, wants_help
+from runners.distributions import aligned_rows, artifact_name, is_constant, rows_from_table
 from runners.formatting import format_grid_value
 
-__all__ = ["format_distribution_table", "main"]
+__all__ = ["InspectArgs", "format_distribution_table", "main"]
 
-VALID_ARGS = ("run_id", "key", "tracking_uri")
+PROG = "runners.inspect"
+
+
+@dataclass(frozen=True)
+class InspectArgs:
+    """Arguments of ``python -m runners.inspect``.
+
+    Attributes:
+        run_id: the MLflow run (required).
+        key: show only this distribution (e.g. ``eps``, ``steps``); empty = every key.
+        tracking_uri: MLflow tracking URI; empty = MLflow's default (MLFLOW_TRACKING_URI or
+            ./mlflow.db).
+    """
+
+    run_id: str = ""
+    key: str = ""
+    tracking_uri: str = ""
 
 
 def _columns(rows: list[dict[str, Any]]) -> tuple[list[str], bool]:
@@ -44,21 +65,31 @@ def _number(value: float | None) -> str:
     return f"{value:.4g}"
 
 
+def _epochs(rows: list[dict[str, Any]]) -> str:
+    first, last = rows[0]["epoch"] + 1, rows[-1]["epoch"] + 1
+    return f"epoch {first}" if first == last else f"epochs {first}-{last}"
+
+
 def format_distribution_table(rows: list[dict[str, Any]], key: str) -> str:
     """Formats per-epoch distribution rows as a fixed-width table.
 
     Args:
-        rows: Rows as stored by :class:`runners.distributions.DistributionHistory`.
+        rows: Rows as stored by :class:`runners.distributions.DistributionHistory` (``epoch``
+            0-based; printed from 1).
         key: Name shown in the title line.
 
     Returns:
-        Title line, header (``epoch``, one column per grid value or bin centre, ``mean``, ``n``)
+        A key whose every sample had one value: one line. Otherwise a title line, a header
+        (``epoch``, one column per value used in any epoch or per bin centre, ``mean``, ``n``)
         and one line per epoch with percentages (one decimal). Histograms whose bin edges
         change between epochs get ``bin1..binB`` columns and a ``range`` column.
     """
     if not rows:
         return f"{key}: no data"
-    rows = sorted(rows, key=lambda row: row["epoch"])
+    rows = aligned_rows(rows)
+    if is_constant(rows):
+        value = format_grid_value(float(rows[0]["values"][0]))
+        return f"{key}: {value} for every sample ({_epochs(rows)})"
     labels, varying = _columns(rows)
     kind = "categorical" if "values" in rows[0] else "histogram"
     width = max(6, *(len(label) for label in labels))
@@ -69,7 +100,7 @@ def format_distribution_table(rows: list[dict[str, Any]], key: str) -> str:
     lines = [f"{key} ({kind}, % of samples per {'value' if kind == 'categorical' else 'bin'})"]
     lines.append(" ".join(header))
     for row in rows:
-        cells = [str(row["epoch"]).rjust(5)]
+        cells = [str(row["epoch"] + 1).rjust(5)]
         cells += [f"{100 * f:.1f}".rjust(width) for f in row["fractions"]]
         cells.append(_number(row.get("mean")).rjust(9))
         cells.append(str(row.get("n", "")).rjust(8))
@@ -79,52 +110,61 @@ def format_distribution_table(rows: list[dict[str, Any]], key: str) -> str:
     return "\n".join(lines)
 
 
-def _parse(argv: list[str]) -> dict[str, str]:
-    args: dict[str, str] = {}
-    for token in argv:
-        name, sep, value = token.partition("=")
-        if not sep or name not in VALID_ARGS:
-            raise SystemExit(
-                f"unknown argument {token!r}; valid arguments: "
-                + ", ".join(f"{n}=<value>" for n in VALID_ARGS)
-            )
-        args[name] = value
-    if not args.get("run_id"):
-        raise SystemExit(
-            "missing run_id=<id>; usage: python -m runners.inspect run_id=<id> [key=<name>] "
-            "[tracking_uri=<uri>]"
-        )
-    return args
+def _read(path: Path) -> tuple[str | None, list[dict[str, Any]]]:
+    """(key, rows) of a distributions artifact: a table, or the older {"key", "rows"} JSON."""
+    data = json.loads(path.read_text())
+    if isinstance(data, dict) and "columns" in data:  # a table (pandas orient="split")
+        table = {c: [row[i] for row in data["data"]] for i, c in enumerate(data["columns"])}
+        key = table["key"][0] if table.get("key") else None
+        return key, rows_from_table(table)
+    if isinstance(data, dict):
+        return data.get("key"), data["rows"]
+    return None, data
+
+
+def help_text() -> str:
+    return format_help(
+        "python -m runners.inspect run_id=<id> [key=<name>] [tracking_uri=<uri>]   "
+        "(console script: lat-inspect)",
+        "Print a co-training run's per-epoch distributions of the policy's per-sample choices "
+        "(budget, step size, iterations, ...), read from the run's distributions/*.json tables.",
+        InspectArgs(), "python -m runners.inspect run_id=3f2a... key=eps")
+
+
+def _main(argv: list[str]) -> int:
+    if wants_help(argv):
+        print(help_text())
+        return 0
+    args = parse_args(InspectArgs, argv)
+    if not args.run_id:
+        raise UsageError("run_id=<id> is required (see --help)")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no download bars here
+    from mlflow import MlflowClient
+
+    from runners.tracking import get_run
+
+    client = MlflowClient(tracking_uri=args.tracking_uri or None)
+    get_run(client, args.run_id)  # an unknown id: one line, status 2
+    files = [item.path for item in client.list_artifacts(args.run_id, "distributions")
+             if not item.is_dir and item.path.endswith(".json")]
+    if args.key:
+        files = [p for p in files if Path(p).stem == artifact_name(args.key)]
+    if not files:
+        target = f"key {args.key!r}" if args.key else "any key"
+        print(f"{PROG}: run {args.run_id} has no distributions/*.json tables for {target}",
+              file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory() as tmp:
+        for artifact in sorted(files):
+            key, rows = _read(Path(client.download_artifacts(args.run_id, artifact, tmp)))
+            print(format_distribution_table(rows, key or Path(artifact).stem))
+            print()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m runners.inspect``; returns the exit status."""
-    args = _parse(sys.argv[1:] if argv is None else argv)
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=args.get("tracking_uri"))
-    run_id = args["run_id"]
-    files = [
-        item.path
-        for item in client.list_artifacts(run_id, "distributions")
-        if not item.is_dir and item.path.endswith(".json")
-    ]
-    wanted = args.get("key")
-    if wanted is not None:
-        files = [p for p in files if Path(p).stem == artifact_name(wanted)]
-    if not files:
-        target = f"key {wanted!r}" if wanted else "any key"
-        print(f"run {run_id}: no distributions/*.json artifacts for {target}", file=sys.stderr)
-        return 1
-    with tempfile.TemporaryDirectory() as tmp:
-        for artifact in sorted(files):
-            local = client.download_artifacts(run_id, artifact, tmp)
-            data = json.loads(Path(local).read_text())
-            rows = data["rows"] if isinstance(data, dict) else data
-            key = data.get("key", Path(artifact).stem) if isinstance(data, dict) else Path(artifact).stem
-            print(format_distribution_table(rows, key))
-            print()
-    return 0
+    return run_cli(PROG, lambda: _main(sys.argv[1:] if argv is None else list(argv)))
 
 
 if __name__ == "__main__":

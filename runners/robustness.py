@@ -228,9 +228,9 @@ def log_evaluation(tracker: Any, results: dict[str, dict[str, float]], eps: floa
                    attacks: list[str], step: int = 0) -> list[dict[str, float | str]]:
     """``eval/<attack>_acc`` metrics and one table artifact (JSON + markdown) per evaluation.
 
-    ``step`` should be the checkpoint's epoch: the co-training's own final ``eval/*`` values sit
-    at step = epochs, and MLflow's latest value is the one at the highest step, then the latest
-    time, so a later evaluation of the final checkpoint supersedes them.
+    ``step`` is the checkpoint's epoch. ``runners.evaluate`` logs into a run of its own, nested
+    under the training run, so these points never share a run and a step with the
+    co-training's final ``eval/*`` values.
     """
     tracker.log_metrics({f"eval/{k}_acc": v["acc"] for k, v in results.items()}, step=step)
     rows = [{"attack": k, "eps": eps, "n": v["n"], "acc": v["acc"], "time_s": v["time_s"]}

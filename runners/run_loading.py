@@ -61,9 +61,11 @@ class LoadedRun:
         x = split.images[:n].to(self.device).float().div_(255)
         return x, split.labels[:n].to(self.device)
 
-    def tracker(self) -> Tracker:
-        """Re-open the run for logging evaluation results."""
-        return Tracker(run_id=self.run_id, tracking_uri=self.tracking_uri)
+    def evaluation_tracker(self, run_name: str, tags: dict[str, str]) -> Tracker:
+        """A new MLflow run nested under this run, for an evaluation's results (the training
+        run itself stays untouched)."""
+        return Tracker(parent_run_id=self.run_id, run_name=run_name, tags=tags,
+                       tracking_uri=self.tracking_uri)
 
 
 def load_run(run_id: str, checkpoint_dir: str = "checkpoints", device: str = "auto",

@@ -18,8 +18,8 @@ class Schedule(str, Enum):
     constant = "constant"
 
 
-def lr_multiplier(schedule: Schedule | str, total_steps: int, milestones: list[float], gamma: float,
-                  cyclic_peak: float) -> Callable[[int], float]:
+def lr_multiplier(schedule: Schedule | str, total_steps: int, milestones: list[float],
+                  gamma: float, cyclic_peak: float) -> Callable[[int], float]:
     """Return f(step) -> multiplier of the peak lr.
 
     ``piecewise``: gamma^(number of milestones passed), milestones as fractions of training.
@@ -38,8 +38,7 @@ def lr_multiplier(schedule: Schedule | str, total_steps: int, milestones: list[f
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule | str,
-                   total_steps: int,
-                   milestones: list[float], gamma: float, cyclic_peak: float
+                   total_steps: int, milestones: list[float], gamma: float, cyclic_peak: float
                    ) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-batch ``LambdaLR`` for the schedule (its state_dict makes it resumable)."""
     f = lr_multiplier(schedule, total_steps, milestones, gamma, cyclic_peak)

@@ -1,9 +1,18 @@
 """One MLflow run behind a small, sync-free logging interface.
 
 :class:`Tracker` talks to MLflow through an explicit :class:`mlflow.MlflowClient` (no fluent
-global state). Metric values, including 0-dim tensors still on an accelerator, are buffered
+global state, so several runs — a sweep's jobs, an evaluation's nested run — never share an
+"active run"). Metric values, including 0-dim tensors still on an accelerator, are buffered
 as they are; :meth:`Tracker.flush` is the only place they reach the host (one transfer per
 device) and MLflow (``log_batch`` in chunks of at most 1000 metrics).
+
+A new run carries what ``mlflow.start_run`` would record — the source, the user and the git
+commit (MLflow's run-context providers) — plus the project's own git commit, branch and a
+``git.dirty`` flag (uncommitted changes in tracked files), and, with ``system_metrics=True``,
+MLflow's system-metrics monitor (``system/*``: CPU, memory, disk, network; GPU with
+nvidia-ml-py), stopped when the run ends. Experiments are created as model-training
+experiments (tag ``mlflow.experimentKind=custom_model_development``), so MLflow 3's UI opens
+them in its training view rather than its GenAI view.
 
 Non-finite values: MLflow 3.17 accepts them (measured on the sqlite store: NaN is stored as
 NaN, ±inf is clamped to ±1.797e308), so they are logged as they are.
@@ -11,11 +20,14 @@ NaN, ±inf is clamped to ±1.797e308), so they are logged as they are.
 
 from __future__ import annotations
 
+import json
 import logging
 import numbers
 import os
+import tempfile
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -24,7 +36,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
-__all__ = ["ParamConflictError", "Tracker", "flatten_config"]
+__all__ = ["ParamConflictError", "Tracker", "UnknownRunError", "flatten_config", "get_run",
+           "source_tags"]
 
 _log = logging.getLogger(__name__)
 
@@ -32,6 +45,49 @@ MAX_PARAM_VALUE_LENGTH = 6000
 """MLflow's limit on the length of a param value."""
 PARAMS_PER_BATCH = 100
 METRICS_PER_BATCH = 1000
+LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""MLflow 3's value for a model-training experiment (its other kind is ``genai_development``)."""
+PARENT_TAG = "mlflow.parentRunId"
+
+
+class UnknownRunError(ValueError):
+    """A run id that names no run of the tracking store."""
+
+
+def get_run(client: MlflowClient, run_id: str) -> Any:
+    """``client.get_run(run_id)``, or an :class:`UnknownRunError` with a one-line message."""
+    try:
+        return client.get_run(run_id)
+    except MlflowException as exc:
+        first = (exc.message or str(exc)).strip().splitlines()[0]
+        raise UnknownRunError(
+            f"no MLflow run {run_id!r} at tracking URI {client.tracking_uri!r} ({first}); check "
+            "the run id (python -m runners.compare experiment=<name> lists runs) and "
+            "MLFLOW_TRACKING_URI / tracking_uri=") from None
+
+
+def source_tags(path: str | os.PathLike | None = None) -> dict[str, str]:
+    """Git commit, branch, remote and dirty flag of the repository holding ``path`` (default:
+    this project's source), as run tags; ``{}`` outside a git checkout.
+
+    ``git.dirty`` is ``true`` when tracked files differ from the commit (untracked files do
+    not count), i.e. when the commit alone does not reproduce the code that ran.
+    """
+    try:
+        import git
+
+        repo = git.Repo(path or Path(__file__).resolve().parent, search_parent_directories=True)
+        tags = {"mlflow.source.git.commit": repo.head.commit.hexsha,
+                "git.dirty": str(repo.is_dirty(untracked_files=False)).lower()}
+        if not repo.head.is_detached:
+            tags["mlflow.source.git.branch"] = repo.active_branch.name
+        if repo.remotes:
+            tags["mlflow.source.git.repoURL"] = next(iter(repo.remotes[0].urls), "")
+        return tags
+    except Exception:  # no git, not a checkout, a bare clone: no source tags
+        return {}
 
 
 def flatten_config(cfg: Mapping, prefix: str = "") -> dict[str, str]:
@@ -44,10 +100,13 @@ def flatten_config(cfg: Mapping, prefix: str = "") -> dict[str, str]:
     Returns:
         ``{"a.b.c": "value"}``; lists appear as their repr, an empty nested mapping as ``"{}"``,
         and values longer than 6000 characters (MLflow's limit) are truncated, ending in ``...``.
+        ``None`` values (a field left to its preset) are left out, not logged as "None".
     """
     out: dict[str, str] = {}
     for key, value in cfg.items():
         name = f"{prefix}.{key}" if prefix else str(key)
+        if value is None:
+            continue
         if isinstance(value, Mapping) and len(value) > 0:
             out.update(flatten_config(value, name))
             continue
@@ -83,9 +142,12 @@ class Tracker:
         tags: Tags set on the run (on resume too).
         tracking_uri: MLflow tracking URI; ``None`` uses MLflow's default (which honours
             ``MLFLOW_TRACKING_URI``).
+        parent_run_id: Make the new run a nested run of this one (``mlflow.parentRunId``).
+        system_metrics: Run MLflow's system-metrics monitor while the run is open.
+        system_metrics_interval_s: Seconds between two system-metric samples.
 
     Raises:
-        ValueError: ``run_id`` does not name a run of this tracking store.
+        UnknownRunError: ``run_id`` (or ``parent_run_id``) does not name a run of this store.
     """
 
     max_buffer: int = 2000
@@ -99,41 +161,75 @@ class Tracker:
         run_name: str | None = None,
         tags: dict[str, str] | None = None,
         tracking_uri: str | None = None,
+        parent_run_id: str | None = None,
+        system_metrics: bool = False,
+        system_metrics_interval_s: float = 10.0,
     ) -> None:
         self._client = MlflowClient(tracking_uri=tracking_uri)
         if run_id is not None:
-            try:
-                run = self._client.get_run(run_id)
-            except MlflowException as exc:
-                raise ValueError(
-                    f"cannot resume MLflow run {run_id!r} at tracking URI "
-                    f"{self._client.tracking_uri!r}: {exc.message}"
-                ) from exc
+            run = get_run(self._client, run_id)
             self._client.update_run(run_id, status="RUNNING", name=run_name)
             for key, value in (tags or {}).items():
                 self._client.set_tag(run_id, key, value)
         else:
-            experiment_id = self._experiment_id(experiment)
-            run = self._client.create_run(experiment_id, tags=tags, run_name=run_name)
+            from mlflow.tracking.context.registry import resolve_tags
+
+            if parent_run_id is not None:
+                parent = get_run(self._client, parent_run_id)
+                experiment_id = parent.info.experiment_id
+            else:
+                experiment_id = self._experiment_id(experiment)
+            all_tags = {**resolve_tags(), **source_tags(), **(tags or {})}
+            if parent_run_id is not None:
+                all_tags[PARENT_TAG] = parent_run_id
+            run = self._client.create_run(experiment_id, tags=all_tags, run_name=run_name)
         self._run_id: str = run.info.run_id
         self._experiment_id_value: str = run.info.experiment_id
         self._params: dict[str, str] = dict(run.data.params)
         self._buffer: list[_Entry] = []
         self._latest: dict[str, float] = {}
         self._finished = False
+        self._monitor: Any = None
+        if system_metrics:
+            self._start_system_metrics(system_metrics_interval_s, resumed=run_id is not None)
 
     def _experiment_id(self, name: str) -> str:
+        """The experiment's id; a new one is created as a model-training experiment."""
         experiment = self._client.get_experiment_by_name(name)
         if experiment is None:
             try:
-                return self._client.create_experiment(name)
+                return self._client.create_experiment(
+                    name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
             except MlflowException:  # created concurrently by another process
                 experiment = self._client.get_experiment_by_name(name)
                 if experiment is None:
                     raise
         if experiment.lifecycle_stage == "deleted":
             self._client.restore_experiment(experiment.experiment_id)
+        if EXPERIMENT_KIND_TAG not in experiment.tags:  # created before, or by someone else
+            self._client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG,
+                                            EXPERIMENT_KIND)
         return experiment.experiment_id
+
+    def _start_system_metrics(self, interval_s: float, resumed: bool) -> None:
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self._monitor = SystemMetricsMonitor(
+                self._run_id, sampling_interval=interval_s, resume_logging=resumed,
+                tracking_uri=self._client.tracking_uri)
+            self._monitor.start()
+        except Exception as exc:  # psutil missing, an odd platform: train anyway
+            _log.warning("system metrics are off: %s", exc)
+            self._monitor = None
+
+    def _stop_system_metrics(self) -> None:
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            try:
+                monitor.finish()
+            except Exception:  # pragma: no cover - never let monitoring fail a run
+                _log.warning("stopping system metrics failed", exc_info=True)
 
     # ----------------------------------------------------------------------------- properties
 
@@ -245,6 +341,13 @@ class Tracker:
         """The last flushed value of ``key`` (``None`` if none was flushed yet)."""
         return self._latest.get(key)
 
+    def has_metric_at(self, key: str, step: int) -> bool:
+        """Whether the run already holds a value of ``key`` at ``step`` (flushed or buffered);
+        a resumed run uses it to never log the same point twice."""
+        if any(e.key == key and e.step == step for e in self._buffer):
+            return True
+        return any(m.step == step for m in self._client.get_metric_history(self._run_id, key))
+
     # --------------------------------------------------------------------- tags and artifacts
 
     def set_tag(self, key: str, value: Any) -> None:
@@ -268,6 +371,73 @@ class Tracker:
 
             plt.close(fig)
 
+    def log_table(self, table: Any, artifact_file: str) -> None:
+        """Writes a table artifact (``.json``), replacing an earlier one of the same name.
+
+        The file has the format of :meth:`mlflow.MlflowClient.log_table` (pandas
+        ``orient="split"``) and the run is tagged so that MLflow's UI shows it as a table;
+        ``mlflow.load_table(artifact_file, run_ids=[...], extra_columns=["run_id"])`` reads it
+        across runs into one DataFrame. Unlike ``log_table``, which appends by downloading,
+        concatenating and re-uploading, the whole table is written each time (callers keep it).
+
+        Args:
+            table: a pandas DataFrame or a dict of equal-length columns.
+            artifact_file: run-relative path ending in ``.json``.
+        """
+        import pandas as pd
+
+        if not artifact_file.endswith(".json"):
+            raise ValueError(f"table artifacts end in .json, got {artifact_file!r}")
+        frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
+        folder, name = os.path.split(artifact_file)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, name)
+            frame.to_json(local, orient="split", index=False, date_format="iso")
+            self._client.log_artifact(self._run_id, local, folder or None)
+        tagged = self._client.get_run(self._run_id).data.tags.get(LOGGED_ARTIFACTS_TAG, "[]")
+        entries = json.loads(tagged)
+        entry = {"path": artifact_file, "type": "table"}
+        if entry not in entries:
+            self._client.set_tag(self._run_id, LOGGED_ARTIFACTS_TAG, json.dumps([*entries, entry]))
+
+    def log_model(self, model: torch.nn.Module, input_example: torch.Tensor, name: str = "model",
+                  registered_model_name: str | None = None, step: int = 0) -> str:
+        """Logs a PyTorch model as an MLflow model of this run (the experiment's Models tab).
+
+        The model is saved with ``mlflow.pytorch`` (pickle format, loadable with
+        ``mlflow.pytorch.load_model("models:/<model id>")`` or ``"runs:/<run id>/<name>"``;
+        like any pickle, load only models you trust — ``pt2`` would need a fixed batch size),
+        with the signature inferred from ``input_example`` and ``pip_requirements`` given
+        (MLflow's requirement inference costs seconds).
+
+        Args:
+            model: the network, on the CPU and in eval mode (what a user loads back).
+            input_example: one input batch, e.g. (1, C, H, W) float32 in [0, 1].
+            name: the logged model's name.
+            registered_model_name: also register it under this name (a new version).
+            step: the step the model belongs to (the run's epochs).
+
+        Returns:
+            The model URI (``models:/<model id>``).
+        """
+        import mlflow.pytorch
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        example = input_example.detach().to("cpu", torch.float32).numpy()
+        requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={_mlflow_version()}"]
+        flavor_log = logging.getLogger("mlflow.pytorch")
+        level = flavor_log.level
+        flavor_log.setLevel(logging.ERROR)  # its per-call warning about pickle: documented here
+        try:
+            with _use_tracking_uri(self._client.tracking_uri):
+                info = mlflow.pytorch.log_model(
+                    model, name=name, input_example=example, pip_requirements=requirements,
+                    serialization_format="pickle", registered_model_name=registered_model_name,
+                    run_id=self._run_id, step=step)
+        finally:
+            flavor_log.setLevel(level)
+        return info.model_uri
+
     def log_artifact(self, local_path: str | os.PathLike, artifact_path: str | None = None) -> None:
         """Uploads a local file into the artifact folder ``artifact_path`` (root if ``None``)."""
         self._client.log_artifact(self._run_id, os.fspath(local_path), artifact_path)
@@ -288,6 +458,7 @@ class Tracker:
         try:
             self.flush()
         finally:
+            self._stop_system_metrics()
             self._client.set_terminated(self._run_id, status)
             self._finished = True
 
@@ -310,6 +481,7 @@ class Tracker:
             try:
                 self.flush()
             except BaseException:
+                self._stop_system_metrics()
                 self._client.set_terminated(self._run_id, "FAILED")
                 self._finished = True
                 raise
@@ -318,9 +490,16 @@ class Tracker:
                 self.flush()
             except Exception:  # keep the original exception; the run is failing anyway
                 _log.warning("flushing metrics of run %s failed", self._run_id, exc_info=True)
+        self._stop_system_metrics()
         self._client.set_terminated(self._run_id, status)
         self._finished = True
         return False
+
+
+def _mlflow_version() -> str:
+    import mlflow
+
+    return mlflow.__version__
 
 
 def _host_values(values: list[torch.Tensor | float]) -> list[float]:

@@ -6,6 +6,10 @@ Supported names:
     ``cifar10``   python pickle batches, 32x32 RGB, 50k / 10k, 10 classes.
     ``cifar100``  python pickle ``train`` / ``test``, 32x32 RGB, 50k / 10k, 100 fine classes.
 
+With ``download=True`` a missing MNIST / CIFAR-10 / CIFAR-100 is first downloaded into ``root``
+by torchvision (the optional extra ``.[vision]``), into the folders the readers search
+(``MNIST/raw``, ``cifar-10-batches-py``, ``cifar-100-python``).
+
 Everything is returned on the CPU as ``uint8`` images of shape (N, C, H, W) with values in
 [0, 255] and ``int64`` labels of shape (N,); conversion to float happens per batch in
 :mod:`targets.loader`. CIFAR pickles are read with a restricted unpickler that can only build
@@ -37,6 +41,10 @@ DATASET_NAMES = ("digits", "mnist", "cifar10", "cifar100")
 
 class DataSetError(RuntimeError):
     """A data set's files are missing, unreadable or malformed. The message says how to fix it."""
+
+
+class DataSetMissingError(DataSetError):
+    """A data set's files are not in ``root`` (``download=True`` fetches them)."""
 
 
 @dataclass(frozen=True)
@@ -85,12 +93,13 @@ class DataSet:
         return int(c), int(h), int(w)
 
 
-def load_dataset(name: str, root: str | None = None) -> DataSet:
+def load_dataset(name: str, root: str | None = None, download: bool = False) -> DataSet:
     """Load a data set by name.
 
     Args:
         name: ``digits``, ``mnist``, ``cifar10`` or ``cifar100``.
         root: folder holding the files (unused for ``digits``; required for the others).
+        download: fetch missing files into ``root`` first (:func:`download_dataset`).
 
     Returns:
         The :class:`DataSet`, CPU tensors.
@@ -107,7 +116,38 @@ def load_dataset(name: str, root: str | None = None) -> DataSet:
     }
     if name not in loaders:
         raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(DATASET_NAMES)}")
+    try:
+        return loaders[name](root)
+    except DataSetMissingError:
+        if not download or name == "digits":
+            raise
+    download_dataset(name, str(_require_root(root, name)))
     return loaders[name](root)
+
+
+def download_dataset(name: str, root: str) -> None:
+    """Download a data set's train and test splits into ``root`` with torchvision.
+
+    Raises:
+        DataSetError: torchvision is not installed (or does not import with this torch), or
+            the download failed; the message says what to do instead.
+    """
+    try:
+        from torchvision import datasets
+    except Exception as err:  # ImportError, or a torchvision built for another torch
+        raise DataSetError(
+            f"data.download=true needs the optional package torchvision (pip install "
+            f"'.[vision]'), which does not import here ({type(err).__name__}: {err}); or put "
+            f"the {name} files into data.root yourself") from None
+    classes = {"mnist": "MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
+    if name not in classes:
+        raise DataSetError(f"data set {name!r} cannot be downloaded (it needs no files)")
+    try:
+        for train in (True, False):
+            getattr(datasets, classes[name])(root, train=train, download=True)
+    except Exception as err:  # network, disk, checksum: all one message
+        raise DataSetError(f"downloading {name} into {root} failed ({type(err).__name__}: "
+                           f"{err}); retry, or put the files into data.root yourself") from None
 
 
 def _split(images: np.ndarray, labels: np.ndarray) -> DataSplit:
@@ -192,10 +232,11 @@ def _load_mnist(root: str | None) -> DataSet:
     searched = [base, base / "MNIST" / "raw", base / "raw"]
     hit = _find_mnist_files(searched)
     if hit is None:
-        raise DataSetError(
+        raise DataSetMissingError(
             f"data set 'mnist': files {', '.join(_MNIST_FILES)} (each optionally .gz) not all "
             f"found in any of the folders searched: {', '.join(str(p) for p in searched)}. "
-            f"Pass data.root=/path/to/folder holding them (or its MNIST/raw subfolder)")
+            f"Pass data.root=/path/to/folder holding them (or its MNIST/raw subfolder), or "
+            f"data.download=true")
     folder, found = hit
     try:
         splits = []
@@ -207,7 +248,7 @@ def _load_mnist(root: str | None) -> DataSet:
             _check_labels(labels, 10, prefix)
             splits.append(_split(images[:, None], labels))
     except Exception as err:  # corrupt gzip/IDX data surfaces as many exception types
-        raise DataSetError(f"data set 'mnist'': cannot read the IDX files in {folder}: {err}. "
+        raise DataSetError(f"data set 'mnist': cannot read the IDX files in {folder}: {err}. "
                            f"Re-download them or pass data.root=/path/to/a/good/copy") from err
     return DataSet("mnist", splits[0], splits[1], num_classes=10)
 
@@ -268,10 +309,10 @@ def _load_cifar(root: str | None, name: str) -> DataSet:
     folder = next((d for d in searched if all((d / f).is_file()
                                               for f in train_files + test_files)), None)
     if folder is None:
-        raise DataSetError(
+        raise DataSetMissingError(
             f"data set {name!r}: files {', '.join(train_files + test_files)} not all found in "
             f"any of the folders searched: {', '.join(str(p) for p in searched)}. "
-            f"Pass data.root=/path/to/folder holding {sub}/")
+            f"Pass data.root=/path/to/folder holding {sub}/, or data.download=true")
     try:
         splits = []
         for files in (train_files, test_files):

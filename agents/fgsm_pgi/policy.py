@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -42,7 +42,7 @@ from agents.fixed import uniform_action
 from agents.init_stats import describe_init
 from agents.prior_memory import MemoryDtype, PriorMemory
 from envs.attack_env import AttackAction, Obs
-from envs.options import parse_option
+from envs.options import NON_NEGATIVE, NON_NEGATIVE_INT, PROBABILITY, Limit, parse_option
 from envs.requirements import EnvRequirements, Extra
 from envs.result import AttackResult
 from targets.inputs import TargetInputs
@@ -94,6 +94,10 @@ class FgsmPgiConfig(PolicyConfig):
         memory_dtype: storage of the per-sample memories (``float32``, ``float16``,
             ``bfloat16``); CIFAR-10 needs 614 MB per memory in float32.
     """
+
+    limits: ClassVar[dict[str, Limit]] = {
+        "alpha_ratio": NON_NEGATIVE, "momentum": NON_NEGATIVE, "reset_every": NON_NEGATIVE_INT,
+        "true_class_prob": PROBABILITY}
 
     name: str = "fgsm_pgi"
     prior: Prior = Prior.mep

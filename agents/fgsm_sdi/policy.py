@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -41,7 +41,7 @@ from agents.fixed import uniform_action
 from agents.init_stats import describe_init
 from agents.prior_memory import PriorMemory
 from envs.attack_env import AttackAction, Obs
-from envs.options import parse_option
+from envs.options import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, Limit, parse_option
 from envs.requirements import BnMode, EnvRequirements, Extra
 from envs.result import AttackResult
 from targets.inputs import TargetInputs
@@ -74,6 +74,10 @@ class FgsmSdiConfig(PolicyConfig):
             loss (the policy passes it to the AT loss, overriding ``at_loss.true_class_prob``);
             0.5 is the reference recipe (docs/seeds.md §0.2), 1.0 turns smoothing off.
     """
+
+    limits: ClassVar[dict[str, Limit]] = {
+        "alpha_ratio": NON_NEGATIVE, "update_every": COUNT, "lr": POSITIVE,
+        "weight_decay": NON_NEGATIVE, "width": COUNT, "true_class_prob": PROBABILITY}
 
     name: str = "fgsm_sdi"
     alpha_ratio: float = 1.0

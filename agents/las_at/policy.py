@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -45,7 +45,8 @@ from agents.strategy.lookahead import LookaheadConfig, RewardTerms, lookahead_te
 from agents.strategy.space import Variant, make_strategy_space, resolve_variant
 from envs.attack_env import AttackAction, Obs
 from envs.attack_loss import AttackLoss
-from envs.options import parse_option
+from envs.options import (COUNT, FINITE, FRACTION, MOMENTUM, NON_NEGATIVE, NON_NEGATIVE_INT,
+                          POSITIVE, Limit, parse_option)
 from envs.result import AttackResult
 from targets.inputs import TargetInputs
 from targets.losses.base import ATLossOutput
@@ -95,6 +96,13 @@ class LasAtConfig(PolicyConfig):
         reward_pgd_steps: PGD iterations of R2 (reference 10).
         reward_pgd_restarts: PGD restarts of R2 (reference 2).
     """
+
+    limits: ClassVar[dict[str, Limit]] = {
+        "eps_grid": NON_NEGATIVE, "alpha_grid": NON_NEGATIVE, "steps_grid": NON_NEGATIVE_INT,
+        "beta_grid": NON_NEGATIVE, "interval": COUNT, "lr": POSITIVE, "momentum": MOMENTUM,
+        "weight_decay": NON_NEGATIVE, "lr_milestones": FRACTION, "grad_clip": POSITIVE,
+        "reward_weights": FINITE, "r1_clamp": POSITIVE, "baseline_momentum": MOMENTUM,
+        "reward_pgd_steps": NON_NEGATIVE_INT, "reward_pgd_restarts": COUNT}
 
     name: str = "las_at"
     variant: Variant = Variant.auto
@@ -273,12 +281,27 @@ class LasAt(Policy):
             out[f"policy/entropy_{head}"] = per_head[h]
         return out
 
+    def resolved_presets(self) -> dict[str, Any]:
+        """The variant, the grids, the learning schedule and the reward actually used."""
+        grids = {f"{head}_grid": list(grid) for head, grid in self.space.heads.items()}
+        grids["steps_grid"] = [int(k) for k in grids["steps_grid"]]
+        group = self.optimizer.param_groups[0]
+        return {"variant": self.variant.value, **grids,
+                "interval": self.interval, "lr": self.lr, "momentum": group["momentum"],
+                "weight_decay": group["weight_decay"], "lr_milestones": list(self.lr_milestones),
+                "reward_weights": list(self.weights), "r1_clamp": self.r1_clamp}
+
     def extra_state(self) -> dict[str, Any]:
-        """Policy optimiser state and the batch counter (which batches learn)."""
-        return {"optimizer": self.optimizer.state_dict(), "batches": self.batches}
+        """Policy optimiser state, the batch counter (which batches learn) and this epoch's
+        entropy sums (a checkpoint may fall in the middle of an epoch)."""
+        return {"optimizer": self.optimizer.state_dict(), "batches": self.batches,
+                "entropy": self._entropy.clone(), "entropy_batches": self._entropy_batches}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`extra_state`."""
         if "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
         self.batches = int(state.get("batches", 0))
+        if "entropy" in state:
+            self._entropy = state["entropy"].to(self.baseline_value.device)
+            self._entropy_batches = int(state["entropy_batches"])

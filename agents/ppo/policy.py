@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -59,7 +59,8 @@ from agents.ppo.extractor import SmallCnnExtractor
 from agents.strategy.lookahead import LookaheadConfig, lookahead_terms
 from agents.strategy.space import StrategySpace, Variant, make_strategy_space, resolve_variant
 from envs.attack_env import AttackAction, Obs
-from envs.options import parse_option
+from envs.options import (COUNT, FINITE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, Limit,
+                          parse_option)
 from envs.requirements import EnvRequirements, Extra
 from envs.result import AttackResult
 from targets.inputs import TargetInputs
@@ -115,6 +116,15 @@ class PpoStrategyConfig(PolicyConfig):
         lookahead_restarts: PGD restarts of R2 (LAS-AT: 2).
         lookahead_per_sample: R2/R3 per sample (correctness) instead of batch accuracies.
     """
+
+    limits: ClassVar[dict[str, Limit]] = {
+        "n_steps": COUNT, "n_epochs": COUNT, "minibatch_size": Limit(2, integer=True,
+        why="advantage normalisation"), "learning_rate": POSITIVE, "clip_range": POSITIVE,
+        "ent_coef": NON_NEGATIVE, "vf_coef": NON_NEGATIVE, "max_grad_norm": POSITIVE,
+        "features_dim": COUNT, "net_arch": COUNT, "eps_grid": NON_NEGATIVE,
+        "alpha_grid": NON_NEGATIVE, "steps_grid": NON_NEGATIVE_INT, "beta_grid": NON_NEGATIVE,
+        "reward_clip": POSITIVE, "robust_weight": FINITE, "clean_weight": FINITE,
+        "lookahead_steps": NON_NEGATIVE_INT, "lookahead_restarts": COUNT}
 
     name: str = "ppo_strategy"
     n_steps: int = 8
@@ -371,12 +381,20 @@ class PpoStrategy(Policy):
         return {k: list(v) for k, v in self.space.heads.items()}
 
     # -- checkpointing ---------------------------------------------------------------
+    def resolved_presets(self) -> dict[str, Any]:
+        """The LAS-AT variant and the grids PPO acts on."""
+        grids = {f"{head}_grid": list(grid) for head, grid in self.space.heads.items()}
+        grids["steps_grid"] = [int(k) for k in grids["steps_grid"]]
+        return {"variant": self.variant.value, **grids}
+
     def extra_state(self) -> dict[str, Any]:
-        """Adam state of the strategy net, PPO counters and the partial rollout."""
+        """Adam state of the strategy net, PPO counters, the partial rollout and this epoch's
+        PPO update records (a checkpoint may fall in the middle of an epoch)."""
         return {"optimizer": self.net.optimizer.state_dict(),
                 "n_updates": int(self.ppo._n_updates),
                 "num_timesteps": int(self.ppo.num_timesteps),
-                "buffer": self.ppo.rollout_buffer.state_dict()}
+                "buffer": self.ppo.rollout_buffer.state_dict(),
+                "epoch_records": [dict(r) for r in self._epoch_records]}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         if not state:
@@ -385,3 +403,4 @@ class PpoStrategy(Policy):
         self.ppo._n_updates = int(state["n_updates"])
         self.ppo.num_timesteps = int(state["num_timesteps"])
         self.ppo.rollout_buffer.load_state_dict(state["buffer"])
+        self._epoch_records = [dict(r) for r in state.get("epoch_records", [])]

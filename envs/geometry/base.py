@@ -31,6 +31,8 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
+from envs.options import check_limits
+
 Scalar = float | torch.Tensor
 
 
@@ -156,9 +158,35 @@ class Geometry:
         return float(self.default_budgets[data])
 
     def check_budget(self, eps: float, image_shape: tuple[int, int, int]) -> str | None:
-        """A one-line problem with a nominal budget (e.g. negative), or None when it is valid."""
+        """A one-line problem with a nominal budget (the value and the accepted range), or None
+        when it is valid."""
         if not eps >= 0:
-            return f"threat.eps must be >= 0, got {eps}"
+            return f"threat.eps={eps:g} is out of range: accepted [0, inf) for threat={self.name}"
+        return None
+
+    def check_config(self, image_shape: tuple[int, int, int]) -> list[str]:
+        """Problems with this geometry's config fields, one line each (field, value, accepted
+        range): the fields' declared ``limits`` (:func:`envs.options.check_limits`) and the
+        budget (:meth:`check_budget`). Run when the run's config is composed, before any work;
+        a geometry with fields of its own checks them here (or declares their ``limits``)."""
+        problems = check_limits(self.config, "threat")
+        if self.config.eps is not None and not problems:
+            problem = self.check_budget(float(self.config.eps), image_shape)
+            if problem:
+                problems.append(problem)
+        return problems
+
+    def budget_warning(self, eps: float, image_shape: tuple[int, int, int]) -> str | None:
+        """A warning for a legal but suspicious budget, or None: here, a budget at which any
+        image can be erased (:meth:`erasing_budget`), so robust accuracy is 0 by construction."""
+        try:
+            erasing = self.erasing_budget(image_shape)
+        except NotImplementedError:
+            return None
+        if eps >= erasing:
+            return (f"threat.eps={eps:g} is at least {erasing:g}, the {self.name} budget that can "
+                    "turn any image in [0, 1] into another: robust accuracy is 0 by construction "
+                    "(did you mean a budget in [0, 1] pixel units, e.g. 8/255 = 0.0314?)")
         return None
 
     def erasing_budget(self, image_shape: tuple[int, ...]) -> float:

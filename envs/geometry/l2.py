@@ -77,8 +77,8 @@ class L2(Geometry):
     def check_budget(self, eps: float, image_shape: tuple[int, int, int]) -> str | None:
         top = math.sqrt(math.prod(image_shape))
         if not 0 <= eps <= top:
-            return (f"threat.eps must be in [0, {top:.4g}] for l2 on {image_shape} images "
-                    f"(the diameter of the image box), got {eps}")
+            return (f"threat.eps={eps:g} is out of range: accepted [0, {top:.4g}] for threat=l2 "
+                    f"on {image_shape} images (the diameter of the image box)")
         return None
 
     def erasing_budget(self, image_shape: tuple[int, ...]) -> float:

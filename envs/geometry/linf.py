@@ -72,7 +72,8 @@ class Linf(Geometry):
 
     def check_budget(self, eps: float, image_shape: tuple[int, int, int]) -> str | None:
         if not 0 <= eps <= 1:
-            return f"threat.eps must be in [0, 1] for linf (pixels are in [0, 1]), got {eps}"
+            return (f"threat.eps={eps:g} is out of range: accepted [0, 1] for threat=linf "
+                    "(pixels are in [0, 1])")
         return None
 
     def erasing_budget(self, image_shape: tuple[int, ...]) -> float:

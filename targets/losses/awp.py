@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from envs.attack_loss import AttackLoss
+from envs.options import NON_NEGATIVE, POSITIVE, Limit
 from envs.result import AttackResult
 from targets.inputs import TargetInputs
 from targets.losses.base import ATLossOutput, register_at_loss
@@ -47,6 +48,9 @@ class AwpConfig(CrossEntropyConfig):
         gamma: relative size γ of the weight perturbation per layer.
         proxy_lr: learning rate of the proxy's ascent step.
     """
+
+    limits: ClassVar[dict[str, Limit]] = {**CrossEntropyConfig.limits, "gamma": NON_NEGATIVE,
+                                            "proxy_lr": POSITIVE}
 
     name: str = "awp"
     gamma: float = 0.01

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from envs.attack_loss import AttackLoss
+from envs.options import PROBABILITY, Limit
 from envs.requirements import EnvRequirements
 from envs.result import AttackResult
 from targets.inputs import TargetInputs
@@ -74,6 +75,8 @@ class ATLossConfig:
         name: registry id.
         true_class_prob: label smoothing as the probability put on the true class (1.0 = off).
     """
+
+    limits: ClassVar[dict[str, Limit]] = {"true_class_prob": PROBABILITY}
 
     name: str = "ce"
     true_class_prob: float = 1.0

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from envs.attack_loss import AttackLoss
-from envs.options import parse_option
+from envs.options import NON_NEGATIVE, Limit, parse_option
 from envs.result import AttackResult
 from targets.inputs import TargetInputs
 from targets.losses.base import (ATLoss, ATLossConfig, ATLossOutput, register_at_loss,
@@ -50,6 +50,8 @@ class PgiLossConfig(ATLossConfig):
         reduction: ``mean`` over N×K (reference code) or ``sum`` over K, mean over N.
         prior_grad: back-propagate through the prior branch f(x_init) too (reference).
     """
+
+    limits: ClassVar[dict[str, Limit]] = {**ATLossConfig.limits, "lam": NON_NEGATIVE}
 
     name: str = "pgi"
     lam: float = 10.0

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from envs.attack_loss import AttackLoss, kl_loss
+from envs.options import NON_NEGATIVE, Limit
 from envs.result import AttackResult
 from targets.inputs import TargetInputs
 from targets.losses.base import (ATLoss, ATLossConfig, ATLossOutput, register_at_loss,
@@ -23,6 +24,8 @@ class TradesConfig(ATLossConfig):
         name: registry id.
         beta: trade-off β; a policy may override it per sample (``TargetInputs.beta``).
     """
+
+    limits: ClassVar[dict[str, Limit]] = {**ATLossConfig.limits, "beta": NON_NEGATIVE}
 
     name: str = "trades"
     beta: float = 6.0

@@ -46,11 +46,12 @@ def digits_model(digits_tensors) -> nn.Module:
 
 
 def interrupt_and_resume(args: list[str], tracking_uri: str, checkpoint_dir: str,
-                         monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run ``args``, interrupted (KeyboardInterrupt) at the start of its second epoch, then resume.
+                         monkeypatch: pytest.MonkeyPatch, resume: bool = True) -> str:
+    """Run ``args``, interrupted (KeyboardInterrupt) at the start of its second epoch, then
+    resume (unless ``resume=False``).
 
     Returns:
-        The id of the interrupted-then-resumed run (its status was KILLED before the resume).
+        The id of the interrupted(-then-resumed) run (its status was KILLED before the resume).
     """
     from mlflow.tracking import MlflowClient
 
@@ -74,5 +75,81 @@ def interrupt_and_resume(args: list[str], tracking_uri: str, checkpoint_dir: str
     cut_id = runs[0].info.run_id
     assert runs[0].info.status == "KILLED"
     monkeypatch.setattr(Cotrainer, "train_epoch", original)
-    assert cotrain([f"resume={cut_id}", f"checkpoint_dir={checkpoint_dir}"], tracking_uri) == cut_id
+    if resume:
+        assert cotrain([f"resume={cut_id}", f"checkpoint_dir={checkpoint_dir}"],
+                       tracking_uri) == cut_id
     return cut_id
+
+
+#: a co-training of 2 epochs x 4 batches on 256 digits, cheap to run several times
+TINY_RUN = ["epochs=2", "batch_size=64", "data.train_subset=256", "data.test_subset=64",
+            "eval.test_subset=32", "eval.final_pgd_steps=2", "progress=false",
+            "tracking.system_metrics=false", "tracking.log_model=false", "tracking.plot_every=0",
+            "monitor.enabled=false"]
+
+
+def metric_histories(tracking_uri: str, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    """Every metric of a run (times and system metrics aside) as sorted (step, value) points."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    keys = [k for k in client.get_run(run_id).data.metrics
+            if not k.startswith(("time/", "system/"))]
+    return {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k))
+            for k in keys}
+
+
+def final_state(run_id: str, checkpoint_dir: str) -> dict:
+    """The run's last checkpoint (model, policy, position)."""
+    from runners.run_loading import load_run_state
+
+    return load_run_state(run_id, checkpoint_dir)
+
+
+def assert_same_training(a: dict, b: dict) -> None:
+    """Two final checkpoints hold bit-identical target weights and policy state."""
+    for part in ("model", "policy"):
+        assert a[part].keys() == b[part].keys(), part
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    assert (a["epoch"], a["batch"], a["global_step"]) == (b["epoch"], b["batch"], b["global_step"])
+
+
+def sigterm_after_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    """Send this process SIGTERM right after the training batch of global step ``step``."""
+    import signal
+
+    from runners.cotrain import Cotrainer
+
+    original = Cotrainer.train_batch
+
+    def train_batch(self, b, epoch):
+        out = original(self, b, epoch)
+        if self.global_step == step + 1:
+            signal.raise_signal(signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(Cotrainer, "train_batch", train_batch)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """reference(args) -> (tracking uri, run id, checkpoint dir) of an uninterrupted run of
+    ``args`` (cached per module). Call it inside the test, under the test's thread setting."""
+    from runners.cotrain import cotrain
+
+    root = tmp_path_factory.mktemp("reference")
+    cache: dict[tuple[str, ...], tuple[str, str, str]] = {}
+
+    def run(args: list[str]) -> tuple[str, str, str]:
+        key = tuple(args)
+        if key not in cache:
+            folder = root / str(len(cache))
+            folder.mkdir()
+            uri, ck = f"sqlite:///{folder}/mlflow.db", str(folder / "ck")
+            with pytest.MonkeyPatch.context() as mp:
+                mp.chdir(folder)
+                cache[key] = (uri, cotrain([*args, f"checkpoint_dir={ck}"], uri), ck)
+        return cache[key]
+
+    return run

@@ -32,7 +32,7 @@ def test_does_not_flag_steady_or_degrading_runs():
 
 
 def test_monitor_logs_metrics_keeps_best_and_stops_on_co(tmp_path, tracking_uri):
-    always_co = ["monitor.floor=2.0", "monitor.min_gap=-1.0", "monitor.fgsm_keep=0.0"]
+    always_co = ["monitor.floor=1.0", "monitor.min_gap=0.0", "monitor.fgsm_keep=0.0"]
     run_id = cotrain(["policy=fgsm_pgi", "at_loss=pgi", "epochs=3", "batch_size=64",
                       "data.train_subset=256", "data.test_subset=64",
                       "eval.test_subset=64", "eval.final_pgd_steps=1", "progress=false",
@@ -49,3 +49,5 @@ def test_monitor_logs_metrics_keeps_best_and_stops_on_co(tmp_path, tracking_uri)
     assert [h.step for h in client.get_metric_history(run_id, "monitor/co")] == [0]  # stopped
     assert run.data.tags["co_stopped_epoch"] == "0" and "eval/clean_acc" in m
     assert "checkpoints/best.pt" in {a.path for a in client.list_artifacts(run_id, "checkpoints")}
+    # the final and the best target, both MLflow models of the run
+    assert len(run.outputs.model_outputs) == 2 and run.data.tags["model_uri"].startswith("models:/")

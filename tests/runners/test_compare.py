@@ -28,6 +28,8 @@ def test_compare_writes_the_expected_table(tracking_uri, capsys):
                   {"eps_monotone": 1.0, "large_eps": 0.0})
     c = _make_run(tracking_uri, "trades", "pgd_at", "trades", {"clean": 0.97}, [20.0])
     assert main([f"run_ids=[{a},{b},{c}]", f"tracking_uri={tracking_uri}"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 5  # a table only: logging is opt-in
+    assert main([f"run_ids=[{a},{b},{c}]", "log=true", f"tracking_uri={tracking_uri}"]) == 0
     out = capsys.readouterr().out.splitlines()
     expected = [
         "| run | policy | AT loss | clean % | PGD (pgd50x10) % | AutoAttack % | worst case % "

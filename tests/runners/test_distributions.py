@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from runners.distributions import DistributionHistory, log_distributions
+from runners.distributions import (DistributionHistory, aligned_rows, distribution_table,
+                                   is_constant, log_distributions, rows_from_table)
 from runners.formatting import format_grid_value
 from runners.tracking import Tracker
 
@@ -130,12 +131,54 @@ def test_log_distributions_writes_artifacts(tmp_path, monkeypatch):
         assert files == {"distributions/eps.json", "distributions/head.alpha.json"}
         plots = {a.path for a in client.list_artifacts(run_id, "plots")}
         assert plots == {"plots/eps_heatmap.png", "plots/head.alpha_heatmap.png"}
-        local = tracker.download_artifact("distributions/eps.json", tmp_path / "dl")
-        data = json.loads(open(local).read())
-        assert data["key"] == "eps" and data["kind"] == "categorical"
-        assert [r["epoch"] for r in data["rows"]] == [0, 1, 2]
-        assert data["rows"][2]["fractions"] == pytest.approx([1 / 3, 1 / 3, 1 / 3, 0.0])
+        # a long-format MLflow table, one line per (epoch, value): read back across runs
+        table = client.load_table(tracker.experiment_id, "distributions/eps.json",
+                                  run_ids=[run_id], extra_columns=["run_id"])
+        assert set(table["key"]) == {"eps"} and set(table["kind"]) == {"categorical"}
+        assert sorted(set(table["epoch"])) == [1, 2, 3]  # numbered as cotrain prints them
+        last = table[table["epoch"] == 3].sort_values("value")
+        assert list(last["fraction"]) == pytest.approx([1 / 3, 1 / 3, 1 / 3, 0.0])
+        assert set(table["run_id"]) == {run_id}
+        rows = rows_from_table(table)
+        assert [r["epoch"] for r in rows] == [0, 1, 2]
+        assert rows[2]["fractions"] == pytest.approx([1 / 3, 1 / 3, 1 / 3, 0.0])
+        tags = client.get_run(run_id).data.tags["mlflow.loggedArtifacts"]
+        assert '"distributions/eps.json", "type": "table"' in tags
         png = tracker.download_artifact("plots/eps_heatmap.png", tmp_path / "dl")
         assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     history = client.get_metric_history(run_id, "policy/eps_mean")
     assert [m.step for m in history] == [0, 1, 2]
+    with Tracker("t", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db") as tracker:
+        log_distributions(tracker, hist, 2, plot=False)  # tracking.plot_every: not this epoch
+        assert tracker.client.list_artifacts(tracker.run_id, "plots") == []
+
+
+def test_few_distinct_values_are_categories_and_mixed_rows_align():
+    hist = DistributionHistory(max_categories=4)
+    hist.add("steps", torch.tensor([10.0, 10.0, 10.0]))
+    hist.end_epoch(0)
+    hist.add("steps", torch.tensor([3.0, 10.0]))
+    hist.end_epoch(1)
+    rows = hist.history("steps")
+    assert rows[0]["values"] == [10.0] and rows[1]["values"] == [3.0, 10.0]
+    assert is_constant(rows[:1]) and not is_constant(rows)
+    aligned = aligned_rows(rows)
+    assert aligned[0]["values"] == [3.0, 10.0] and aligned[0]["fractions"] == [0.0, 1.0]
+    hist.add("steps", torch.arange(20.0))  # many values: a histogram epoch
+    hist.end_epoch(2)
+    mixed = aligned_rows(hist.history("steps"))
+    assert all("edges" in r for r in mixed)
+    assert mixed[0]["edges"][0] < 10.0 < mixed[0]["edges"][-1]
+    table = distribution_table("steps", hist.history("steps"))
+    assert set(table["kind"]) == {"histogram"} and table["epoch"][0] == 1
+
+
+def test_pending_values_survive_a_mid_epoch_state_dict():
+    hist = DistributionHistory()
+    hist.add("eps", torch.tensor([1.0, 2.0]))
+    state = hist.state_dict(include_pending=True)
+    other = DistributionHistory()
+    other.load_state_dict(state)
+    hist.add("eps", torch.tensor([3.0]))
+    other.add("eps", torch.tensor([3.0]))
+    assert hist.end_epoch(0) == other.end_epoch(0)

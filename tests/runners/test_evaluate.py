@@ -62,31 +62,47 @@ def test_cli_logs_metrics_table_and_checks(tmp_path, tracking_uri, monkeypatch, 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     ck = f"checkpoint_dir={tmp_path}/ck"
     run_id = cotrain(["policy=pgd_at", "epochs=1", "batch_size=128", "data.train_subset=256",
-                      "policy.steps=1",
+                      "policy.steps=1", "tracking.log_model=false", "tracking.system_metrics=false",
                       "eval.test_subset=32", "eval.final_pgd_steps=1", "progress=false", ck],
                      tracking_uri)
-    with pytest.raises(SystemExit, match="unknown attack"):
-        main([f"run_id={run_id}", "attacks=[pgd]", ck])
+    assert main([f"run_id={run_id}", "attacks=[pgd]", ck]) == 2
+    assert "unknown attack 'pgd'" in capsys.readouterr().err
+    client = MlflowClient(tracking_uri)
+    before = client.get_run(run_id)
     assert main([f"run_id={run_id}", "attacks=[clean,pgd3,pgd3x2,transfer_fgsm]",
                  f"surrogate={run_id}", "n_examples=32", "checks=true", "square_queries=0",
                  "check_attack=pgd3", "progress=false", ck]) == 0
     out = capsys.readouterr().out
     assert "| pgd3x2 | 0.2 | 32 |" in out and "check eps_monotone" in out
-    client = MlflowClient(tracking_uri)
+    # the training run is untouched: one final evaluation point, the same status and end time
     run = client.get_run(run_id)
-    m = run.data.metrics
+    assert [h.step for h in client.get_metric_history(run_id, "eval/clean_acc")] == [1]
+    assert "eval/pgd3x2_acc" not in run.data.metrics
+    assert (run.info.status, run.info.end_time) == (before.info.status, before.info.end_time)
+    # the evaluation is a run nested under it
+    eval_id = next(line.split("=", 1)[1] for line in out.splitlines()
+                   if line.startswith("evaluation_run_id="))
+    child = client.get_run(eval_id)
+    assert child.data.tags["mlflow.parentRunId"] == run_id
+    assert child.data.tags["kind"] == "evaluation" and child.data.tags["checkpoint_epoch"] == "1"
+    assert child.data.params["attacks"] == "clean,pgd3,pgd3x2,transfer_fgsm"
+    m = child.data.metrics
     for key in ("eval/clean_acc", "eval/pgd3_acc", "eval/pgd3x2_acc", "eval/transfer_fgsm_acc",
                 "eval/worst_case_acc", "check/eps_monotone", "check/large_eps"):
         assert key in m, key
     assert m["eval/worst_case_acc"] <= m["eval/pgd3x2_acc"] <= m["eval/clean_acc"]
-    hist = sorted(client.get_metric_history(run_id, "eval/clean_acc"), key=lambda h: h.timestamp)
-    # cotrain logs at step = epochs, so does the evaluation (later): its value is the latest
-    assert [h.step for h in hist] == [1, 1] and m["eval/clean_acc"] == hist[-1].value
-    assert run.data.tags["check/eps_monotone"].startswith(("PASS: ", "FAIL: "))
-    tables = [a.path for a in client.list_artifacts(run_id, "eval")]
+    assert child.data.tags["check/eps_monotone"].startswith(("PASS: ", "FAIL: "))
+    tables = [a.path for a in client.list_artifacts(eval_id, "eval")]
     assert any(p.endswith(".md") for p in tables) and "eval/checks.json" in tables
     rows = json.load(open(client.download_artifacts(
-        run_id, next(p for p in tables if p.startswith("eval/table_") and p.endswith(".json")))))
+        eval_id, next(p for p in tables if p.startswith("eval/table_") and p.endswith(".json")))))
     assert [r["attack"] for r in rows["rows"]] == ["clean", "pgd3", "pgd3x2", "transfer_fgsm",
                                                    "worst_case"]
     assert all(r["n"] == 32 and r["eps"] == pytest.approx(0.2) for r in rows["rows"])
+    # runners.compare reads the evaluation over the run's own final numbers
+    from runners.compare import main as compare
+
+    assert compare([f"run_ids=[{run_id}]", f"tracking_uri={tracking_uri}", "pgd=pgd3x2"]) == 0
+    line = capsys.readouterr().out.splitlines()[2]
+    assert f"| {100 * m['eval/pgd3x2_acc']:.2f} |" in line
+    assert f"| {100 * m['eval/clean_acc']:.2f} |" in line

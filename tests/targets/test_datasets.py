@@ -140,3 +140,49 @@ def test_unknown_name_lists_valid() -> None:
         load_dataset("imagenet")
     for name in ["digits", "mnist", "cifar10", "cifar100"]:
         assert name in str(info.value)
+
+
+def _fake_torchvision(monkeypatch: pytest.MonkeyPatch, calls: list) -> None:
+    """torchvision's datasets.MNIST, as far as data.download uses it: it writes the four
+    gzip'd IDX files into <root>/MNIST/raw (torchvision does not import against this torch, and
+    tests never touch the network)."""
+    import sys
+    import types
+
+    class MNIST:
+        def __init__(self, root: str, train: bool, download: bool) -> None:
+            calls.append((root, train, download))
+            raw = Path(root) / "MNIST" / "raw"
+            raw.mkdir(parents=True, exist_ok=True)
+            rng = np.random.default_rng(int(train))
+            n, prefix = (6, "train") if train else (4, "t10k")
+            _write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+            _write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
+
+    datasets = types.ModuleType("torchvision.datasets")
+    datasets.MNIST = MNIST
+    torchvision = types.ModuleType("torchvision")
+    torchvision.datasets = datasets
+    monkeypatch.setitem(sys.modules, "torchvision", torchvision)
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", datasets)
+
+
+def test_download_fetches_missing_files_through_torchvision(tmp_path: Path, monkeypatch) -> None:
+    calls: list = []
+    _fake_torchvision(monkeypatch, calls)
+    with pytest.raises(DataSetError, match="or data.download=true"):
+        load_dataset("mnist", str(tmp_path))
+    assert calls == []  # no download unless asked
+    ds = load_dataset("mnist", str(tmp_path), download=True)
+    assert calls == [(str(tmp_path), True, True), (str(tmp_path), False, True)]
+    assert (len(ds.train), len(ds.test), ds.image_shape) == (6, 4, (1, 28, 28))
+    load_dataset("mnist", str(tmp_path), download=True)  # present now: read, not fetched
+    assert len(calls) == 2
+
+
+def test_download_without_torchvision_says_how_to_install_it(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # import fails
+    with pytest.raises(DataSetError, match=r"pip install '.\[vision\]'"):
+        load_dataset("cifar10", str(tmp_path), download=True)
