@@ -25,6 +25,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from agents.base import policy_registry
 from envs.geometry.base import geometry_registry, make_geometry
 from envs.requirements import BnMode
+from runners.fast_path import PerfConfig
 from runners.recipes import expand_recipes
 from targets.losses.base import at_loss_registry
 
@@ -159,6 +160,11 @@ class CotrainConfig:
         checkpoint_dir: local folder for checkpoints (one sub-folder per run id).
         progress: show progress bars.
         monitor: the catastrophic-overfitting monitor (runners/co_monitor.py).
+        threads: CPU threads of torch's intra-op pool; 0 = the CPUs this process may use
+            (affinity, cgroup quota, shared among a torchrun job's local ranks), never more
+            than torch's default (runners/threads.py).
+        perf: GPU fast-path switches, all off by default (bf16 autocast, channels_last,
+            torch.compile, pinned copies).
     """
 
     defaults: list[Any] = field(default_factory=lambda: [
@@ -182,6 +188,8 @@ class CotrainConfig:
     run_name: str | None = None
     checkpoint_dir: str = "checkpoints"
     progress: bool = True
+    threads: int = 0
+    perf: PerfConfig = field(default_factory=PerfConfig)
 
 
 #: per-data-set defaults for the ``None`` fields (the budget's preset is the geometry's).

@@ -35,13 +35,15 @@ from runners.config import (CotrainConfig, ConfigError, compose_config, config_t
                             resolve)
 from runners.device import DeviceError, pick_device
 from runners.distributions import DistributionHistory, log_distributions
+from runners.fast_path import autocast, prepare_model
 from runners.recipes import expand_recipes, format_recipes
 from runners.robustness import evaluate
 from runners.run_loading import load_run_state
 from runners.schedule import make_scheduler
+from runners.threads import apply_threads
 from runners.tracking import Tracker, flatten_config
 from targets.datasets import DataSet, DataSetError, load_dataset, subset_dataset
-from targets.loader import Batch, DeviceLoader
+from targets.loader import Batch, DeviceLoader, to_device
 from targets.losses.base import make_at_loss
 from targets.models import make_model
 from targets.target import Target
@@ -75,11 +77,15 @@ class Cotrainer:
         overrides: the command-line overrides it came from (stored for resume).
         tracking_uri: MLflow tracking URI (None = MLflow's default / MLFLOW_TRACKING_URI).
         data: an in-memory data set to use instead of loading ``cfg.data`` (benchmarks, tests).
+        tags: extra MLflow run tags (a multirun's ``sweep_id``).
     """
 
     def __init__(self, cfg: CotrainConfig, overrides: list[str],
-                 tracking_uri: str | None = None, data: DataSet | None = None) -> None:
+                 tracking_uri: str | None = None, data: DataSet | None = None,
+                 tags: dict[str, str] | None = None) -> None:
         self.cfg, self.overrides = cfg, list(overrides)
+        self.extra_tags = dict(tags or {})
+        apply_threads(cfg.threads)
         self.resolved = r = resolve(cfg)
         self.device = pick_device(cfg.device)
         if data is None:
@@ -89,18 +95,20 @@ class Cotrainer:
                      for i, k in enumerate(GENERATORS)}
         self.train_loader = DeviceLoader(self.data.train, cfg.batch_size, self.device,
                                          shuffle=True, augment=r.augment, drop_last=True,
-                                         generator=self.gens["data"])
+                                         generator=self.gens["data"],
+                                         pin_memory=cfg.perf.pin_memory)
         if len(self.train_loader) == 0:
             raise ConfigError(f"batch_size={cfg.batch_size} exceeds the training set "
                               f"({len(self.data.train)} samples)")
-        self.test_x = self.data.test.images.to(self.device).float().div_(255)
+        self.test_x = to_device(self.data.test.images, self.device,
+                                cfg.perf.pin_memory).float().div_(255)
         self.test_y = self.data.test.labels.to(self.device)
         n_sub = min(cfg.eval.test_subset, len(self.test_y))
         self.train_sub_x = self.data.train.images[:n_sub].to(self.device).float().div_(255)
         self.train_sub_y = self.data.train.labels[:n_sub].to(self.device)
         torch.manual_seed(cfg.seed)  # model initialisation is the only global-RNG consumer
         model = make_model(r.target, self.data.image_shape, self.data.num_classes)
-        model.to(self.device)
+        prepare_model(model.to(self.device), cfg.perf)
         self.geometry = make_geometry(cfg.threat)
         at_loss = make_at_loss(cfg.at_loss)
         self.context = PolicyContext(
@@ -196,10 +204,11 @@ class Cotrainer:
         Returns:
             (training scalars, policy metrics), all device tensors (no host sync).
         """
-        result = run_episode(self.env, self.policy, b.x, b.y, b.index, offsets=b.offsets,
-                             flipped=b.flipped, generator=self.gens["attack"])
-        inputs = self.policy.target_inputs(result)
-        out = self.target.step(result, inputs)
+        with autocast(self.cfg.perf, self.device):  # perf.bf16: attack and AT step only
+            result = run_episode(self.env, self.policy, b.x, b.y, b.index, offsets=b.offsets,
+                                 flipped=b.flipped, generator=self.gens["attack"])
+            inputs = self.policy.target_inputs(result)
+            out = self.target.step(result, inputs)
         stats = {f"train/{k}": v for k, v in out.parts.items()}
         stats["train/adv_acc"] = (out.logits_adv.argmax(1) == b.y).float().mean()
         stats["policy/attack_success"] = 1.0 - stats["train/adv_acc"]  # misclassified after attack
@@ -222,7 +231,7 @@ class Cotrainer:
             if pm:
                 policy_metrics.add(pm)
             bar.update(1)
-            if self.global_step % 10 == 0:  # host sync for the progress bar, every 10 batches
+            if not bar.disable and self.global_step % 10 == 0:  # host sync, every 10 batches
                 m = acc.means()
                 bar.set_postfix(loss=f"{m['train/loss'].item():.3f}",
                                 adv_acc=f"{m['train/adv_acc'].item():.3f}")
@@ -257,7 +266,7 @@ class Cotrainer:
         c, r = self.cfg, self.resolved
         name = c.run_name or f"{c.policy.name}-{c.data.name}-{r.target}"
         tags = {"policy": c.policy.name, "target": r.target, "data": c.data.name,
-                "at_loss": c.at_loss.name, "threat": c.threat.name}
+                "at_loss": c.at_loss.name, "threat": c.threat.name, **self.extra_tags}
         tracker = Tracker(c.experiment, run_id=run_id, run_name=name, tags=tags,
                           tracking_uri=self.tracking_uri)
         if run_id is None:  # a resumed run keeps the params it was created with
@@ -342,6 +351,11 @@ def cotrain(overrides: list[str], tracking_uri: str | None = None) -> str:
     return Cotrainer(cfg, overrides, tracking_uri).run()
 
 
+def sweep_job(cfg: CotrainConfig, overrides: list[str], tags: dict[str, str]) -> str:
+    """One point of a multirun (runners/multirun.py): train it, return its run id."""
+    return Cotrainer(cfg, overrides, tags=tags).run()
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point (single run, resume, or ``-m`` multirun through Hydra's sweeper)."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -354,10 +368,11 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"runners.cotrain: {e}", file=sys.stderr)
             return 2
+        import runners.cotrain as importable  # not __main__: launchers pickle the job by name
         from runners.multirun import multirun
 
         return multirun([a for a in argv if a not in ("-m", "--multirun")],
-                        lambda cfg, overrides: Cotrainer(cfg, overrides).run())
+                        importable.sweep_job)
     try:
         run_id = cotrain(argv)
     except (ConfigError, DataSetError, CheckpointError, DeviceError) as e:  # bad input: message, no traceback
