@@ -85,7 +85,10 @@ class Cotrainer:
                  tags: dict[str, str] | None = None) -> None:
         self.cfg, self.overrides = cfg, list(overrides)
         self.extra_tags = dict(tags or {})
-        apply_threads(cfg.threads)
+        try:
+            apply_threads(cfg.threads)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         self.resolved = r = resolve(cfg)
         self.device = pick_device(cfg.device)
         if data is None:
@@ -343,8 +346,9 @@ def cotrain(overrides: list[str], tracking_uri: str | None = None) -> str:
     cfg = compose_config(overrides)
     if cfg.resume:
         state = load_run_state(cfg.resume, cfg.checkpoint_dir, tracking_uri)
-        saved = [o for o in state["overrides"] if not o.startswith(("progress=", "device="))]
-        extra = [o for o in overrides if o.startswith(("progress=", "device="))]
+        machine = ("progress=", "device=", "threads=")  # may differ where the run resumes
+        saved = [o for o in state["overrides"] if not o.startswith(machine)]
+        extra = [o for o in overrides if o.startswith(machine)]
         trainer = Cotrainer(compose_config(saved + extra), saved, tracking_uri)
         trainer.load_state(state)
         return trainer.run(run_id=cfg.resume)

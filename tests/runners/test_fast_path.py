@@ -41,7 +41,9 @@ def _first_conv_dtypes(trainer: Cotrainer) -> tuple[list[torch.dtype], torch.uti
 
 
 def test_bf16_runs_attack_and_at_step_in_bf16_and_evaluates_in_fp32(one_thread):
-    trainer = _trainer("policy=pgd_at", "policy.steps=2", "perf.bf16=true")
+    # batch 16: CPUs without native bf16 run bf16 convolutions in slow reference kernels
+    trainer = _trainer("policy=pgd_at", "policy.steps=2", "perf.bf16=true", "batch_size=16",
+                       "eval.test_subset=16", "data.test_subset=16")
     seen, hook = _first_conv_dtypes(trainer)
     batch = next(iter(trainer.train_loader))
     stats, _ = trainer.train_batch(batch, 0)
@@ -137,3 +139,25 @@ def test_one_host_sync_per_batch_for_uniform_budgets(policy, monkeypatch, one_th
     # the attack env reads its budgets' range once per episode; nothing else waits
     assert calls == Counter({"tolist": 1}), calls
     assert all(isinstance(v, torch.Tensor) for v in stats.values())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_batch_syncs_once_with_every_switch_on():
+    """What the CPU counter above approximates, measured by CUDA's own sync detector."""
+    import warnings
+
+    trainer = _trainer("policy=pgd_at", "device=cuda", "perf.bf16=true",
+                       "perf.channels_last=true", "perf.pin_memory=true")
+    batches = list(trainer.train_loader)
+    trainer.train_batch(batches[0], 0)
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            trainer.train_batch(batches[1], 0)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    assert len(syncs) == 1, [str(w.message) for w in syncs]

@@ -64,3 +64,10 @@ def test_wait_policy_is_set_before_torch_loads_unless_the_user_chose_one():
     # torch first: too late for OpenMP, and the module knows it
     assert _python("import torch; " + probe.replace("import runners, ", "import ")) \
         .endswith("False")
+
+
+def test_negative_threads_is_a_config_error(capsys):
+    from runners.cotrain import main
+
+    assert main(["threads=-1", "progress=false"]) == 2
+    assert "threads=-1" in capsys.readouterr().err

@@ -21,8 +21,9 @@ import torch
 from mlflow import MlflowClient
 
 from runners import compare, evaluate, inspect
-from runners.cotrain import Cotrainer, cotrain
+from runners.cotrain import cotrain
 from runners.run_loading import load_run_state
+from tests.runners.conftest import run_interrupted
 from tests.runners.tracking_server import mlflow_server, postgres_cluster, postgres_missing
 
 pytestmark = pytest.mark.server
@@ -88,28 +89,11 @@ def _check_nothing_lost(client: MlflowClient, run_id: str) -> None:
 def _interrupt_then_resume_from_server(uri: str, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> str:
     """RUN_A cut at the start of epoch 2, its local checkpoint deleted, resumed from MLflow."""
-    calls = {"n": 0}
-    original = Cotrainer.train_epoch
-
-    def interrupt_second_epoch(self, epoch, bar):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(self, epoch, bar)
-
     checkpoints = tmp_path / "ck_cut"
-    monkeypatch.setattr(Cotrainer, "train_epoch", interrupt_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        cotrain([*RUN_A, f"checkpoint_dir={checkpoints}"], uri)
-    monkeypatch.setattr(Cotrainer, "train_epoch", original)
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("learned-at").experiment_id
-    cut = client.search_runs([experiment], order_by=["attributes.start_time DESC"])[0]
-    assert cut.info.status == "KILLED"
+    cut = run_interrupted([*RUN_A, f"checkpoint_dir={checkpoints}"], uri, monkeypatch)
     shutil.rmtree(checkpoints)  # only the server's copy is left
-    assert cotrain([f"resume={cut.info.run_id}", f"checkpoint_dir={checkpoints}"], uri) \
-        == cut.info.run_id
-    return cut.info.run_id
+    assert cotrain([f"resume={cut}", f"checkpoint_dir={checkpoints}"], uri) == cut
+    return cut
 
 
 def test_cotraining_against_postgres_backed_server(server, tmp_path, monkeypatch, capsys,
