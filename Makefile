@@ -5,6 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 PYTEST_ARGS ?=
+# optional extras: server = psycopg for a PostgreSQL-backed MLflow server, cluster = the
+# submitit sweep launcher (both small; the tests that use them skip without them)
+EXTRAS ?= test,eval,server,cluster
 
 .PHONY: run test bench clean-venv
 
@@ -12,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
 	if [ -n "$(TORCH_SPEC)" ]; then $(PY) -m pip install --quiet "$(TORCH_SPEC)"; fi
-	$(PY) -m pip install --quiet -e ".[test,eval]"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
 run: $(VENV)/.installed  ## co-train on the embedded default (digits); ARGS="policy=fgsm_rs ..."

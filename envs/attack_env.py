@@ -60,7 +60,7 @@ from gymnasium.vector.utils import batch_space
 from torch import nn
 
 from envs.attack_loss import AttackLoss, attack_loss
-from envs.geometry.base import AttackState, Geometry
+from envs.geometry.base import Geometry
 from envs.geometry.linf import Linf
 from envs.requirements import BnMode, EnvRequirements, Extra, FoscReference
 from envs.result import AttackResult

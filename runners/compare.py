@@ -23,7 +23,6 @@ import math
 import re
 import sys
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Run

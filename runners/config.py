@@ -35,6 +35,7 @@ from envs.geometry.base import geometry_registry, make_geometry
 from envs.options import (COUNT, FRACTION, MOMENTUM, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE,
                           Limit)
 from envs.requirements import BnMode
+from runners.fast_path import PerfConfig
 from runners.recipes import expand_recipes
 from runners.schedule import Schedule
 from runners.validation import validate_config
@@ -226,6 +227,11 @@ class CotrainConfig:
         progress: show progress bars (per-epoch summaries are logged either way).
         monitor: the catastrophic-overfitting monitor (runners/co_monitor.py).
         tracking: MLflow tracking (system metrics, the model, registration).
+        threads: CPU threads of torch's intra-op pool; 0 = the CPUs this process may use
+            (affinity, cgroup quota, shared among a torchrun job's local ranks), never more
+            than torch's default (runners/threads.py).
+        perf: GPU fast-path switches, all off by default (bf16 autocast, channels_last,
+            torch.compile, pinned copies).
     """
 
     limits: ClassVar[dict[str, Limit]] = {
@@ -255,6 +261,8 @@ class CotrainConfig:
     checkpoint_dir: str = "checkpoints"
     checkpoint_every_s: float = 600.0
     progress: bool = True
+    threads: int = 0
+    perf: PerfConfig = field(default_factory=PerfConfig)
 
 
 #: per-data-set defaults for the ``None`` fields (the budget's preset is the geometry's).

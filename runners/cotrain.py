@@ -41,7 +41,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-import uuid
 from pathlib import Path
 from collections.abc import Iterator
 from typing import Any, Callable
@@ -63,14 +62,16 @@ from runners.device import pick_device
 from runners.distributions import DistributionHistory, log_distributions
 from runners.epoch_progress import EpochProgress
 from runners.preemption import RunInterrupted, StopSignals
+from runners.fast_path import autocast, prepare_model
 from runners.recipes import expand_recipes, format_recipes
 from runners.robustness import evaluate
 from runners.run_loading import load_run_state
 from runners.run_naming import RESUME_KEYS, resolved_config, run_name
 from runners.schedule import make_scheduler
+from runners.threads import apply_threads
 from runners.tracking import Tracker, flatten_config
 from targets.datasets import DataSet, load_dataset, subset_dataset
-from targets.loader import Batch, DeviceLoader
+from targets.loader import Batch, DeviceLoader, to_device
 from targets.losses.base import make_at_loss
 from targets.models import make_model
 from targets.target import Target
@@ -109,6 +110,10 @@ class Cotrainer:
                  tags: dict[str, str] | None = None) -> None:
         self.cfg, self.overrides = cfg, list(overrides)
         self.extra_tags = dict(tags or {})
+        try:
+            apply_threads(cfg.threads)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         self.resolved = r = resolve(cfg)
         self.device = pick_device(cfg.device)
         if data is None:
@@ -118,19 +123,21 @@ class Cotrainer:
                      for i, k in enumerate(GENERATORS)}
         self.train_loader = DeviceLoader(self.data.train, cfg.batch_size, self.device,
                                          shuffle=True, augment=r.augment, drop_last=True,
-                                         generator=self.gens["data"])
+                                         generator=self.gens["data"],
+                                         pin_memory=cfg.perf.pin_memory)
         if len(self.train_loader) == 0:
             raise ConfigError(f"batch_size={cfg.batch_size} exceeds the training set "
                               f"({len(self.data.train)} samples): accepted 1 to "
                               f"{len(self.data.train)}")
-        self.test_x = self.data.test.images.to(self.device).float().div_(255)
+        self.test_x = to_device(self.data.test.images, self.device,
+                                cfg.perf.pin_memory).float().div_(255)
         self.test_y = self.data.test.labels.to(self.device)
         n_sub = min(cfg.eval.test_subset, len(self.test_y))
         self.train_sub_x = self.data.train.images[:n_sub].to(self.device).float().div_(255)
         self.train_sub_y = self.data.train.labels[:n_sub].to(self.device)
         torch.manual_seed(cfg.seed)  # model initialisation is the only global-RNG consumer
         model = make_model(r.target, self.data.image_shape, self.data.num_classes)
-        model.to(self.device)
+        prepare_model(model.to(self.device), cfg.perf)
         try:  # components check their settings when built: a bad one is a config error
             self.geometry = make_geometry(cfg.threat)
             at_loss = make_at_loss(cfg.at_loss)
@@ -288,10 +295,11 @@ class Cotrainer:
         Returns:
             (training scalars, policy metrics), all device tensors (no host sync).
         """
-        result = run_episode(self.env, self.policy, b.x, b.y, b.index, offsets=b.offsets,
-                             flipped=b.flipped, generator=self.gens["attack"])
-        inputs = self.policy.target_inputs(result)
-        out = self.target.step(result, inputs)
+        with autocast(self.cfg.perf, self.device):  # perf.bf16: attack and AT step only
+            result = run_episode(self.env, self.policy, b.x, b.y, b.index, offsets=b.offsets,
+                                 flipped=b.flipped, generator=self.gens["attack"])
+            inputs = self.policy.target_inputs(result)
+            out = self.target.step(result, inputs)
         stats = {f"train/{k}": v for k, v in out.parts.items()}
         stats["train/adv_acc"] = (out.logits_adv.argmax(1) == b.y).float().mean()
         stats["policy/attack_success"] = 1.0 - stats["train/adv_acc"]  # misclassified after attack
@@ -607,8 +615,8 @@ def resume(run_id: str, overrides: list[str], checkpoint_dir: str,
     if epochs < started:
         raise ConfigError(f"epochs={epochs}: run {run_id} has already started {started} "
                           f"epochs; accepted epochs >= {started}")
-    trainer = Cotrainer(cfg, [o for o in merged if not o.startswith(("progress=", "device="))],
-                        tracking_uri)
+    machine = ("progress=", "device=", "threads=")  # may differ where the run resumes
+    trainer = Cotrainer(cfg, [o for o in merged if not o.startswith(machine)], tracking_uri)
     trainer.load_state(state)
     if epochs != planned:
         _log.info("run %s re-planned from %d to %d epochs", run_id, planned, epochs)
@@ -629,19 +637,23 @@ def cotrain(overrides: list[str], tracking_uri: str | None = None) -> str:
     return Cotrainer(compose_config(overrides), overrides, tracking_uri).run()
 
 
-class _SweepJob:
-    """One job of a ``-m`` sweep: a bad combination or a stop ends it with one line."""
+class SweepJob:
+    """One job of a ``-m`` sweep: a bad combination or a stop ends it with one line.
+
+    Module-level and picklable: launchers that run jobs in other processes (submitit) pickle
+    it by name. The counters only reach the caller with the in-process (basic) launcher.
+    """
 
     def __init__(self) -> None:
-        self.sweep_id = uuid.uuid4().hex[:12]
         self.bad_input = 0  # jobs stopped by a usage error (exit status 2)
         self.failed = 0  # jobs that failed in training (NaN, a checkpoint that cannot be written)
 
-    def __call__(self, cfg: CotrainConfig, overrides: list[str]) -> str | None:
+    def __call__(self, cfg: CotrainConfig, overrides: list[str], tags: dict[str, str]
+                 ) -> str | None:
         from runners.cli_args import usage_errors
 
         try:
-            return Cotrainer(cfg, overrides, tags={"sweep_id": self.sweep_id}).run()
+            return Cotrainer(cfg, overrides, tags=tags).run()
         except usage_errors() as error:
             self.bad_input += 1
             print(f"{PROG}: {' '.join(overrides)}: {_one_line(error)}", file=sys.stderr)
@@ -682,11 +694,12 @@ def _main(argv: list[str]) -> int:
         print_configs(configs)
         return 0
     if multirun:
-        from runners.multirun import multirun as launch
+        import runners.cotrain as importable  # not __main__: launchers pickle the job by name
+        from runners.multirun import multirun as launch, new_sweep_id
 
-        job = _SweepJob()
-        _log.info("a sweep of %d runs, tagged sweep_id=%s", len(configs), job.sweep_id)
-        launch(argv, job)
+        job, sweep_id = importable.SweepJob(), new_sweep_id()
+        _log.info("a sweep of %d runs, tagged sweep_id=%s", len(configs), sweep_id)
+        launch(argv, job, sweep_id)
         return job.exit_code
     try:
         run_id = cotrain(argv)

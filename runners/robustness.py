@@ -17,7 +17,6 @@ accuracy after each AutoAttack stage) and one table artifact ``eval/table_<time>
 from __future__ import annotations
 
 import re
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RESUME_KEYS", "resolved_config", "run_name"]
 
-RESUME_KEYS = ("resume", "epochs", "progress", "device", "checkpoint_dir", "checkpoint_every_s",
+RESUME_KEYS = ("resume", "epochs", "progress", "device", "threads", "checkpoint_dir",
+               "checkpoint_every_s",
                "tracking.")
 """Override keys (or key prefixes, ending in ``.``) accepted together with ``resume=<id>``."""
 _IN_BASE_NAME = ("policy", "data", "target")

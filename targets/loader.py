@@ -40,6 +40,13 @@ class Batch:
     flipped: torch.Tensor | None = None
 
 
+def to_device(t: torch.Tensor, device: torch.device, pin_memory: bool = False) -> torch.Tensor:
+    """Copy ``t`` to ``device``; through pinned memory, non-blocking, when asked and on CUDA."""
+    if pin_memory and device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def apply_augmentation(t: torch.Tensor, offsets: torch.Tensor, flipped: torch.Tensor,
                        pad: int = 4) -> torch.Tensor:
     """Crop each sample of ``t`` from its zero-padded version at ``offsets``, then flip.
@@ -101,19 +108,20 @@ class DeviceLoader:
         generator: RNG for the order and the augmentation. It must live on the same device
             as the data; the caller creates it, e.g.
             ``torch.Generator(device=device).manual_seed(seed)``. ``None``: global RNG.
+        pin_memory: copy the split to a CUDA device through pinned memory, non-blocking.
     """
 
     def __init__(self, split: DataSplit, batch_size: int, device: torch.device | str, *,
                  shuffle: bool, augment: bool = False, drop_last: bool = False,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, pin_memory: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
         if generator is not None and generator.device.type != self.device.type:
             raise ValueError(f"generator lives on {generator.device} but the data on "
                              f"{self.device}: create it with torch.Generator(device=...)")
-        self.images = split.images.to(self.device)
-        self.labels = split.labels.to(self.device)
+        self.images = to_device(split.images, self.device, pin_memory)
+        self.labels = to_device(split.labels, self.device, pin_memory)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.augment = augment

@@ -1,10 +1,35 @@
-"""Shared fixtures: tiny models and data that need no download and no data folder."""
+"""Shared fixtures: tiny models and data that need no download and no data folder.
+
+Tests marked ``server`` (a throw-away PostgreSQL + MLflow server) or ``launcher`` (a sweep
+through a Hydra launcher's subprocesses) start processes and take a minute or two; they run
+with ``pytest --integration`` (what ``.ci/run`` does) and are skipped otherwise.
+"""
 
 from __future__ import annotations
 
-import pytest
-import torch
-from torch import nn
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see runners/threads.py
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+INTEGRATION_MARKERS = ("server", "launcher")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--integration", action="store_true",
+                     help="also run the tests marked server/launcher (they start processes)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--integration"):
+        return
+    skip = pytest.mark.skip(reason="starts processes; run with pytest --integration")
+    for item in items:
+        if any(m in item.keywords for m in INTEGRATION_MARKERS):
+            item.add_marker(skip)
 
 
 class TinyNet(nn.Module):

@@ -2,7 +2,6 @@
 per-sample cost, tracked distributions, and the three variants end to end."""
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch

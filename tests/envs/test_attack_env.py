@@ -1,10 +1,8 @@
 """The batched attack env: per-sample parameters, compaction, modes and the gymnasium contract."""
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from gymnasium.vector import AutoresetMode, VectorEnv
 
 from envs.attack_env import AttackAction, AttackEnv, EnvConfig
 from envs.attack_loss import AttackLoss, attack_loss

@@ -45,13 +45,12 @@ def digits_model(digits_tensors) -> nn.Module:
     return net.eval()
 
 
-def interrupt_and_resume(args: list[str], tracking_uri: str, checkpoint_dir: str,
-                         monkeypatch: pytest.MonkeyPatch, resume: bool = True) -> str:
-    """Run ``args``, interrupted (KeyboardInterrupt) at the start of its second epoch, then
-    resume (unless ``resume=False``).
+def run_interrupted(args: list[str], tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+                    ) -> str:
+    """Run ``args``, interrupted (KeyboardInterrupt) at the start of its second epoch.
 
     Returns:
-        The id of the interrupted(-then-resumed) run (its status was KILLED before the resume).
+        The id of the interrupted run (asserted KILLED).
     """
     from mlflow.tracking import MlflowClient
 
@@ -75,6 +74,20 @@ def interrupt_and_resume(args: list[str], tracking_uri: str, checkpoint_dir: str
     cut_id = runs[0].info.run_id
     assert runs[0].info.status == "KILLED"
     monkeypatch.setattr(Cotrainer, "train_epoch", original)
+    return cut_id
+
+
+def interrupt_and_resume(args: list[str], tracking_uri: str, checkpoint_dir: str,
+                         monkeypatch: pytest.MonkeyPatch, resume: bool = True) -> str:
+    """Run ``args``, interrupted at the start of its second epoch (:func:`run_interrupted`),
+    then resume (unless ``resume=False``).
+
+    Returns:
+        The id of the interrupted-then-resumed run (its status was KILLED before the resume).
+    """
+    from runners.cotrain import cotrain
+
+    cut_id = run_interrupted(args, tracking_uri, monkeypatch)
     if resume:
         assert cotrain([f"resume={cut_id}", f"checkpoint_dir={checkpoint_dir}"],
                        tracking_uri) == cut_id

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 
 from runners.inspect import format_distribution_table, main
 
