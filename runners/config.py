@@ -236,7 +236,7 @@ class CotrainConfig:
 
     limits: ClassVar[dict[str, Limit]] = {
         "epochs": COUNT, "batch_size": COUNT, "seed": NON_NEGATIVE_INT,
-        "checkpoint_every_s": NON_NEGATIVE}
+        "checkpoint_every_s": NON_NEGATIVE, "threads": NON_NEGATIVE_INT}
 
     defaults: list[Any] = field(default_factory=lambda: [
         "_self_", {"data": "digits"}, {"target": "auto"}, {"policy": "las_at"},
