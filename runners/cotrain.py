@@ -103,6 +103,9 @@ class Cotrainer:
         model.to(self.device)
         self.geometry = make_geometry(cfg.threat)
         at_loss = make_at_loss(cfg.at_loss)
+        problem = at_loss.check_setting(cfg.policy, self.geometry)
+        if problem:
+            raise ConfigError(problem)
         self.context = PolicyContext(
             geometry=self.geometry, eps=r.eps, image_shape=self.data.image_shape,
             num_classes=self.data.num_classes, num_train=len(self.data.train), epochs=r.epochs,
