@@ -45,6 +45,10 @@ class DataConfig:
             (on for CIFAR, off otherwise).
         train_subset: use only the first n training samples (0 = all); for short benchmarks.
         test_subset: use only the first n test samples (0 = all).
+        val_size: hold out the last n training samples (after ``train_subset``) as a
+            validation split, not trained on; the per-epoch monitoring (``val/*`` instead of
+            ``test/*``, and the CO monitor) then runs on it, the final ``eval/*`` on the test
+            set (0 = no split: monitoring on the test set).
     """
 
     name: str = "digits"
@@ -52,6 +56,7 @@ class DataConfig:
     augment: bool | None = None
     train_subset: int = 0
     test_subset: int = 0
+    val_size: int = 0
 
 
 @dataclass(frozen=True)

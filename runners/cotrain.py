@@ -40,7 +40,8 @@ from runners.robustness import evaluate
 from runners.run_loading import load_run_state
 from runners.schedule import make_scheduler
 from runners.tracking import Tracker, flatten_config
-from targets.datasets import DataSet, DataSetError, load_dataset, subset_dataset
+from targets.datasets import (DataSet, DataSetError, load_dataset, split_validation,
+                              subset_dataset)
 from targets.loader import Batch, DeviceLoader
 from targets.losses.base import make_at_loss
 from targets.models import make_model
@@ -84,7 +85,12 @@ class Cotrainer:
         self.device = pick_device(cfg.device)
         if data is None:
             data = load_dataset(cfg.data.name, cfg.data.root)
-        self.data = subset_dataset(data, cfg.data.train_subset, cfg.data.test_subset)
+        try:
+            self.data, val = split_validation(
+                subset_dataset(data, cfg.data.train_subset, cfg.data.test_subset),
+                cfg.data.val_size)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         self.gens = {k: torch.Generator(device=self.device).manual_seed(cfg.seed + i)
                      for i, k in enumerate(GENERATORS)}
         self.train_loader = DeviceLoader(self.data.train, cfg.batch_size, self.device,
@@ -95,6 +101,10 @@ class Cotrainer:
                               f"({len(self.data.train)} samples)")
         self.test_x = self.data.test.images.to(self.device).float().div_(255)
         self.test_y = self.data.test.labels.to(self.device)
+        #: the held-out samples of the per-epoch monitoring: the validation split, else the test set
+        self.monitor_split = "test" if val is None else "val"
+        self.monitor_x, self.monitor_y = (self.test_x, self.test_y) if val is None else (
+            val.images.to(self.device).float().div_(255), val.labels.to(self.device))
         n_sub = min(cfg.eval.test_subset, len(self.test_y))
         self.train_sub_x = self.data.train.images[:n_sub].to(self.device).float().div_(255)
         self.train_sub_y = self.data.train.labels[:n_sub].to(self.device)
@@ -232,18 +242,20 @@ class Cotrainer:
         return {**acc.means(), **policy_metrics.means()}
 
     def evaluate_epoch(self) -> dict[str, float]:
-        """Test clean accuracy, PGD on the fixed test subset, clean accuracy on a train subset."""
-        n = min(self.cfg.eval.test_subset, len(self.test_y))
-        steps = self.cfg.eval.epoch_pgd_steps
-        res = evaluate(self.model, self.test_x[:n], self.test_y[:n], ["clean", f"pgd{steps}"],
-                       self.geometry, self.resolved.eps, self.cfg.eval.batch_size,
+        """Held-out clean accuracy, PGD on a fixed held-out subset (``test/*``, or ``val/*``
+        with ``data.val_size``), clean accuracy on a train subset."""
+        n = min(self.cfg.eval.test_subset, len(self.monitor_y))
+        steps, split = self.cfg.eval.epoch_pgd_steps, self.monitor_split
+        res = evaluate(self.model, self.monitor_x[:n], self.monitor_y[:n],
+                       ["clean", f"pgd{steps}"], self.geometry, self.resolved.eps,
+                       self.cfg.eval.batch_size,
                        torch.Generator(device=self.device).manual_seed(self.cfg.seed))
-        full_clean = evaluate(self.model, self.test_x, self.test_y, ["clean"], self.geometry,
-                              self.resolved.eps, self.cfg.eval.batch_size)
+        full_clean = evaluate(self.model, self.monitor_x, self.monitor_y, ["clean"],
+                              self.geometry, self.resolved.eps, self.cfg.eval.batch_size)
         train_clean = evaluate(self.model, self.train_sub_x, self.train_sub_y, ["clean"],
                                self.geometry, self.resolved.eps, self.cfg.eval.batch_size)
-        return {"test/clean_acc": full_clean["clean"]["acc"],
-                "test/pgd_acc": res[f"pgd{steps}"]["acc"],
+        return {f"{split}/clean_acc": full_clean["clean"]["acc"],
+                f"{split}/pgd_acc": res[f"pgd{steps}"]["acc"],
                 "train/clean_acc": train_clean["clean"]["acc"]}
 
     def final_evaluation(self) -> dict[str, float]:
@@ -322,7 +334,8 @@ class Cotrainer:
     def _print_epoch(self, epoch: int, m: dict[str, Any]) -> None:
         if not self.cfg.progress:
             return
-        keys = ("train/loss", "train/adv_acc", "test/clean_acc", "test/pgd_acc",
+        keys = ("train/loss", "train/adv_acc", "test/clean_acc", "test/pgd_acc", "val/clean_acc",
+                "val/pgd_acc",
                 "monitor/test_fgsm_acc", "monitor/co", "time/epoch_s")
         vals = "  ".join(f"{k}={float(m[k]):.3f}" for k in keys if k in m)
         tqdm.write(f"epoch {epoch + 1}/{self.resolved.epochs}  {vals}")

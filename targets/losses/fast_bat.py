@@ -22,7 +22,7 @@ sign turns the term into an ascent direction; the finite-difference test catches
 Per batch (reference code ``trainer.py``, ``fast_bat`` branch; docs/seeds.md §5.3, §8):
 
 1. z = Π(δ₀ + γ·∇δ CE(θ, δ₀)) from the episode's uniform start δ₀ and its first gradient
-   (``AttackResult.delta0``, ``first_grad``: no extra pass);
+   (``AttackResult.delta0``, ``first_grad``: no extra pass; see ``z_from`` for other policies);
 2. g = ∇δ CE_sum(θ, z), kept with its graph to θ when the implicit derivative is taken at z;
 3. δ* = Π(z + γ·g) and H = ``geometry.inactive_mask(δ*)`` (tolerance 1e-7, the reference's);
 4. one train-mode forward at δ*: one backward gives ∇θ ℓ_tr and v = ∇δ ℓ_tr;
@@ -35,9 +35,14 @@ Design choices and departures (each a config field where a user may want the oth
   steps (a geometry's ascent is a sign step under L∞) and only the loss can keep the graph of
   g to θ. The episode supplies the start point, the first gradient, ε and the geometry, so the
   natural policy is ``fgsm_rs`` (the reference's uniform start; its sign step's example is not
-  used). ``z_from=episode`` instead linearises at the policy's final example (any policy:
-  PGD, learned strategies). :meth:`FastBat.check_setting` refuses policies whose episodes
-  the default ``z_from=raw_step`` cannot use (see :func:`policy_problem`).
+  used). **Where z comes from** (``z_from``): ``auto`` (default) decides per sample, without a
+  host sync — the reference's raw step from the start where the episode made exactly one step
+  (single-step policies: ``fgsm_rs``, ``fgsm_at``, ``fgsm_sdi``, ``fgsm_pgi``), the episode's
+  own example where it made more (a multi-step or learned policy's attack is the linearisation
+  point: ``pgd_at``, ``curriculum``, ``dynamic``, ``las_at``, ``ppo_strategy``), the start where
+  it made none (``none``: z = the clean point); ``raw_step`` forces the reference's z and then
+  refuses policies that are not single-step (:func:`policy_problem`, via
+  :meth:`FastBat.check_setting`); ``episode`` always takes the episode's example.
 * **Where the implicit derivative is taken** (``ig_point``): ``z`` as in the reference code (the
   exact derivative of step 3 with z held fixed) or ``delta_star`` as in the paper's derivation
   (the mixed derivative at δ*, from the forward at δ*; the pass at z then needs no graph).
@@ -98,6 +103,7 @@ class IgPoint(str, Enum):
 class ZFrom(str, Enum):
     """Where the linearisation point z comes from."""
 
+    auto = "auto"          # per sample: raw_step after a one-step episode, else the episode's
     raw_step = "raw_step"  # Π(δ₀ + γ·first gradient): the episode's start + one raw step (ref.)
     episode = "episode"    # the episode's final perturbation (a policy's example)
 
@@ -154,14 +160,13 @@ def policy_problem(policy: Any) -> str | None:
     name = getattr(policy, "name", "")
     steps = getattr(policy, "steps", 1) if name == "pgd_at" else 1
     if name == "none" or steps == 0:
-        return (f"policy={name} makes no attack step, so at_loss=fast_bat has no first gradient "
-                "for its linearisation point; use policy=fgsm_rs (the reference's uniform "
-                "start) or at_loss.z_from=episode")
+        return (f"policy={name} makes no attack step, so at_loss.z_from=raw_step has no first "
+                "gradient for Fast-BAT's linearisation point; use policy=fgsm_rs (the "
+                "reference's uniform start) or at_loss.z_from=auto")
     if name in MULTI_STEP_POLICIES or steps > 1:
-        return (f"policy={name} takes several attack steps per sample, but at_loss=fast_bat "
-                "reads only the start point and the first gradient (at_loss.z_from=raw_step); "
-                f"use policy=fgsm_rs, or at_loss.z_from=episode to linearise at policy={name}'s "
-                "example")
+        return (f"policy={name} takes several attack steps per sample, but at_loss.z_from="
+                "raw_step reads only the start point and the first gradient; use "
+                f"policy=fgsm_rs, or at_loss.z_from=auto to linearise at policy={name}'s example")
     return None
 
 
@@ -180,8 +185,10 @@ class FastBatConfig(ATLossConfig):
             term vanishes; warns).
         ig_point: where the implicit derivative is taken: ``z`` (reference code) or
             ``delta_star`` (the paper).
-        z_from: the linearisation point: ``raw_step`` (one raw step from the episode's start,
-            reference) or ``episode`` (the episode's example: any policy).
+        z_from: the linearisation point: ``auto`` (per sample: ``raw_step`` after one-step
+            episodes, the episode's example otherwise), ``raw_step`` (one raw step from the
+            episode's start, the reference; single-step policies only) or ``episode`` (the
+            episode's example).
         mask: H = ``inactive`` (1 where no bound is active at δ*, reference) or ``ones``.
         mask_tol: a coordinate within this distance of a bound counts as at the bound.
         implicit: add the implicit term (false: the upper level without it, an ablation that
@@ -193,7 +200,7 @@ class FastBatConfig(ATLossConfig):
     step: float | None = None
     linearisation: Linearisation = Linearisation.raw
     ig_point: IgPoint = IgPoint.z
-    z_from: ZFrom = ZFrom.raw_step
+    z_from: ZFrom = ZFrom.auto
     mask: HMask = HMask.inactive
     mask_tol: float = 1e-7
     implicit: bool = True
@@ -281,7 +288,7 @@ class FastBat(ATLoss):
             warnings.warn("at_loss.linearisation=sign makes Fast-BAT's implicit gradient zero "
                           "(d sign/dθ = 0): the method collapses into FGSM-AT; use "
                           "at_loss.linearisation=raw", UserWarning, stacklevel=2)
-        extras = {Extra.first_grad} if self.z_from is ZFrom.raw_step else set()
+        extras = {Extra.first_grad} if self.z_from is not ZFrom.episode else set()
         #: the first gradient at the start point is the reference's first raw step (free).
         self.env_requirements = EnvRequirements(extras=frozenset(extras))
 
@@ -305,15 +312,20 @@ class FastBat(ATLoss):
 
     def _start(self, result: AttackResult, geometry: Geometry, step: torch.Tensor
                ) -> torch.Tensor:
-        """The linearisation point z (N, C, H, W), detached."""
+        """The linearisation point z (N, C, H, W), detached (see ``z_from``)."""
+        example = result.delta.detach()
         if self.z_from is ZFrom.episode:
-            return result.delta.detach()
+            return example
         if result.first_grad is None:
-            raise ValueError("at_loss=fast_bat (z_from=raw_step) needs the episode's first "
-                             "gradient: build the env with the loss's env_requirements (the "
-                             "'first_grad' extra)")
+            raise ValueError(f"at_loss=fast_bat (z_from={self.z_from.value}) needs the episode's "
+                             "first gradient: build the env with the loss's env_requirements "
+                             "(the 'first_grad' extra)")
         move = per_sample(step, result.delta0) * self._direction(result.first_grad)
-        return geometry.project(result.delta0 + move, result.x, result.eps).detach()
+        raw = geometry.project(result.delta0 + move, result.x, result.eps).detach()
+        if self.z_from is ZFrom.raw_step:
+            return raw
+        one_step = (result.steps == 1).view(-1, *([1] * (raw.dim() - 1)))
+        return torch.where(one_step, raw, example)
 
     def lower_level(self, model: nn.Module, result: AttackResult, with_graph: bool = True
                     ) -> LowerLevel:
@@ -393,8 +405,9 @@ class FastBat(ATLoss):
         lower = self.lower_level(model, result)
         fwd = self._forward(model, result, inputs, lower)
         with_implicit = self.config.implicit and fwd.direction.requires_grad
+        keep = with_implicit and self.ig_point is IgPoint.delta_star  # direction shares the graph
         grads = torch.autograd.grad(fwd.train_loss, [fwd.d, *params], allow_unused=True,
-                                    retain_graph=with_implicit and self.ig_point is IgPoint.delta_star)
+                                    retain_graph=keep)
         v = grads[0]
         upper = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads[1:])]
         if with_implicit:

@@ -107,7 +107,8 @@ def test_h_of_the_loss_is_the_set_of_unclipped_coordinates(one_thread):
     loss = FastBat(FastBatConfig(z_from="episode", step=STEP))
     lower = loss.lower_level(model, _result(x, y, z, eps))
     u = z + STEP * attack_gradient(model, x, y, z)
-    low, high = torch.maximum(-x, -eps.view(-1, 1, 1, 1)), torch.minimum(1 - x, eps.view(-1, 1, 1, 1))
+    e = eps.view(-1, 1, 1, 1)
+    low, high = torch.maximum(-x, -e), torch.minimum(1 - x, e)
     unclipped = ((u > low) & (u < high)).double()
     assert torch.equal(lower.h, unclipped)
     assert 0.2 < lower.h.mean() < 0.8  # both kinds of coordinates are present
@@ -170,7 +171,8 @@ def test_sign_linearisation_warns_and_its_implicit_term_is_zero(one_thread):
     grads = loss.gradients(model, _result(x, y, z, eps))
     assert all(torch.count_nonzero(g) == 0 for g in grads.implicit)
     assert float(grads.output.parts["implicit_norm"]) == 0.0
-    raw = FastBat(FastBatConfig(z_from="episode", step=STEP)).gradients(model, _result(x, y, z, eps))
+    raw = FastBat(FastBatConfig(z_from="episode", step=STEP)).gradients(model,
+                                                                       _result(x, y, z, eps))
     assert float(raw.output.parts["implicit_norm"]) > 0.0
 
 
@@ -242,15 +244,34 @@ def test_implicit_off_gives_zero_term_and_bad_fields_name_themselves(one_thread)
 
 
 def test_refused_settings_name_the_fix():
-    from agents.fixed import NoAttackConfig, PgdAtConfig
+    from agents.fixed import FgsmRsConfig, NoAttackConfig, PgdAtConfig
     from agents.las_at.policy import LasAtConfig
 
-    loss = make_at_loss(FastBatConfig())
+    loss = make_at_loss(FastBatConfig(z_from="raw_step"))
     assert "policy=fgsm_rs" in loss.check_setting(PgdAtConfig(), LINF)
-    assert "z_from=episode" in loss.check_setting(LasAtConfig(), LINF)
+    assert "z_from=auto" in loss.check_setting(LasAtConfig(), LINF)
     assert "no attack step" in loss.check_setting(NoAttackConfig(), LINF)
+    assert "no attack step" in loss.check_setting(PgdAtConfig(steps=0), LINF)
     assert loss.check_setting(PgdAtConfig(steps=1), LINF) is None
-    assert "threat=linf" in loss.check_setting(PgdAtConfig(steps=1), make_geometry("l2"))
-    episode = make_at_loss(FastBatConfig(z_from="episode"))
-    assert episode.check_setting(PgdAtConfig(), LINF) is None
-    assert episode.env_requirements.extras == frozenset()
+    assert loss.check_setting(FgsmRsConfig(), LINF) is None
+    for z_from in ("auto", "episode"):
+        other = make_at_loss(FastBatConfig(z_from=z_from))
+        for policy in (PgdAtConfig(), LasAtConfig(), NoAttackConfig()):
+            assert other.check_setting(policy, LINF) is None
+        assert "threat=linf" in other.check_setting(FgsmRsConfig(), make_geometry("l2"))
+    assert make_at_loss(FastBatConfig(z_from="episode")).env_requirements.extras == frozenset()
+
+
+def test_auto_start_per_sample_from_the_steps_the_episode_took(one_thread):
+    model, x, y, z0, eps = _problem(seed=5)
+    first = attack_gradient(model, x, y, z0)
+    example = LINF.project(z0 + 0.05 * first.sign(), x, eps)
+    steps = torch.tensor([0, 1, 2, 1])
+    result = AttackResult.from_tensors(x, y, x + example, x_init=x + z0, geometry=LINF, eps=eps,
+                                       first_grad=first, steps=steps)
+    raw = LINF.project(z0 + 0.5 * first, x, eps)
+    z = FastBat(FastBatConfig(step=0.5)).lower_level(model, result).z
+    torch.testing.assert_close(z[steps == 1], raw[steps == 1])
+    torch.testing.assert_close(z[steps != 1], example[steps != 1])
+    z_raw = FastBat(FastBatConfig(step=0.5, z_from="raw_step")).lower_level(model, result).z
+    torch.testing.assert_close(z_raw, raw)
