@@ -100,7 +100,8 @@ class EvalConfig:
     """Per-epoch monitoring and the final evaluation.
 
     Attributes:
-        test_subset: fixed test samples for the per-epoch ``test/pgd_acc`` (PGD-10).
+        test_subset: fixed test samples for the per-epoch ``test/pgd_acc`` (PGD-10; the
+            validation split's ``val/pgd_acc`` with ``data.val_size``).
         epoch_pgd_steps: PGD steps of the per-epoch monitor.
         final_pgd_steps: PGD steps of the final ``eval/pgd<k>_acc`` on the whole test set.
         final_restarts: restarts of the final PGD.

@@ -54,6 +54,11 @@ Design choices and departures (each a config field where a user may want the oth
   implicit term vanishes and Fast-BAT collapses into FGSM-AT. It is kept for that ablation and
   warns when built.
 * ``mask=ones`` drops H (constraints ignored in the implicit term; an ablation).
+* The raw step γ acts on input gradients, whose scale depends on the model: the reference's
+  models normalise inputs inside (CIFAR mean/std, gradients ×1/std ≈ ×4), the project's models
+  take raw [0, 1] inputs unless they hold a :class:`~targets.models.Normalize` layer. With
+  γ = 5000/255 most coordinates still end at a bound either way; ``h_active_fraction`` shows
+  how many do.
 * BatchNorm: the episode's pass at δ₀ runs in the env's BN mode (``bn_mode=eval`` by default;
   the reference runs every forward in train mode: ``bn_mode=train`` reproduces it); the loss's
   forwards at z and δ* run in train mode as in the reference. The reference's two forwards at
@@ -362,7 +367,7 @@ class FastBat(ATLoss):
         weight = inputs.weight
         train_loss = per.mean() if weight is None else (per * weight.to(per.dtype)).mean()
         direction = lower.direction
-        if self.config.implicit and self.ig_point is IgPoint.delta_star:
+        if self.config.implicit and self.ig_point is IgPoint.delta_star and logits.requires_grad:
             ce_sum = F.cross_entropy(logits, result.y, reduction="sum")
             (grad,) = torch.autograd.grad(ce_sum, d, create_graph=True)
             direction = self._direction(grad)
