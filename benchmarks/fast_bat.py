@@ -20,8 +20,9 @@ gradient at z); ``fgsm_rs`` = uniform start + one sign step of 1.25ε (Wong et a
 Two parts, both interleaving the methods so that load from other processes hits all of them
 alike (timings on shared CPUs are noisy; only ratios within one run are reported):
 
-1. **speed** — ``--speed-rounds`` rounds; in each, every method (plus two Fast-BAT variants:
-   the implicit derivative at δ*, and no implicit term) trains ``--speed-k`` batches
+1. **speed** — ``--speed-rounds`` rounds; in each, every method (plus three Fast-BAT variants:
+   the implicit derivative at δ*, no implicit term, the pass at z in train-mode BatchNorm as
+   in the reference) trains ``--speed-k`` batches
    (``Cotrainer.train_batch``); reported: median time per batch relative to ``fgsm_rs``, in
    wall time and in CPU time (the work itself, robust to other processes' load).
 2. **training** — for each ε and seed, the methods train epoch by epoch in turn (``cifar_cnn``,
@@ -53,6 +54,7 @@ METHODS = {
 SPEED_EXTRA = {  # variants timed in the speed part only
     "fast_bat (ig_point=delta_star)": [*METHODS["fast_bat"], "at_loss.ig_point=delta_star"],
     "fast_bat (implicit=false)": [*METHODS["fast_bat"], "at_loss.implicit=false"],
+    "fast_bat (lower_bn=train)": [*METHODS["fast_bat"], "at_loss.lower_bn=train"],
 }
 
 

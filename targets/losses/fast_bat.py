@@ -59,11 +59,14 @@ Design choices and departures (each a config field where a user may want the oth
   take raw [0, 1] inputs unless they hold a :class:`~targets.models.Normalize` layer. With
   γ = 5000/255 most coordinates still end at a bound either way; ``h_active_fraction`` shows
   how many do.
-* BatchNorm: the episode's pass at δ₀ runs in the env's BN mode (``bn_mode=eval`` by default;
-  the reference runs every forward in train mode: ``bn_mode=train`` reproduces it); the loss's
-  forwards at z and δ* run in train mode as in the reference. The reference's two forwards at
-  δ* (one for v, one for the training loss) are one here (same output in train mode), and its
-  extra clean eval-mode forward (logging only) is not made.
+* BatchNorm: the lower level runs in eval mode by default, like every attack of the project —
+  the episode's pass at δ₀ (the env's ``bn_mode=eval``) and the loss's pass at z
+  (``lower_bn=eval``): its double back-propagation is then ~15% cheaper and the implicit term
+  does not couple the samples through batch statistics. The reference runs every forward in
+  train mode: ``bn_mode=train at_loss.lower_bn=train`` reproduces it. The upper level's forward
+  at δ* is a training forward (train mode). The reference's two forwards at δ* (one for v, one
+  for the training loss) are one here (same output in train mode), and its extra clean
+  eval-mode forward (logging only) is not made.
 
 Logged per batch (epoch means as ``train/<name>``): ``loss`` (ℓ_tr at δ*), ``implicit_norm``
 (‖implicit term‖₂ over all parameters), ``upper_grad_norm`` (‖∇θ ℓ_tr‖₂) and
@@ -81,10 +84,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from envs.attack_env import target_mode
 from envs.attack_loss import AttackLoss
 from envs.geometry.base import Geometry, per_sample
 from envs.options import parse_option
-from envs.requirements import EnvRequirements, Extra
+from envs.requirements import BnMode, EnvRequirements, Extra
 from envs.result import AttackResult
 from targets.inputs import TargetInputs
 from targets.losses.base import (ATLoss, ATLossConfig, ATLossOutput, register_at_loss,
@@ -198,6 +202,8 @@ class FastBatConfig(ATLossConfig):
         mask_tol: a coordinate within this distance of a bound counts as at the bound.
         implicit: add the implicit term (false: the upper level without it, an ablation that
             skips the double back-propagation).
+        lower_bn: BatchNorm mode of the lower level's pass at z (``eval``, like the project's
+            attacks; ``train``, the reference's).
     """
 
     name: str = "fast_bat"
@@ -209,6 +215,7 @@ class FastBatConfig(ATLossConfig):
     mask: HMask = HMask.inactive
     mask_tol: float = 1e-7
     implicit: bool = True
+    lower_bn: BnMode = BnMode.eval
 
 
 @dataclass(frozen=True)
@@ -282,6 +289,7 @@ class FastBat(ATLoss):
         self.ig_point = parse_option(IgPoint, config.ig_point, "at_loss.ig_point")
         self.z_from = parse_option(ZFrom, config.z_from, "at_loss.z_from")
         self.mask = parse_option(HMask, config.mask, "at_loss.mask")
+        self.lower_bn = parse_option(BnMode, config.lower_bn, "at_loss.lower_bn")
         if config.lam is not None and not config.lam > 0:
             raise ValueError(f"at_loss.lam must be > 0 (or null for 1/step), got {config.lam}")
         if config.step is not None and not config.step > 0:
@@ -334,7 +342,8 @@ class FastBat(ATLoss):
 
     def lower_level(self, model: nn.Module, result: AttackResult, with_graph: bool = True
                     ) -> LowerLevel:
-        """z, δ*, H and the step direction for the episode's batch (model in its current mode).
+        """z, δ*, H and the step direction for the episode's batch (the pass at z in
+        ``lower_bn`` mode).
 
         ``with_graph``: keep the direction's graph to θ (needed for the implicit term at z).
         """
@@ -349,7 +358,8 @@ class FastBat(ATLoss):
         lam = 1.0 / step if self.config.lam is None else torch.full_like(step, self.config.lam)
         z = self._start(result, geometry, step)
         graph = with_graph and self.config.implicit and self.ig_point is IgPoint.z
-        direction = self._direction(attack_gradient(model, x, y, z, create_graph=graph))
+        with target_mode(model, self.lower_bn is BnMode.train):
+            direction = self._direction(attack_gradient(model, x, y, z, create_graph=graph))
         delta_star = geometry.project(z + per_sample(step, z) * direction.detach(), x, eps)
         if self.mask is HMask.ones:
             h = torch.ones_like(delta_star)

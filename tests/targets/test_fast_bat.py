@@ -275,3 +275,17 @@ def test_auto_start_per_sample_from_the_steps_the_episode_took(one_thread):
     torch.testing.assert_close(z[steps != 1], example[steps != 1])
     z_raw = FastBat(FastBatConfig(step=0.5, z_from="raw_step")).lower_level(model, result).z
     torch.testing.assert_close(z_raw, raw)
+
+
+def test_lower_level_batchnorm_mode(tiny_net, batch, one_thread):
+    """lower_bn=eval leaves the running statistics to the upper level's one training forward;
+    lower_bn=train (the reference) updates them at z too."""
+    x, y = batch
+    z = LINF.random_delta(x, 0.2, torch.Generator().manual_seed(0))
+    result = AttackResult.from_tensors(x, y, x + z, geometry=LINF, eps=torch.full((16,), 0.2))
+    bn = tiny_net.body[1]
+    for mode, passes in (("eval", 1), ("train", 2)):
+        tiny_net.train()
+        before = int(bn.num_batches_tracked)
+        FastBat(FastBatConfig(z_from="episode", lower_bn=mode)).gradients(tiny_net, result)
+        assert int(bn.num_batches_tracked) - before == passes and tiny_net.training
