@@ -45,7 +45,8 @@ Design choices and departures (each a config field where a user may want the oth
   :meth:`FastBat.check_setting`); ``episode`` always takes the episode's example.
 * **Where the implicit derivative is taken** (``ig_point``): ``z`` as in the reference code (the
   exact derivative of step 3 with z held fixed) or ``delta_star`` as in the paper's derivation
-  (the mixed derivative at δ*, from the forward at δ*; the pass at z then needs no graph).
+  (the mixed derivative at δ*, from one more lower-level pass there; the pass at z then needs
+  no graph).
 * **λ and γ are decoupled as in the reference**: λ = 10 weights the implicit term, while the
   step is γ = 5000/255 for ε ≤ 8/255 and 2000/255 above (``step=null``). The term is then
   1/(λγ) times the exact derivative of the code's δ*. ``lam=null`` couples them (λ = 1/γ, the
@@ -229,8 +230,9 @@ class LowerLevel:
         z: the linearisation point (detached).
         delta_star: δ* = Π(z + γ·direction) (detached), inside the ball and the box.
         h: H, 1 where no bound is active at δ* (all ones with ``mask=ones``).
-        direction: the step direction at z (∇δ CE_sum or its sign); it carries a graph to θ
-            when the implicit derivative is taken at z.
+        direction: the implicit term's first factor: the step direction (∇δ CE_sum or its
+            sign) at the point of the implicit derivative (z, or δ*), from a pass in
+            ``lower_bn`` mode; it carries a graph to θ when the implicit term is wanted.
         step: γ per sample.
         lam: λ per sample.
     """
@@ -264,7 +266,7 @@ class FastBatGradients:
 class _UpperForward:
     train_loss: torch.Tensor  # 0-dim, graph to θ and to d
     d: torch.Tensor           # δ* as the leaf the forward was taken at
-    direction: torch.Tensor   # the implicit term's first factor (graph to θ)
+    direction: torch.Tensor   # the implicit term's first factor (LowerLevel.direction)
     logits: torch.Tensor
     per_sample: torch.Tensor
 
@@ -342,10 +344,11 @@ class FastBat(ATLoss):
 
     def lower_level(self, model: nn.Module, result: AttackResult, with_graph: bool = True
                     ) -> LowerLevel:
-        """z, δ*, H and the step direction for the episode's batch (the pass at z in
-        ``lower_bn`` mode).
+        """z, δ*, H and the implicit term's direction for the episode's batch; the lower
+        level's passes run in ``lower_bn`` mode (one at z; with ``ig_point=delta_star`` one more
+        at δ*, so that both points see the same BatchNorm mode).
 
-        ``with_graph``: keep the direction's graph to θ (needed for the implicit term at z).
+        ``with_graph``: keep the direction's graph to θ (for the implicit term).
         """
         geometry = result.geometry
         if geometry is None or not geometry.has_inactive_mask:
@@ -357,31 +360,32 @@ class FastBat(ATLoss):
         step = self.steps(eps)
         lam = 1.0 / step if self.config.lam is None else torch.full_like(step, self.config.lam)
         z = self._start(result, geometry, step)
-        graph = with_graph and self.config.implicit and self.ig_point is IgPoint.z
+        graph = with_graph and self.config.implicit
+        at_z = self.ig_point is IgPoint.z
         with target_mode(model, self.lower_bn is BnMode.train):
-            direction = self._direction(attack_gradient(model, x, y, z, create_graph=graph))
-        delta_star = geometry.project(z + per_sample(step, z) * direction.detach(), x, eps)
+            direction = self._direction(attack_gradient(model, x, y, z,
+                                                        create_graph=graph and at_z))
+            delta_star = geometry.project(z + per_sample(step, z) * direction.detach(), x,
+                                          eps).detach()
+            if graph and not at_z:
+                direction = self._direction(attack_gradient(model, x, y, delta_star,
+                                                            create_graph=True))
         if self.mask is HMask.ones:
             h = torch.ones_like(delta_star)
         else:
             h = geometry.inactive_mask(delta_star, x, eps, self.config.mask_tol)
-        return LowerLevel(z, delta_star.detach(), h, direction, step, lam)
+        return LowerLevel(z, delta_star, h, direction, step, lam)
 
     # -- the upper level -------------------------------------------------------------------
     def _forward(self, model: nn.Module, result: AttackResult, inputs: TargetInputs,
                  lower: LowerLevel) -> _UpperForward:
-        """One forward at δ*: ℓ_tr, and the implicit term's direction when taken at δ*."""
+        """The upper level's training forward at δ* (ℓ_tr)."""
         d = lower.delta_star.detach().requires_grad_(True)
         logits = model(result.x + d)
         per = soft_cross_entropy(logits, result.y, self.true_class_prob(inputs))
         weight = inputs.weight
         train_loss = per.mean() if weight is None else (per * weight.to(per.dtype)).mean()
-        direction = lower.direction
-        if self.config.implicit and self.ig_point is IgPoint.delta_star and logits.requires_grad:
-            ce_sum = F.cross_entropy(logits, result.y, reduction="sum")
-            (grad,) = torch.autograd.grad(ce_sum, d, create_graph=True)
-            direction = self._direction(grad)
-        return _UpperForward(train_loss, d, direction, logits, per)
+        return _UpperForward(train_loss, d, lower.direction, logits, per)
 
     def _implicit_objective(self, fwd: _UpperForward, lower: LowerLevel, v: torch.Tensor
                             ) -> torch.Tensor:
@@ -420,9 +424,7 @@ class FastBat(ATLoss):
         lower = self.lower_level(model, result)
         fwd = self._forward(model, result, inputs, lower)
         with_implicit = self.config.implicit and fwd.direction.requires_grad
-        keep = with_implicit and self.ig_point is IgPoint.delta_star  # direction shares the graph
-        grads = torch.autograd.grad(fwd.train_loss, [fwd.d, *params], allow_unused=True,
-                                    retain_graph=keep)
+        grads = torch.autograd.grad(fwd.train_loss, [fwd.d, *params], allow_unused=True)
         v = grads[0]
         upper = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads[1:])]
         if with_implicit:
