@@ -258,9 +258,9 @@ def test_reward_forms_and_clamps_by_hand():
     terms = RewardTerms(r1=torch.tensor([30.0, 2.0]), r2=torch.tensor([1.0, 0.0]),
                         r3=torch.tensor([1.0, 1.0]), ce_robust=torch.tensor([0.5, 4.5]),
                         ce_clean=torch.tensor([0.1, 0.3]))
-    acc = LasAt(LasAtConfig(), _context())  # pgd_at preset: (a, b) = (4, 2), clamp 10
+    acc = LasAt(LasAtConfig(reward_mode="batch"), _context())  # (a, b) = (4, 2), clamp 10
     torch.testing.assert_close(acc.reward(terms), torch.tensor(10.0 + 4 * 0.5 + 2 * 1.0))
-    ce = LasAt(LasAtConfig(reward_form="ce"), _context())  # the paper's −CE terms
+    ce = LasAt(LasAtConfig(reward_form="ce", reward_mode="batch"), _context())  # paper's −CE
     torch.testing.assert_close(ce.reward(terms), torch.tensor(10.0 - 4 * 2.5 - 2 * 0.2))
     per = LasAt(LasAtConfig(reward_form="ce", reward_mode="per_sample"), _context())
     # a·R2 of the second sample, −18, is clamped to −10 (the reference's clamp of R2, R3)
@@ -317,6 +317,23 @@ def test_default_digits_preset_learns_a_strategy_its_reward_favours():
         policy.net.eval()
         probs = torch.softmax(policy.net(images[0])[0], 1).mean(0)
     entropy = -(probs * probs.log()).sum()
-    # measured: mean ε 0.228 (uniform 0.2), entropy 2.09 (uniform 2.197); the reference's
-    # learner (one batch scalar, no baseline, lr 0.05) stays at 0.199 / 2.17 on this reward
-    assert (probs * eps).sum() > 0.215 and entropy < math.log(len(eps)) - 0.07, (probs, entropy)
+    # measured (lr 0.02): mean ε 0.221 (uniform 0.2), entropy 2.140 (uniform 2.197); the
+    # reference's learner (one batch scalar, no baseline, lr 0.05) stays at 0.199 / 2.17
+    assert (probs * eps).sum() > 0.21 and entropy < math.log(len(eps)) - 0.04, (probs, entropy)
+
+
+@pytest.mark.slow
+def test_default_run_learns_a_directed_strategy_and_keeps_its_accuracy(tmp_path, tracking_uri,
+                                                                        one_thread):
+    """``python -m runners.cotrain`` (digits, LAS-AT, 30 epochs; about a minute unloaded):
+    measured 98.06 clean / 64.17 PGD-20, mean ε 0.200 → 0.230, entropy 5.752 → 5.509."""
+    run_id = cotrain(["progress=false", f"checkpoint_dir={tmp_path}/ck"], tracking_uri)
+    client = MlflowClient(tracking_uri)
+    m = client.get_run(run_id).data.metrics
+    assert m["eval/clean_acc"] >= 0.975 and m["eval/pgd20_acc"] >= 0.63, m
+    eps = [h.value for h in sorted(client.get_metric_history(run_id, "policy/eps_mean"),
+                                   key=lambda h: h.step)]
+    entropy = [h.value for h in sorted(client.get_metric_history(run_id, "policy/entropy"),
+                                       key=lambda h: h.step)]
+    assert len(eps) == 30 and abs(eps[0] - 0.2) < 0.005 and eps[-1] > 0.21, eps
+    assert entropy[-1] < entropy[0] - 0.1, entropy
