@@ -42,7 +42,7 @@ from runners.schedule import make_scheduler
 from runners.tracking import Tracker, flatten_config
 from targets.datasets import DataSet, DataSetError, load_dataset, subset_dataset
 from targets.loader import Batch, DeviceLoader
-from targets.losses.base import make_at_loss
+from targets.losses.base import LossContext, make_at_loss
 from targets.models import make_model
 from targets.target import Target
 
@@ -102,13 +102,23 @@ class Cotrainer:
         model = make_model(r.target, self.data.image_shape, self.data.num_classes)
         model.to(self.device)
         self.geometry = make_geometry(cfg.threat)
-        at_loss = make_at_loss(cfg.at_loss)
-        self.context = PolicyContext(
-            geometry=self.geometry, eps=r.eps, image_shape=self.data.image_shape,
-            num_classes=self.data.num_classes, num_train=len(self.data.train), epochs=r.epochs,
-            batches_per_epoch=len(self.train_loader), device=self.device,
-            attack_loss=at_loss.attack_loss, data=cfg.data.name, at_loss_name=cfg.at_loss.name)
-        self.policy: Policy = make_policy(cfg.policy, self.context).to(self.device)
+        problem = self.geometry.check_budget(r.eps, self.data.image_shape)
+        if problem is not None:
+            raise ConfigError(problem)
+        try:  # a loss or policy that refuses the setting names the field: no traceback
+            at_loss = make_at_loss(cfg.at_loss, LossContext(
+                num_train=len(self.data.train), num_classes=self.data.num_classes,
+                epochs=r.epochs, batches_per_epoch=len(self.train_loader), device=self.device,
+                geometry=self.geometry))
+            self.context = PolicyContext(
+                geometry=self.geometry, eps=r.eps, image_shape=self.data.image_shape,
+                num_classes=self.data.num_classes, num_train=len(self.data.train),
+                epochs=r.epochs, batches_per_epoch=len(self.train_loader), device=self.device,
+                attack_loss=at_loss.attack_loss, data=cfg.data.name,
+                at_loss_name=cfg.at_loss.name)
+            self.policy: Policy = make_policy(cfg.policy, self.context).to(self.device)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         optimizer = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=cfg.optim.momentum,
                                     weight_decay=cfg.optim.weight_decay)
         scheduler = make_scheduler(optimizer, cfg.optim.schedule,
@@ -357,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         from runners.multirun import multirun
 
         return multirun([a for a in argv if a not in ("-m", "--multirun")],
-                        lambda cfg, overrides: Cotrainer(cfg, overrides).run())
+                        lambda cfg, overrides: Cotrainer(compose_config(overrides),
+                                                         overrides).run())
     try:
         run_id = cotrain(argv)
     except (ConfigError, DataSetError, CheckpointError, DeviceError) as e:  # bad input: message, no traceback

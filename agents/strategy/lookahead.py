@@ -65,7 +65,8 @@ def lookahead_terms(result: AttackResult, out: ATLossOutput, geometry: Geometry,
         raise ValueError("the look-ahead reward needs the target's ŵ: return "
                          "TargetInputs(lookahead=True) from target_inputs on learning batches")
     x, y = result.x, result.y
-    x_rob = pgd_attack(shadow, x, y, geometry=geometry, eps=eps, alpha=config.alpha_ratio * eps,
+    x_rob = pgd_attack(shadow, x, y, geometry=geometry, eps=eps,
+                       alpha=geometry.step_size(eps, config.alpha_ratio),
                        steps=config.pgd_steps, restarts=config.pgd_restarts,
                        generator=generator)
     with torch.no_grad(), target_mode(shadow, False):
