@@ -25,6 +25,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from agents.base import policy_registry
 from envs.geometry.base import geometry_registry, make_geometry
 from envs.requirements import BnMode
+import runners.sparse_recipes  # noqa: F401  (registers the sparse papers' recipes)
 from runners.recipes import expand_recipes
 from targets.losses.base import at_loss_registry
 

@@ -161,7 +161,7 @@ class L0Config(GeometryConfig):
     Attributes:
         name: registry id.
         eps: unused (L0 counts pixels: set ``threat.k``); must stay None.
-        k: changed pixels allowed; None = preset (digits 4, mnist 20, cifar10/100 20).
+        k: changed pixels allowed; None = preset (digits 2, mnist 20, cifar10/100 20).
         gradient: sPGD's magnitude gradient: ``random`` (per sample and episode, training),
             ``projected`` or ``unprojected``.
         mask_step: β of the mask-logit step β·√(H·W)·g/‖g‖₂ (sPGD 0.25).
@@ -193,17 +193,20 @@ class L0Config(GeometryConfig):
 class L0(Geometry):
     """At most k changed pixels; sPGD steps on (magnitude, mask logits). See the module docstring.
 
-    Digits (8×8, 64 pixels): k = 4 pixels (6 % of the image). At that budget an undefended
-    digits CNN falls to near 0 under sparse attacks while sPGD adversarial training keeps a
-    non-trivial part of it (README, threat=l0); CIFAR-10's k = 20 of 1024 pixels (2 %) is the
-    papers' evaluation budget.
+    Budget presets: CIFAR-10/100 k = 20 of 1024 pixels (2 %, the papers' evaluation budget);
+    MNIST 20; digits (8×8, 64 pixels) k = 2 (3 %, the closest whole number to CIFAR's share).
+    Measured on digits (digits_cnn, 10 epochs, one seed, 200 test images, sAA with 100 sPGD
+    steps per stage and 1 000 queries): undefended 97.0 % clean / 12.5 % sAA; 20-step sAT
+    95.5 / 50.5; 20-step sTRADES 92.5 / 56.5; Fast-LS-ℓ0 94.5 / 46.0. At k = 4 an undefended
+    digits CNN is at 0 % sAA, at k = 1 at 62 %: k = 2 separates defended from undefended models
+    as k = 20 does on CIFAR-10.
     """
 
     budget_unit: ClassVar[BudgetUnit] = BudgetUnit.pixels
     autoattack_norm: ClassVar[str | None] = None
     eval_attacks: ClassVar[tuple[str, ...]] = ("clean", "fgsm", "pgd", "spgd_p", "spgd_u",
                                                "sparse_rs", "sparse_autoattack")
-    default_budgets: ClassVar[dict[str, float]] = {"digits": 4, "mnist": 20, "cifar10": 20,
+    default_budgets: ClassVar[dict[str, float]] = {"digits": 2, "mnist": 20, "cifar10": 20,
                                                    "cifar100": 20}
     ensemble_attack: ClassVar[str | None] = "sparse_autoattack"
     blackbox_attack: ClassVar[str | None] = "sparse_rs"

@@ -75,3 +75,11 @@ def test_las_at_chooses_per_sample_k_from_the_l0_grid(tiny_net, batch):
     assert len(set(result.eps.tolist())) > 1  # per-sample budgets
     assert torch.all(policy.context.geometry.size(result.x_adv - x) <= result.eps)
     assert set(policy.grids()["eps"]) == {2.0, 3.0, 4.0, 5.0, 6.0}
+
+
+def test_ppo_acts_on_the_same_l0_grids():
+    from agents.ppo.policy import PpoStrategyConfig
+
+    ppo = make_policy(PpoStrategyConfig(), _l0_context(4.0))
+    las = make_policy(LasAtConfig(), _l0_context(4.0))
+    assert ppo.space == las.space

@@ -161,7 +161,7 @@ def test_budget_helpers():
     assert geo.check_budget(20, (3, 32, 32)) is None
     assert "whole number" in geo.check_budget(2.5, (1, 8, 8))
     assert "[0, 64]" in geo.check_budget(65, (1, 8, 8))
-    assert geo.default_budget("cifar10") == 20 and geo.default_budget("digits") == 4
+    assert geo.default_budget("cifar10") == 20 and geo.default_budget("digits") == 2
     ks, alphas = geo.strategy_grids(20 / 8, tuple(range(3, 16)), tuple(range(1, 6)))
     assert ks[0] == 8 and ks[-1] == 38 and all(k == int(k) for k in ks)
     assert alphas == (0.125, 0.25, 0.375, 0.5, 0.625)

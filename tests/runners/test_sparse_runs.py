@@ -94,6 +94,7 @@ def test_fast_ls_l0_cotrains_tracked_and_evaluates(tmp_path, tracking_uri, monke
         assert key in m, key
 
 
+@pytest.mark.slow
 def test_las_at_under_l0_logs_chosen_k_distributions(tmp_path, tracking_uri):
     from runners.cotrain import cotrain
 
