@@ -12,7 +12,8 @@ Each evaluation logs ``eval/<attack>_acc`` into the run, plus ``eval/worst_case_
 counts as robust only if it survives every attack in the list),
 ``eval/autoattack.<attack>_acc`` (robust accuracy after each AutoAttack stage) and one table
 artifact ``eval/table_<time>.json`` / ``.md``. ``checks=true`` adds the gradient-masking
-checks of :mod:`runners.masking_checks`.
+checks of :mod:`runners.masking_checks` (``square_queries``: the queries of their black-box
+attack, Square; Sparse-RS under ``threat=l0``).
 """
 
 from __future__ import annotations

@@ -36,6 +36,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from envs.attack_loss import AttackLoss
+from envs.attacks.saa import (DEFAULT_RS_QUERIES, SAA_STAGES, check_sparse, sparse_autoattack,
+                              sparse_rs_attack)
+from envs.attacks.spgd import spgd_attack
 from envs.geometry.base import Geometry
 from envs.pgd import fgsm_attack, pgd_attack
 
@@ -95,8 +98,6 @@ def parse_attack(name: str, geometry: Geometry | None = None) -> AttackSpec:
         raise ValueError(f"attack {name!r} does not apply to threat={geometry.name}; its attacks: "
                          f"{', '.join(geometry.eval_attacks)}")
     if kind == "sparse_autoattack":
-        from envs.attacks.saa import DEFAULT_RS_QUERIES
-
         return AttackSpec(name.strip(), kind, int(steps or _DEFAULT_STEPS[kind]), 1, False,
                           int(restarts or DEFAULT_RS_QUERIES))
     return AttackSpec(name.strip(), kind, int(steps or _DEFAULT_STEPS.get(kind, 0)),
@@ -125,9 +126,6 @@ def _sparse_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: Atta
                   geometry: Geometry, eps: float, generator: torch.Generator | None
                   ) -> torch.Tensor:
     """Evaluation sPGD or Sparse-RS on one batch, checked against the L0 budget."""
-    from envs.attacks.saa import check_sparse, sparse_rs_attack
-    from envs.attacks.spgd import spgd_attack
-
     if spec.kind == "sparse_rs":
         x_adv = sparse_rs_attack(model, x, y, eps, queries=spec.steps, generator=generator)
     else:
@@ -143,8 +141,6 @@ def _sparse_autoattack_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                             generator: torch.Generator | None, progress: bool
                             ) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
     """(N,) robustness mask of Sparse-AutoAttack and the accuracy after each of its stages."""
-    from envs.attacks.saa import SAA_STAGES, sparse_autoattack
-
     robust, stages = [], {s: [] for s in SAA_STAGES}
     seconds = dict.fromkeys(SAA_STAGES, 0.0)
     for i in tqdm(range(0, len(x), batch_size), desc=f"eval {spec.name}", leave=False,
