@@ -18,8 +18,9 @@ Methods (``threat=l0``; evaluation at k = ``--k``, 20 on CIFAR-10):
 * ``strades_20step``: ``policy=spgd_at policy.steps=20 policy.k=<--train-k-multi> at_loss=trades``
   (trains at k = 120 like the paper).
 
-Per seed the methods train epoch by epoch in turn (interleaved, so load from other processes
-hits all of them alike; only ratios within one run are reported). After each epoch: clean
+Per seed the methods train in lockstep, one batch each in turn (so load from other processes
+hits all of them alike at the granularity of a batch; only ratios within one run are
+reported), and each method's epoch time is the sum of its own batches. After each epoch: clean
 accuracy and Sparse-AutoAttack accuracy (sPGD-p → sPGD-u → Sparse-RS, ``--saa-steps`` sPGD
 steps per stage and ``--saa-queries`` queries, fewer than the reference's 300-10 000 / 10 000:
 a *weaker* sAA, so its accuracies are upper bounds) on the first ``--test-subset`` test images,
@@ -37,7 +38,6 @@ import statistics
 import time
 
 import torch
-from tqdm.auto import tqdm
 
 from runners.config import compose_config
 from runners.cotrain import Cotrainer
@@ -68,19 +68,31 @@ def evaluate_sparse(t: Cotrainer, n: int, k: int, steps: int, queries: int, seed
             "saa": res[name]["acc"]}
 
 
+def train_lockstep(trainers: dict[str, Cotrainer], epoch: int) -> dict[str, float]:
+    """One epoch of every trainer, one batch each in turn; returns seconds per trainer."""
+    seconds = dict.fromkeys(trainers, 0.0)
+    loaders = {m: iter(t.train_loader) for m, t in trainers.items()}
+    for t in trainers.values():
+        t.policy.begin_epoch(epoch)
+    for _ in range(min(len(t.train_loader) for t in trainers.values())):
+        for m, t in trainers.items():
+            t0 = time.perf_counter()
+            t.train_batch(next(loaders[m]), epoch)
+            seconds[m] += time.perf_counter() - t0
+    return seconds
+
+
 def run_seed(base: list[str], method_overrides: dict[str, list[str]], seed: int, epochs: int,
              eval_args: tuple[int, int, int, int]) -> list[dict[str, float]]:
-    """Per-epoch metrics of every method for one seed (methods interleaved per epoch)."""
+    """Per-epoch metrics of every method for one seed (methods in lockstep per batch)."""
     trainers = {m: Cotrainer(compose_config([*base, f"seed={seed}", *o]), [])
                 for m, o in method_overrides.items()}
     rows = []
     for epoch in range(epochs):
         row: dict[str, float] = {"seed": seed, "epoch": epoch + 1}
+        seconds = train_lockstep(trainers, epoch)
         for m, t in trainers.items():
-            bar = tqdm(total=len(t.train_loader), disable=True)
-            t0 = time.perf_counter()
-            t.train_epoch(epoch, bar)
-            row[f"{m}/epoch_s"] = time.perf_counter() - t0
+            row[f"{m}/epoch_s"] = seconds[m]
             for key, value in evaluate_sparse(t, *eval_args, seed).items():
                 row[f"{m}/{key}"] = value
         for m in method_overrides:
