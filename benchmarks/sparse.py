@@ -28,6 +28,38 @@ and the epoch's training time relative to ``sat_1step``'s same epoch. The model 
 with a constant learning rate (``--lr``, the reference's peak 0.05).
 
 Writes markdown tables to stdout and, with ``--out``, a JSON file.
+
+Results (2 CPU cores shared with other jobs, load average 10-15, torch 1 thread, 2 seeds;
+mean ± std over seeds; "best" = best sAA of any epoch, a collapse shows as final ≪ best):
+
+CIFAR-10 full mode (``cifar_cnn``, 512 training images, 3 epochs, batch 64, lr 0.05, k = 20,
+sAA 10 sPGD steps/stage + 100 queries on 64 test images; 2167 s)::
+
+    method          clean (final)   sAA (final)     best sAA        time / sat_1step
+    sat_1step       0.250 ± 0.066   0.133 ± 0.033   0.172 ± 0.022   1.000
+    strades_1step   0.219 ± 0.022   0.125 ± 0.022   0.195 ± 0.011   1.570 ± 0.017
+    fast_ls_l0      0.258 ± 0.077   0.109 ± 0.000   0.133 ± 0.011   1.574 ± 0.000
+    strades_20step  0.156 ± 0.044   0.094 ± 0.044   0.148 ± 0.033   2.494 ± 0.162
+
+At this size the models barely leave chance (clean 16-26 %): the accuracies say nothing about
+catastrophic overfitting or Fast-LS-ℓ0; only the time ratios are informative (1-step sTRADES
+and Fast-LS-ℓ0 ≈ 1.6× 1-step sAT; 20-step sTRADES at k = 120 ≈ 2.5×, not 10×, because samples
+stop at their first success and at k = 120 most are fooled within a few steps).
+
+Digits (``--data digits --epochs 8 --train-subset 1024 --test-subset 200 --batch-size 128
+--saa-steps 20 --saa-queries 300``; k = 2, multi-step training k = 12; 984 s)::
+
+    method          clean (final)   sAA (final)     best sAA        time / sat_1step
+    sat_1step       0.895 ± 0.057   0.230 ± 0.000   0.268 ± 0.053   1.000
+    strades_1step   0.910 ± 0.049   0.307 ± 0.018   0.310 ± 0.014   1.582 ± 0.033
+    fast_ls_l0      0.865 ± 0.028   0.435 ± 0.028   0.435 ± 0.028   1.598 ± 0.060
+    strades_20step  0.893 ± 0.032   0.370 ± 0.014   0.370 ± 0.014   3.014 ± 0.290
+
+On digits the ordering of the paper's Table 3 appears (1-step sAT < 1-step sTRADES <
+Fast-LS-ℓ0, and Fast-LS-ℓ0 at least as robust as 20-step sTRADES at about half its cost), but
+1-step sAT does not collapse to ~0: it oscillates between 10 % and 30 % sAA and ends at 23 %.
+Two seeds, 200 test images (± 3 % binomial standard error) and a weakened sAA: indicative,
+not a reproduction of the paper's claims.
 """
 
 from __future__ import annotations
@@ -122,18 +154,18 @@ def _mean_std(values: list[float]) -> str:
 
 
 def summary_table(rows: list[dict[str, float]], names: list[str], epochs: int) -> str:
-    """Markdown: final-epoch clean / sAA, lowest sAA over epochs, mean time ratio (mean ± std
-    over seeds)."""
-    lines = ["| method | clean (final) | sAA (final) | min sAA over epochs | time / sat_1step |",
+    """Markdown, mean ± std over seeds: final-epoch clean and sAA, the best sAA of any epoch
+    (a collapse shows as final ≪ best) and the mean epoch-time ratio to sat_1step."""
+    lines = ["| method | clean (final) | sAA (final) | best sAA (any epoch) | time / sat_1step |",
              "|---|---|---|---|---|"]
     seeds = sorted({int(r["seed"]) for r in rows})
     for m in names:
         final = [r for r in rows if r["epoch"] == epochs]
-        lowest = [min(r[f"{m}/saa"] for r in rows if r["seed"] == s) for s in seeds]
+        best = [max(r[f"{m}/saa"] for r in rows if r["seed"] == s) for s in seeds]
         ratio = [statistics.mean(r[f"{m}/time_ratio"] for r in rows if r["seed"] == s)
                  for s in seeds]
         lines.append(f"| {m} | {_mean_std([r[f'{m}/clean'] for r in final])} | "
-                     f"{_mean_std([r[f'{m}/saa'] for r in final])} | {_mean_std(lowest)} | "
+                     f"{_mean_std([r[f'{m}/saa'] for r in final])} | {_mean_std(best)} | "
                      f"{_mean_std(ratio)} |")
     return "\n".join(lines)
 
