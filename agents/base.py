@@ -171,9 +171,13 @@ class PolicyConfig:
 
     Attributes:
         name: registry id of the policy (selects the class).
+        at_loss_defaults: (class attribute, not a field) overrides the config composer applies
+            before the user's when the command line picks no ``at_loss`` (a policy that is a
+            whole recipe, e.g. ``fast_ls_l0``: sTRADES with soft labels).
     """
 
     name: str = "none"
+    at_loss_defaults: ClassVar[tuple[str, ...]] = ()
 
 
 _POLICIES: dict[str, tuple[type[PolicyConfig], type[Policy]]] = {}

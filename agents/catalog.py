@@ -7,3 +7,4 @@ import agents.fgsm_sdi.policy  # noqa: F401
 import agents.fgsm_pgi.policy  # noqa: F401
 import agents.ppo.policy  # noqa: F401
 import agents.las_at.policy  # noqa: F401
+import agents.spgd_at  # noqa: F401

@@ -147,8 +147,8 @@ class DynamicAt(Policy):
             eps = self.context.eps
             init = (self.context.geometry.random_delta(obs["x"], eps, generator)
                     if self.config.random_start else None)
-            return uniform_action(obs, eps, self.config.alpha_ratio * eps, self.config.steps,
-                                  init)
+            alpha = self.context.geometry.step_size(eps, self.config.alpha_ratio)
+            return uniform_action(obs, eps, alpha, self.config.steps, init)
         # obs["fosc"] is the FOSC of each active sample's newest iterate (observe_after_step)
         return AttackAction(stop=obs["fosc"] <= self.threshold)
 

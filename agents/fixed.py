@@ -62,7 +62,8 @@ class FgsmAt(Policy):
         eps = self.context.eps
         init = (self.context.geometry.random_delta(obs["x"], eps, generator)
                 if self.config.random_start else None)
-        return uniform_action(obs, eps, self.config.alpha_ratio * eps, 1, init)
+        alpha = self.context.geometry.step_size(eps, self.config.alpha_ratio)
+        return uniform_action(obs, eps, alpha, 1, init)
 
 
 @dataclass(frozen=True)
@@ -112,4 +113,5 @@ class PgdAt(Policy):
         eps = self.context.eps
         init = (self.context.geometry.random_delta(obs["x"], eps, generator)
                 if self.config.random_start else None)
-        return uniform_action(obs, eps, self.config.alpha_ratio * eps, self.steps, init)
+        alpha = self.context.geometry.step_size(eps, self.config.alpha_ratio)
+        return uniform_action(obs, eps, alpha, self.steps, init)

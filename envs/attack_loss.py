@@ -18,6 +18,12 @@ class AttackLoss(str, Enum):
     CE = "ce"          # cross-entropy on the true label (PGD-AT, FGSM, LAS-AT)
     KL = "kl"          # KL(p_clean ‖ p_adv) (TRADES' inner maximisation)
     MARGIN = "margin"  # CW-style margin max_{j≠y} z_j − z_y (evaluation)
+    CE_MARGIN = "ce_margin"  # CE, or the margin where z_y − max_{j≠y} z_j < 0.5 (sPGD evaluation)
+
+
+LOW_CONFIDENCE_MARGIN = 0.5
+"""sPGD's evaluation switches a sample to the margin loss below this logit margin
+(docs/seeds.md §6.2; CityU-MLO/sPGD autoattack/spgd.py ``check_low_confidence``)."""
 
 
 def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -44,6 +50,10 @@ def attack_loss(kind: AttackLoss, logits: torch.Tensor, y: torch.Tensor,
         return F.cross_entropy(logits, y, reduction="none")
     if kind is AttackLoss.MARGIN:
         return margin_loss(logits, y)
+    if kind is AttackLoss.CE_MARGIN:
+        margin = margin_loss(logits, y)
+        low = (-margin < LOW_CONFIDENCE_MARGIN).detach()
+        return torch.where(low, margin, F.cross_entropy(logits, y, reduction="none"))
     if clean_logits is None:
         raise ValueError("the KL attack loss needs the clean logits")
     return kl_loss(logits, clean_logits)

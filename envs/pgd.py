@@ -135,5 +135,6 @@ def pgd_attack_max_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
 def fgsm_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, geometry: Geometry,
                 eps: Scalar) -> torch.Tensor:
     """One step of size ε from the clean point (no random start). Returns x_adv (N, C, H, W)."""
-    return pgd_attack(model, x, y, geometry=geometry, eps=eps, alpha=eps, steps=1,
+    return pgd_attack(model, x, y, geometry=geometry, eps=eps,
+                      alpha=geometry.step_size(eps, 1.0), steps=1,
                       random_start=False)

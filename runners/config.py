@@ -36,6 +36,7 @@ from envs.options import (COUNT, FRACTION, MOMENTUM, NON_NEGATIVE, NON_NEGATIVE_
                           Limit)
 from envs.requirements import BnMode
 from runners.fast_path import PerfConfig
+import runners.sparse_recipes  # noqa: F401  (registers the sparse papers' recipes)
 from runners.recipes import expand_recipes
 from runners.schedule import Schedule
 from runners.validation import validate_config
@@ -405,6 +406,7 @@ def compose_config(overrides: list[str] | None = None) -> CotrainConfig:
         overrides = expand_recipes(list(overrides or []))
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    overrides = policy_loss_defaults(overrides) + overrides
     try:
         cfg = _compose(overrides)
     except Exception as error:  # Hydra raises several exception types for bad overrides
@@ -421,6 +423,26 @@ def compose_config(overrides: list[str] | None = None) -> CotrainConfig:
     for warning in warnings:
         _log.warning(warning)
     return obj
+
+
+def policy_loss_defaults(overrides: list[str]) -> list[str]:
+    """The chosen policy's default AT loss (``PolicyConfig.at_loss_defaults``), unless the
+    overrides pick ``at_loss`` themselves; placed before them, so ``at_loss.<field>=`` given
+    by the user still wins."""
+    if any(o.split("=", 1)[0].lstrip("+~") == "at_loss" for o in overrides):
+        return []
+    chosen = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == "policy"]
+    name = chosen[-1] if chosen else _default_option("policy")
+    entry = policy_registry().get(name)
+    return list(getattr(entry[0], "at_loss_defaults", ())) if entry else []
+
+
+def _default_option(group: str) -> str:
+    """The option of ``group`` in :class:`CotrainConfig`'s defaults list."""
+    for item in CotrainConfig().defaults:
+        if isinstance(item, dict) and group in item:
+            return str(item[group])
+    return ""
 
 
 def to_object(cfg: DictConfig) -> CotrainConfig:
@@ -443,10 +465,11 @@ class Resolved:
 def resolve(cfg: CotrainConfig) -> Resolved:
     """Fill the ``None`` fields from :data:`DATA_PRESETS`."""
     preset = DATA_PRESETS[cfg.data.name]
+    geometry = make_geometry(cfg.threat)
+    budget = geometry.nominal_budget()  # threat.eps, or the geometry's own field (L0: threat.k)
     return Resolved(
         target=preset["target"] if cfg.target.name == "auto" else cfg.target.name,
-        eps=(make_geometry(cfg.threat).default_budget(cfg.data.name) if cfg.threat.eps is None
-             else float(cfg.threat.eps)),
+        eps=geometry.default_budget(cfg.data.name) if budget is None else budget,
         epochs=preset["epochs"] if cfg.epochs is None else int(cfg.epochs),
         lr=preset["lr"] if cfg.optim.lr is None else float(cfg.optim.lr),
         augment=preset["augment"] if cfg.data.augment is None else bool(cfg.data.augment),

@@ -70,10 +70,9 @@ from runners.run_naming import RESUME_KEYS, resolved_config, run_name
 from runners.schedule import make_scheduler
 from runners.threads import apply_threads
 from runners.tracking import Tracker, flatten_config
-from targets.datasets import (DataSet, load_dataset, split_validation,
-                              subset_dataset)
+from targets.datasets import DataSet, load_dataset, split_validation, subset_dataset
 from targets.loader import Batch, DeviceLoader, to_device
-from targets.losses.base import make_at_loss
+from targets.losses.base import LossContext, make_at_loss
 from targets.models import make_model
 from targets.target import Target
 
@@ -148,9 +147,15 @@ class Cotrainer:
         torch.manual_seed(cfg.seed)  # model initialisation is the only global-RNG consumer
         model = make_model(r.target, self.data.image_shape, self.data.num_classes)
         prepare_model(model.to(self.device), cfg.perf)
+        self.geometry = make_geometry(cfg.threat)
+        problem = self.geometry.check_budget(r.eps, self.data.image_shape)
+        if problem is not None:
+            raise ConfigError(problem)
         try:  # components check their settings when built: a bad one is a config error
-            self.geometry = make_geometry(cfg.threat)
-            at_loss = make_at_loss(cfg.at_loss)
+            at_loss = make_at_loss(cfg.at_loss, LossContext(
+                num_train=len(self.data.train), num_classes=self.data.num_classes,
+                epochs=r.epochs, batches_per_epoch=len(self.train_loader), device=self.device,
+                geometry=self.geometry))
             problem = at_loss.check_setting(cfg.policy, self.geometry)
             if problem:
                 raise ConfigError(problem)

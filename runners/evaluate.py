@@ -16,7 +16,8 @@ Where the results go: each evaluation is a new MLflow run *nested* under the tra
 ``eval/<attack>_acc``, ``eval/worst_case_acc`` (a sample counts as robust only if it
 survives every attack in the list), ``eval/autoattack.<attack>_acc`` (robust accuracy after
 each AutoAttack stage), one table artifact ``eval/table_<time>.json`` / ``.md`` and, with
-``checks=true``, the gradient-masking checks of :mod:`runners.masking_checks`. The training run
+``checks=true``, the gradient-masking checks of :mod:`runners.masking_checks` (``square_queries``:
+the queries of their black-box attack, Square; Sparse-RS under ``threat=l0``). The training run
 is left as it is — its own final ``eval/*`` points, its status and end time — so nothing
 duplicates or shadows the co-training's numbers; :mod:`runners.compare` reads the latest
 evaluation of each run (per metric) over the training run's own.

@@ -14,6 +14,16 @@ already in the evaluation results):
 * ``stronger_not_better``: more steps or more restarts of the same attack never raise
   accuracy.
 
+Every geometry-specific choice comes from the geometry: which budgets the sweep can spend
+(:meth:`~envs.geometry.base.Geometry.scaled_budget`), the erasing budget, the strong ensemble
+(:attr:`~envs.geometry.base.Geometry.ensemble_attack`) and the black-box attack the check runs
+(:attr:`~envs.geometry.base.Geometry.blackbox_attack`). For L0 the same five checks read: the
+accuracy falls as k grows (whole pixels 0, ⌊k/4⌋, ⌊k/2⌋, k, H·W; at H·W every image can be
+erased); Sparse-AutoAttack ≤ every sPGD; the black-box Sparse-RS does not beat the white-box
+sPGD (when it does, white-box sPGD alone overestimates robustness, as in the Fast-LS-ℓ0
+paper's sAT example, 75.9 % under sPGD vs 36.2 % under Sparse-RS: report sAA, which includes
+Sparse-RS, and treat the gradient numbers as suspect); more sPGD steps never help.
+
 "Beyond noise": an accuracy may exceed the one it should not exceed by at most
 ``z·sqrt(p(1-p)/n) + 1/n`` (binomial standard error at the larger accuracy, plus one example).
 """
@@ -29,7 +39,11 @@ import torch
 from torch import nn
 
 from envs.geometry.base import Geometry
-from runners.robustness import GRADIENT_KINDS, AttackSpec, evaluate, parse_attack
+from runners.robustness import (BLACKBOX_KINDS, SPARSE_GRADIENT_KINDS, WHITEBOX_KINDS,
+                                AttackSpec, evaluate, parse_attack)
+
+#: white-box kinds the ensemble attack (AutoAttack, Sparse-AutoAttack) must not be weaker than.
+_ENSEMBLE_REFERENCE_KINDS = ("pgd", *SPARSE_GRADIENT_KINDS)
 
 __all__ = ["CheckConfig", "CheckResult", "check_autoattack_le_pgd",
            "check_blackbox_ge_whitebox", "check_eps_monotone", "check_large_eps",
@@ -42,11 +56,13 @@ class CheckConfig:
     """Settings of the gradient-masking checks.
 
     Attributes:
-        attack: gradient attack used for the ε sweep (and the white-box side of comparisons).
+        attack: gradient attack used for the ε sweep (and the white-box side of comparisons);
+            for L0 ``pgd<K>`` is K steps of the geometry's sPGD.
         eps_factors: the sweep's budgets as multiples of the evaluation ε.
         large_eps: the "everything breaks" budget; None = 0.5 (L∞) or 0.5·√(C·H·W) (L2).
         large_eps_max_acc: highest accuracy accepted at ``large_eps``.
-        square_queries: queries of the Square black-box attack (0 = do not run Square).
+        square_queries: queries of the geometry's black-box attack (Square; L0: Sparse-RS)
+            when none is in the evaluation (0 = do not run it).
         z: noise tolerance in binomial standard errors.
     """
 
@@ -88,33 +104,38 @@ def _verdict(ok: bool) -> str:
     return "pass" if ok else "fail"
 
 
-def check_eps_monotone(curve: list[tuple[float, float]], n: int, z: float = 2.0) -> CheckResult:
-    """Accuracy must not rise (beyond noise) along ``curve`` = [(ε, acc)] sorted by ε."""
+def check_eps_monotone(curve: list[tuple[float, float]], n: int, z: float = 2.0,
+                       symbol: str = "ε") -> CheckResult:
+    """Accuracy must not rise (beyond noise) along ``curve`` = [(budget, acc)] sorted by budget
+    (``symbol`` names the budget in the message: ε, or k for L0)."""
     curve = sorted(curve)
     rises = [(e0, a0, e1, a1) for (e0, a0), (e1, a1) in zip(curve, curve[1:])
              if a1 > a0 + noise_margin(max(a0, a1), n, z)]
     numbers = {f"acc_eps_{e:.4g}": a for e, a in curve}
-    text = ", ".join(f"ε={e:.4g}: {a:.4f}" for e, a in curve)
+    text = ", ".join(f"{symbol}={e:.4g}: {a:.4f}" for e, a in curve)
     if rises:
         e0, a0, e1, a1 = rises[0]
-        return CheckResult("eps_monotone", "fail", f"accuracy rises from {a0:.4f} at ε={e0:.4g} "
-                           f"to {a1:.4f} at ε={e1:.4g} ({text})", numbers)
-    return CheckResult("eps_monotone", "pass", f"accuracy falls as ε grows ({text})", numbers)
+        return CheckResult("eps_monotone", "fail", f"accuracy rises from {a0:.4f} at "
+                           f"{symbol}={e0:.4g} to {a1:.4f} at {symbol}={e1:.4g} ({text})",
+                           numbers)
+    return CheckResult("eps_monotone", "pass", f"accuracy falls as {symbol} grows ({text})",
+                       numbers)
 
 
-def check_large_eps(acc: float, eps: float, max_acc: float) -> CheckResult:
+def check_large_eps(acc: float, eps: float, max_acc: float, symbol: str = "ε") -> CheckResult:
     """Accuracy at a budget that can erase the image must be near 0."""
     return CheckResult("large_eps", _verdict(acc <= max_acc),
-                       f"accuracy {acc:.4f} at ε={eps:.4g} (must be ≤ {max_acc:.4f})",
+                       f"accuracy {acc:.4f} at {symbol}={eps:.4g} (must be ≤ {max_acc:.4f})",
                        {"acc": acc, "eps": eps, "max_acc": max_acc})
 
 
 def check_autoattack_le_pgd(aa_acc: float, pgd_name: str, pgd_acc: float, n: int,
-                            z: float = 2.0) -> CheckResult:
-    """AutoAttack must not be weaker than PGD beyond noise."""
+                            z: float = 2.0, aa_name: str = "AutoAttack") -> CheckResult:
+    """AutoAttack (L0: Sparse-AutoAttack, ``aa_name``) must not be weaker than PGD (L0: sPGD)
+    beyond noise."""
     ok = aa_acc <= pgd_acc + noise_margin(max(aa_acc, pgd_acc), n, z)
     return CheckResult("autoattack_le_pgd", _verdict(ok),
-                       f"AutoAttack {aa_acc:.4f} vs {pgd_name} {pgd_acc:.4f} (AA must be ≤)",
+                       f"{aa_name} {aa_acc:.4f} vs {pgd_name} {pgd_acc:.4f} (must be ≤)",
                        {"autoattack_acc": aa_acc, "pgd_acc": pgd_acc})
 
 
@@ -169,9 +190,11 @@ def run_masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, geome
     Returns:
         One :class:`CheckResult` per check.
     """
-    n, spec = len(x), parse_attack(config.attack)
-    if spec.kind not in GRADIENT_KINDS or spec.transfer:
-        raise ValueError(f"checks need a gradient attack (pgd<K>, cw<K>, fgsm), got {spec.name!r}")
+    n, spec = len(x), parse_attack(config.attack, geometry)
+    if spec.kind not in WHITEBOX_KINDS or spec.transfer:
+        raise ValueError(f"checks need a gradient attack (pgd<K>, cw<K>, fgsm; L0 also "
+                         f"spgd_p<K>, spgd_u<K>), got {spec.name!r}")
+    symbol = geometry.budget_symbol
 
     def acc(attacks: list[str], at_eps: float) -> dict[str, float]:
         gen = torch.Generator(device=x.device).manual_seed(seed)
@@ -183,26 +206,32 @@ def run_masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, geome
     curve = [(0.0, top["clean"] if "clean" in top else acc(["clean"], eps)["clean"])]
     for f in config.eps_factors:
         reuse = f == 1.0 and spec.name in top
-        curve.append((f * eps, top[spec.name] if reuse else acc([spec.name], f * eps)[spec.name]))
+        budget = geometry.scaled_budget(eps, f)
+        curve.append((budget, top[spec.name] if reuse else acc([spec.name], budget)[spec.name]))
     large = config.large_eps or default_large_eps(geometry, tuple(x.shape[1:]))
     large_acc = acc([spec.name], large)[spec.name]
     curve.append((large, large_acc))
-    checks = [check_eps_monotone(curve, n, config.z),
-              check_large_eps(large_acc, large, config.large_eps_max_acc)]
+    checks = [check_eps_monotone(curve, n, config.z, symbol),
+              check_large_eps(large_acc, large, config.large_eps_max_acc, symbol)]
     at_eps = {spec.name: dict(curve).get(eps, top.get(spec.name))}
     if at_eps[spec.name] is None:
         at_eps = acc([spec.name], eps)
     whitebox = {k: v for k, v in {**top, **at_eps}.items() if v is not None and
-                k != "clean" and (s := parse_attack(k)).kind in GRADIENT_KINDS and not s.transfer}
-    pgd = {k: v for k, v in whitebox.items() if parse_attack(k).kind == "pgd"}
-    if "autoattack" in top and pgd:
-        name = min(pgd, key=pgd.get)
-        checks.append(check_autoattack_le_pgd(top["autoattack"], name, pgd[name], n, config.z))
+                k != "clean" and (s := parse_attack(k)).kind in WHITEBOX_KINDS and not s.transfer}
+    pgd = {k: v for k, v in whitebox.items()
+           if parse_attack(k).kind in _ENSEMBLE_REFERENCE_KINDS}
+    ensemble = {k: v for k, v in top.items() if k != "clean"
+                and parse_attack(k).kind == geometry.ensemble_attack}
+    if ensemble and pgd:
+        name, aa = min(ensemble.items(), key=lambda kv: kv[1])
+        ref = min(pgd, key=pgd.get)
+        checks.append(check_autoattack_le_pgd(aa, ref, pgd[ref], n, config.z, name))
     else:
-        checks.append(CheckResult("autoattack_le_pgd", "skip", "needs autoattack and a pgd "
-                                  "attack in the list"))
-    checks.append(_blackbox_check(top, whitebox, surrogate, spec, config, acc, eps, n))
-    stronger = {k: v for k, v in whitebox.items() if parse_attack(k).kind in ("pgd", "cw")}
+        checks.append(CheckResult("autoattack_le_pgd", "skip", f"needs "
+                                  f"{geometry.ensemble_attack} and a pgd attack in the list"))
+    checks.append(_blackbox_check(top, whitebox, surrogate, spec, geometry, config, acc, eps, n))
+    stronger = {k: v for k, v in whitebox.items()
+                if parse_attack(k).kind in ("pgd", "cw", *SPARSE_GRADIENT_KINDS)}
     if len(stronger) < 2:
         strong = f"{spec.kind}{2 * spec.steps}x2"
         stronger = {spec.name: at_eps[spec.name], **acc([strong], eps)}
@@ -211,19 +240,22 @@ def run_masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, geome
 
 
 def _blackbox_check(top: dict[str, float], whitebox: dict[str, float],
-                    surrogate: nn.Module | None, spec: AttackSpec, config: CheckConfig,
-                    acc: Any, eps: float, n: int) -> CheckResult:
-    blackbox = {k: v for k, v in top.items()
-                if k.startswith("transfer_") or parse_attack(k).kind == "square"}
+                    surrogate: nn.Module | None, spec: AttackSpec, geometry: Geometry,
+                    config: CheckConfig, acc: Any, eps: float, n: int) -> CheckResult:
+    blackbox = {k: v for k, v in top.items() if k != "clean"
+                and (k.startswith("transfer_") or parse_attack(k).kind in BLACKBOX_KINDS)}
     wanted = []
     if surrogate is not None and not any(k.startswith("transfer_") for k in blackbox):
         wanted.append(f"transfer_{spec.name}")
-    if config.square_queries > 0 and not any(k.startswith("square") for k in blackbox):
+    kind = geometry.blackbox_attack
+    if (kind is not None and config.square_queries > 0
+            and not any(parse_attack(k).kind == kind for k in blackbox)):
         try:
-            from runners.autoattack_eval import import_pyautoattack
+            if kind == "square":  # the only black-box attack from the optional package
+                from runners.autoattack_eval import import_pyautoattack
 
-            import_pyautoattack()
-            wanted.append(f"square{config.square_queries}")
+                import_pyautoattack()
+            wanted.append(f"{kind}{config.square_queries}")
         except ImportError as e:
             print(f"masking checks: Square skipped ({e})", file=sys.stderr)
     if wanted:

@@ -5,10 +5,17 @@ co-training's per-epoch monitoring. Attack names: ``clean``, ``fgsm``, ``pgd<K>`
 ``cw<K>x<R>``, ``autoattack`` (the original standard AutoAttack, :mod:`runners.autoattack_eval`),
 ``square`` / ``square<Q>`` (Square Attack alone with Q queries, a black-box attack) and
 ``transfer_<fgsm|pgd..|cw..>`` (crafted on the ``surrogate=`` run, evaluated on this one). PGD
-and CW use α = ε/4 and a random start; a restart attacks only the points no earlier restart
+and CW use α = 1/4 of the geometry's step scale (ε/4 for L∞/L2; for L0 ``pgd<K>`` is K steps
+of the geometry's own sPGD ascent, α = 0.25) and a random start; a restart attacks only the points no earlier restart
 broke, so ``pgd50x10`` is the strong evaluation PGD (the per-epoch monitor of
 ``runners.cotrain`` is a single PGD-10). Which families apply depends on the threat geometry
 (:attr:`envs.geometry.base.Geometry.eval_attacks`); :func:`parse_attack` refuses the others.
+The sparse (L0) attacks (:mod:`envs.attacks`): ``spgd_p`` / ``spgd_p<K>`` and ``spgd_u`` /
+``spgd_u<K>`` (evaluation sPGD with the projected / unprojected gradient, K = 300 by default),
+``sparse_rs`` / ``sparse_rs<Q>`` (the black-box Sparse-RS, Q = 10 000 queries by default) and
+``sparse_autoattack`` / ``sparse_autoattack<K>x<Q>`` (Sparse-AutoAttack: sPGD-p → sPGD-u →
+Sparse-RS on the survivors, K sPGD steps per stage, Q queries; its stages are logged as
+``eval/sparse_autoattack.<stage>_acc``).
 :func:`log_evaluation` logs ``eval/<attack>_acc``, ``eval/worst_case_acc`` (a sample counts as
 robust only if it survives every attack in the list), ``eval/autoattack.<attack>_acc`` (robust
 accuracy after each AutoAttack stage) and one table artifact ``eval/table_<time>.json``/``.md``.
@@ -28,14 +35,27 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from envs.attack_loss import AttackLoss
+from envs.attacks.saa import (DEFAULT_RS_QUERIES, SAA_STAGES, check_sparse, sparse_autoattack,
+                              sparse_rs_attack)
+from envs.attacks.spgd import spgd_attack
 from envs.geometry.base import Geometry
 from envs.pgd import fgsm_attack, pgd_attack
 
-_PATTERN = re.compile(r"^(transfer_)?(clean|fgsm|pgd|cw|square|autoattack)(\d+)?(?:x(\d+))?$")
+_PATTERN = re.compile(r"^(transfer_)?(clean|fgsm|pgd|cw|square|autoattack|spgd_p|spgd_u|sparse_rs"
+                      r"|sparse_autoattack)(\d+)?(?:x(\d+))?$")
 _VALID = ("clean, fgsm, pgd<K>, pgd<K>x<R>, cw<K>, cw<K>x<R>, autoattack, square, square<Q>, "
-          "transfer_<fgsm|pgd..|cw..> (e.g. pgd20, pgd50x10, cw30, transfer_pgd20)")
+          "transfer_<fgsm|pgd..|cw..> (e.g. pgd20, pgd50x10, cw30, transfer_pgd20); L0: "
+          "spgd_p[<K>], spgd_u[<K>], sparse_rs[<Q>], sparse_autoattack[<K>x<Q>]")
 GRADIENT_KINDS = ("fgsm", "pgd", "cw")
 """White-box attacks run by our own PGD code."""
+SPARSE_GRADIENT_KINDS = ("spgd_p", "spgd_u")
+"""White-box evaluation sPGD (L0)."""
+WHITEBOX_KINDS = GRADIENT_KINDS + SPARSE_GRADIENT_KINDS
+"""Every white-box gradient attack (the masking checks' white-box side)."""
+BLACKBOX_KINDS = ("square", "sparse_rs")
+"""Score-based black-box attacks (the masking checks' black-box side, with transfers)."""
+_DEFAULT_STEPS = {"clean": 0, "fgsm": 1, "autoattack": 0, "square": 5000, "spgd_p": 300,
+                  "spgd_u": 300, "sparse_rs": 10_000, "sparse_autoattack": 300}
 
 
 @dataclass(frozen=True)
@@ -45,9 +65,11 @@ class AttackSpec:
     Attributes:
         name: as written by the user (``pgd50x10``).
         kind: ``clean``, ``fgsm``, ``pgd``, ``cw``, ``autoattack`` or ``square``.
-        steps: iterations (0 for clean and autoattack, 1 for fgsm, queries for square).
+        steps: iterations (0 for clean and autoattack, 1 for fgsm, queries for square and
+            sparse_rs, sPGD steps per stage for sparse_autoattack).
         restarts: random restarts.
         transfer: crafted on a surrogate model, evaluated on the target (black-box).
+        queries: Sparse-RS queries of sparse_autoattack (0 for every other kind).
     """
 
     name: str
@@ -55,6 +77,7 @@ class AttackSpec:
     steps: int = 0
     restarts: int = 1
     transfer: bool = False
+    queries: int = 0
 
 
 def parse_attack(name: str, geometry: Geometry | None = None) -> AttackSpec:
@@ -66,15 +89,18 @@ def parse_attack(name: str, geometry: Geometry | None = None) -> AttackSpec:
     transfer, kind, steps, restarts = bool(m.group(1)), m.group(2), m.group(3), m.group(4)
     bad = ((kind in ("pgd", "cw") and not steps)
            or (kind in ("clean", "fgsm", "autoattack") and (steps or restarts))
-           or (kind == "square" and restarts)
+           or (kind in ("square", "sparse_rs", *SPARSE_GRADIENT_KINDS) and restarts)
            or (transfer and kind not in GRADIENT_KINDS))
     if bad:
         raise ValueError(f"unknown attack {name!r}; valid: {_VALID}")
     if geometry is not None and kind not in geometry.eval_attacks:
         raise ValueError(f"attack {name!r} does not apply to threat={geometry.name}; its attacks: "
                          f"{', '.join(geometry.eval_attacks)}")
-    n_steps = {"clean": 0, "fgsm": 1, "autoattack": 0, "square": 5000}.get(kind, 0)
-    return AttackSpec(name.strip(), kind, int(steps or n_steps), int(restarts or 1), transfer)
+    if kind == "sparse_autoattack":
+        return AttackSpec(name.strip(), kind, int(steps or _DEFAULT_STEPS[kind]), 1, False,
+                          int(restarts or DEFAULT_RS_QUERIES))
+    return AttackSpec(name.strip(), kind, int(steps or _DEFAULT_STEPS.get(kind, 0)),
+                      int(restarts or 1), transfer)
 
 
 def attack_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec,
@@ -83,13 +109,50 @@ def attack_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: Attac
     """Adversarial examples of one batch for ``spec``. (N, C, H, W) -> (N, C, H, W)."""
     if spec.kind == "clean":
         return x
+    if spec.kind in SPARSE_GRADIENT_KINDS or spec.kind == "sparse_rs":
+        return _sparse_batch(model, x, y, spec, geometry, eps, generator)
     if spec.kind not in GRADIENT_KINDS:
-        raise ValueError(f"attack_batch runs fgsm/pgd/cw only, not {spec.name!r}; use evaluate()")
+        raise ValueError(f"attack_batch runs fgsm/pgd/cw/spgd/sparse_rs only, not "
+                         f"{spec.name!r}; use evaluate()")
     if spec.kind == "fgsm":
         return fgsm_attack(model, x, y, geometry=geometry, eps=eps)
     loss = AttackLoss.CE if spec.kind == "pgd" else AttackLoss.MARGIN
-    return pgd_attack(model, x, y, geometry=geometry, eps=eps, alpha=eps / 4, steps=spec.steps,
-                      restarts=spec.restarts, loss=loss, generator=generator)
+    return pgd_attack(model, x, y, geometry=geometry, eps=eps, alpha=geometry.step_size(eps, 0.25),
+                      steps=spec.steps, restarts=spec.restarts, loss=loss, generator=generator)
+
+
+def _sparse_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec,
+                  geometry: Geometry, eps: float, generator: torch.Generator | None
+                  ) -> torch.Tensor:
+    """Evaluation sPGD or Sparse-RS on one batch, checked against the L0 budget."""
+    if spec.kind == "sparse_rs":
+        x_adv = sparse_rs_attack(model, x, y, eps, queries=spec.steps, generator=generator)
+    else:
+        gradient = "projected" if spec.kind == "spgd_p" else "unprojected"
+        x_adv = spgd_attack(model, x, y, geometry=geometry, k=eps, steps=spec.steps,
+                            gradient=gradient, generator=generator)
+    check_sparse(x, x_adv, eps, spec.name)
+    return x_adv
+
+
+def _sparse_autoattack_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                            spec: AttackSpec, geometry: Geometry, eps: float, batch_size: int,
+                            generator: torch.Generator | None, progress: bool
+                            ) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
+    """(N,) robustness mask of Sparse-AutoAttack and the accuracy after each of its stages."""
+    robust, stages = [], {s: [] for s in SAA_STAGES}
+    seconds = dict.fromkeys(SAA_STAGES, 0.0)
+    for i in tqdm(range(0, len(x), batch_size), desc=f"eval {spec.name}", leave=False,
+                  disable=not progress):
+        res = sparse_autoattack(model, x[i:i + batch_size], y[i:i + batch_size], eps,
+                                geometry=geometry, steps=spec.steps, queries=spec.queries,
+                                generator=generator)
+        robust.append(res.robust)
+        for s in SAA_STAGES:
+            stages[s].append(res.stages[s])
+            seconds[s] += res.seconds[s]
+    return torch.cat(robust), {s: {"acc": torch.cat(v).float().mean().item(),
+                                   "time_s": seconds[s]} for s, v in stages.items()}
 
 
 @torch.no_grad()
@@ -147,6 +210,9 @@ def _mask_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpe
             x_adv = attack_batch(surrogate, xb, yb, base, geometry, eps, generator)
             out.append(predict(model, x_adv, batch_size) == yb)
         return torch.cat(out), {}
+    if spec.kind == "sparse_autoattack":
+        return _sparse_autoattack_mask(model, x, y, spec, geometry, eps, batch_size, generator,
+                                       progress)
     if spec.kind in ("autoattack", "square"):
         from runners.autoattack_eval import make_autoattack, make_square, run_autoattack
 

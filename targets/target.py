@@ -60,6 +60,7 @@ class Target:
         result = result.detached()
         ahead = self.lookahead(result, inputs) if inputs.lookahead else None
         out = self.loss.train_step(self.model, self.optimizer, result, inputs)
+        self.loss.end_step()  # per-sample memories of the loss move only on the target's step
         self.scheduler.step()
         return replace(out, lookahead=ahead) if ahead is not None else out
 

@@ -178,7 +178,8 @@ class FgsmPgi(Policy):
             stored = self.delta_memory.read(idx, obs.get("offsets"), obs.get("flipped"))
             eta = torch.where(self.seen[idx].view(-1, 1, 1, 1), stored, fresh)
         eps = self.context.eps
-        return uniform_action(obs, eps, self.config.alpha_ratio * eps, 1, eta)
+        alpha = self.context.geometry.step_size(eps, self.config.alpha_ratio)
+        return uniform_action(obs, eps, alpha, 1, eta)
 
     def target_inputs(self, result: AttackResult) -> TargetInputs:
         """The preset label smoothing for the target's AT loss."""
@@ -211,7 +212,7 @@ class FgsmPgi(Policy):
                                  "env with the policy's requirements()")
             momentum = self.momentum_step(
                 self.momentum_memory.read(idx, offsets, flipped), grad)
-            alpha = self.config.alpha_ratio * self.context.eps
+            alpha = self.context.geometry.step_size(self.context.eps, self.config.alpha_ratio)
             geometry = self.context.geometry
             prior = geometry.project(geometry.step(result.delta0, momentum, alpha), result.x,
                                      self.context.eps)

@@ -125,7 +125,8 @@ class FgsmSdi(Policy):
     def _action(self, obs: Obs) -> AttackAction:
         eps = self.context.eps
         eta = self.generator(obs["x"], self._grad_sign(obs), eps)
-        return uniform_action(obs, eps, self.config.alpha_ratio * eps, 1, eta)
+        alpha = self.context.geometry.step_size(eps, self.config.alpha_ratio)
+        return uniform_action(obs, eps, alpha, 1, eta)
 
     def act(self, obs: Obs, t: int, generator: torch.Generator | None) -> AttackAction | None:
         if t:

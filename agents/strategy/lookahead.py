@@ -90,7 +90,7 @@ def lookahead_terms(result: AttackResult, out: ATLossOutput, geometry: Geometry,
         raise ValueError("the look-ahead reward needs the target's ŵ: return "
                          "TargetInputs(lookahead=True) from target_inputs on learning batches")
     x, y = result.x, result.y
-    alpha = config.alpha_ratio * eps
+    alpha = geometry.step_size(eps, config.alpha_ratio)
     if RewardAttack(config.attack) is RewardAttack.reference:
         x_rob = pgd_attack_max_loss(shadow, x, y, geometry=geometry, eps=eps, alpha=alpha,
                                     steps=config.pgd_steps, restarts=config.pgd_restarts,

@@ -14,8 +14,13 @@ A geometry owns everything norm-specific about an attack:
 * projection onto the budget's ball ∩ the [0, 1] image box, the size of a perturbation, a
   uniform random start, and the FOSC stationarity value (``None`` where a geometry has none);
 * the **unit of its budget** (:class:`BudgetUnit`: a float ε, or an integer pixel count k),
-  its per-data-set default budget, the budget that can erase any image (masking checks), the
-  grids learned strategies search over, and which evaluation attacks apply.
+  the nominal budget its own config sets (:meth:`Geometry.nominal_budget`), its per-data-set
+  default budget, the step size that is a given fraction of its step scale
+  (:meth:`Geometry.step_size`), the budget that can erase any image (masking checks), the
+  grids learned strategies search over, which evaluation attacks apply and which of them play
+  the roles of the gradient-masking checks (:attr:`Geometry.ensemble_attack`,
+  :attr:`Geometry.blackbox_attack`), and per-geometry defaults of AT-loss fields
+  (:attr:`Geometry.at_loss_defaults`, e.g. sTRADES' β = 3 for L0).
 
 Nothing outside ``envs/geometry/`` branches on the geometry's kind: callers ask it.
 
@@ -134,6 +139,14 @@ class Geometry:
         eval_attacks: the evaluation attack families (runners/robustness.py) that apply.
         default_budgets: data set -> nominal budget.
         has_corner_init: :meth:`corner_init` is defined (FGSM-PGI's reference start).
+        ensemble_attack: the evaluation attack kind (runners/robustness.py) of the strong
+            ensemble that must not be weaker than any single gradient attack (masking checks);
+            None where the geometry has none.
+        blackbox_attack: the black-box attack kind the masking checks run (with a query
+            budget) to compare against the gradient attacks; None where it has none.
+        budget_symbol: how tables and check messages name the budget (``ε``, ``k``).
+        at_loss_defaults: AT-loss id -> {config field: value} for fields the user left at
+            None (e.g. L0: sTRADES' β = 3 and a CE attack).
     """
 
     name: ClassVar[str] = "base"
@@ -142,6 +155,10 @@ class Geometry:
     eval_attacks: ClassVar[tuple[str, ...]] = ()
     default_budgets: ClassVar[dict[str, float]] = {}
     has_corner_init: ClassVar[bool] = False
+    ensemble_attack: ClassVar[str | None] = None
+    blackbox_attack: ClassVar[str | None] = None
+    budget_symbol: ClassVar[str] = "ε"
+    at_loss_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, config: GeometryConfig | None = None) -> None:
         self.config = config if config is not None else GeometryConfig(name=self.name)
@@ -150,6 +167,25 @@ class Geometry:
         return f"{type(self).__name__}()"
 
     # -- budgets -----------------------------------------------------------------------
+    def nominal_budget(self) -> float | None:
+        """The budget the geometry's own config sets (``threat.eps``; L0: ``threat.k``), or
+        None for the data set's preset (:meth:`default_budget`)."""
+        eps = getattr(self.config, "eps", None)
+        return None if eps is None else float(eps)
+
+    def step_size(self, eps: Scalar, ratio: float) -> Scalar:
+        """The step size that is ``ratio`` of this geometry's step scale, per sample.
+
+        For L∞/L2 the scale is the budget itself (PGD's α = ε/4 is ``ratio=0.25``); a geometry
+        whose budget is not a length (L0 counts pixels) scales by its own magnitude bound.
+        Shape: eps float or (N,); returns the same kind.
+        """
+        return ratio * eps
+
+    def scaled_budget(self, eps: float, factor: float) -> float:
+        """``factor`` times a nominal budget, as this geometry can spend it (L0: whole pixels)."""
+        return factor * eps
+
     def default_budget(self, data: str) -> float:
         """The data set's nominal budget; unknown data sets name the field to set."""
         if data not in self.default_budgets:

@@ -2,3 +2,4 @@
 
 import envs.geometry.linf  # noqa: F401
 import envs.geometry.l2  # noqa: F401
+import envs.geometry.l0  # noqa: F401

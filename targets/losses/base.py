@@ -8,12 +8,16 @@ weights, such as AWP, override it). A loss that needs more from the attack than 
 declares it in ``env_requirements`` (e.g. the first gradient): the runner builds the env from
 the union of the policy's and the loss's requirements, so adding such a loss is one file.
 
-Registry ids select them (``at_loss=ce``, ``at_loss=trades``, ...).
+Registry ids select them (``at_loss=ce``, ``at_loss=trades``, ...). :func:`make_at_loss` binds
+the loss to the run (:class:`LossContext`: training-set size, classes, schedule, device,
+geometry), which per-sample memories (soft labels, :mod:`targets.losses.soft_labels`) and
+per-geometry defaults (:attr:`envs.geometry.base.Geometry.at_loss_defaults`) need. The target
+calls :meth:`ATLoss.end_step` after each of its own optimiser steps (never after a look-ahead).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -26,6 +30,7 @@ from envs.options import PROBABILITY, Limit
 from envs.requirements import EnvRequirements
 from envs.result import AttackResult
 from targets.inputs import TargetInputs
+from targets.losses.soft_labels import SoftLabelConfig, SoftLabels, SoftLabelSource
 
 
 def smoothed_targets(y: torch.Tensor, num_classes: int, true_class_prob: float) -> torch.Tensor:
@@ -87,12 +92,36 @@ class ATLossConfig:
     Attributes:
         name: registry id.
         true_class_prob: label smoothing as the probability put on the true class (1.0 = off).
+        soft_labels: Self-Adaptive Training soft labels (``at_loss.soft_labels.enabled=true``;
+            losses that support them: ce, trades, tradeoff, awp).
     """
 
     limits: ClassVar[dict[str, Limit]] = {"true_class_prob": PROBABILITY}
 
     name: str = "ce"
     true_class_prob: float = 1.0
+    soft_labels: SoftLabelConfig = field(default_factory=SoftLabelConfig)
+
+
+@dataclass(frozen=True)
+class LossContext:
+    """What an AT loss may know about the run (set by :func:`make_at_loss`).
+
+    Attributes:
+        num_train: training-set size (per-sample memories are indexed by data-set index).
+        num_classes: K.
+        epochs: the run's epochs.
+        batches_per_epoch: target steps per epoch.
+        device: where the target lives.
+        geometry: the threat geometry (its per-loss defaults), None = none.
+    """
+
+    num_train: int = 0
+    num_classes: int = 0
+    epochs: int = 1
+    batches_per_epoch: int = 1
+    device: torch.device = torch.device("cpu")
+    geometry: Any = None
 
 
 class ATLoss:
@@ -103,9 +132,61 @@ class ATLoss:
     attack_loss: ClassVar[AttackLoss] = AttackLoss.CE
     #: what the env must compute for this loss (merged with the policy's requirements).
     env_requirements: ClassVar[EnvRequirements] = EnvRequirements()
+    #: the loss's CE terms can take Self-Adaptive Training soft labels.
+    supports_soft_labels: ClassVar[bool] = False
 
     def __init__(self, config: Any) -> None:
         self.config = config
+        self.context = LossContext()
+        self.soft_labels: SoftLabels | None = None
+
+    def bind(self, context: LossContext) -> None:
+        """Attach the run's context; builds the soft-label memory when the option is on."""
+        self.context = context
+        option = getattr(self.config, "soft_labels", None)
+        if option is None or not option.enabled:
+            return
+        if not self.supports_soft_labels:
+            raise ValueError(f"at_loss={self.name} does not take soft labels; "
+                             "at_loss.soft_labels applies to ce, trades, tradeoff and awp")
+        self.soft_labels = SoftLabels(option, context.num_train, context.num_classes,
+                                      context.epochs, context.batches_per_epoch, context.device)
+
+    def setting(self, name: str, fallback: Any) -> Any:
+        """A config field, where None means the geometry's default for this loss (e.g. L0's
+        sTRADES β = 3), else ``fallback``."""
+        value = getattr(self.config, name, None)
+        if value is not None:
+            return value
+        geometry = self.context.geometry
+        defaults = getattr(geometry, "at_loss_defaults", {}).get(self.name, {})
+        return defaults.get(name, fallback)
+
+    def soft_targets(self, model: nn.Module, result: AttackResult,
+                     clean_logits: torch.Tensor | None, adv_logits: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """SAT soft targets (N, K) and weights (N,) of the batch once the warm-up is over, else
+        None (the loss uses its labels). ``clean_logits`` None with ``source=clean`` costs one
+        extra eval-mode forward of the clean batch without a graph."""
+        sl = self.soft_labels
+        if sl is None or not sl.active:
+            return None
+        if sl.config.source is SoftLabelSource.adversarial:
+            logits = adv_logits
+        elif clean_logits is not None:
+            logits = clean_logits
+        else:
+            was = model.training
+            model.eval()
+            with torch.no_grad():
+                logits = model(result.x)
+            model.train(was)
+        return sl.targets(result.index, result.y, logits)
+
+    def end_step(self) -> None:
+        """The target's step on this batch is done: commit per-sample memories."""
+        if self.soft_labels is not None:
+            self.soft_labels.end_step()
 
     def true_class_prob(self, inputs: TargetInputs) -> float:
         """Label smoothing: the policy's preset (FGSM-SDI 0.5, ...) wins over the config's."""
@@ -134,11 +215,13 @@ class ATLoss:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        """Extra state to checkpoint (e.g. a proxy optimiser)."""
-        return {}
+        """Extra state to checkpoint (the soft-label memory; subclasses add theirs)."""
+        return {} if self.soft_labels is None else {"soft_labels": self.soft_labels.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
+        if self.soft_labels is not None and "soft_labels" in state:
+            self.soft_labels.load_state_dict(state["soft_labels"])
 
 
 _AT_LOSSES: dict[str, tuple[type, type[ATLoss]]] = {}
@@ -165,9 +248,12 @@ def at_loss_registry() -> dict[str, tuple[type, type[ATLoss]]]:
     return dict(_AT_LOSSES)
 
 
-def make_at_loss(config: Any) -> ATLoss:
-    """Build the AT loss named by ``config.name``; unknown ids list the valid ones."""
+def make_at_loss(config: Any, context: LossContext | None = None) -> ATLoss:
+    """Build the AT loss named by ``config.name`` and bind it to the run (``context``; None = a
+    bare context without training-set size or geometry). Unknown ids list the valid ones."""
     registry = at_loss_registry()
     if config.name not in registry:
         raise ValueError(f"unknown at_loss {config.name!r}; valid: {', '.join(sorted(registry))}")
-    return registry[config.name][1](config)
+    loss = registry[config.name][1](config)
+    loss.bind(context if context is not None else LossContext())
+    return loss

@@ -1,4 +1,5 @@
-"""Cross-entropy AT (Madry et al.): minimise CE(f(x_adv), y), with optional label smoothing."""
+"""Cross-entropy AT (Madry et al.; sAT for L0): minimise CE(f(x_adv), y), with optional label
+smoothing or Self-Adaptive Training soft labels."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from envs.result import AttackResult
 from targets.inputs import TargetInputs
 from targets.losses.base import (ATLoss, ATLossConfig, ATLossOutput, register_at_loss,
                                  soft_cross_entropy, weighted_mean)
+from targets.losses.soft_labels import soft_target_ce
 
 
 @dataclass(frozen=True)
@@ -29,13 +31,20 @@ class CrossEntropyConfig(ATLossConfig):
 @register_at_loss(CrossEntropyConfig)
 class CrossEntropy(ATLoss):
     """CE on the adversarial batch; ``inputs.weight`` (N,) weights each sample:
-    loss = mean(w·CE) (Dynamic AT's reference-code re-weighting, see agents/dynamic.py)."""
+    loss = mean(w·CE) (Dynamic AT's reference-code re-weighting, see agents/dynamic.py).
+    With soft labels (after their warm-up) the CE is against the per-sample soft targets,
+    weighted by their SAT weights."""
 
     attack_loss: ClassVar[AttackLoss] = AttackLoss.CE
+    supports_soft_labels: ClassVar[bool] = True
 
     def compute(self, model: nn.Module, result: AttackResult, inputs: TargetInputs
                 ) -> ATLossOutput:
         logits = model(result.x_adv)
-        per = soft_cross_entropy(logits, result.y, self.true_class_prob(inputs))
+        soft = self.soft_targets(model, result, None, logits)
+        if soft is None:
+            per = soft_cross_entropy(logits, result.y, self.true_class_prob(inputs))
+        else:
+            per = soft_target_ce(logits, soft[0]) * soft[1]
         loss = weighted_mean(per, inputs.weight)
         return ATLossOutput(loss, {"loss": loss.detach()}, logits.detach(), per.detach())

@@ -7,38 +7,58 @@ Per sample i (the reference's ``KLDivLoss(sum)/B`` is the batch mean of these)::
 
 Gradients flow through both the clean and the adversarial branch, as in the reference.
 
+sTRADES (Zhong et al., L0): the same loss with β = 3 and a CE attack (the reference's sPGD
+ascends the CE, not the KL; docs/seeds.md §6.3). Both come from the geometry
+(:attr:`envs.geometry.base.Geometry.at_loss_defaults`) when ``at_loss.beta`` / ``at_loss.attack``
+are left unset, so ``threat=l0 at_loss=trades`` is sTRADES and ``threat=linf at_loss=trades`` is
+TRADES (β = 6, KL attack). With soft labels (Fast-LS-ℓ0) the clean CE term uses the SAT targets
+and weights; the KL term is unchanged.
+
 Reference behaviour kept (docs/seeds.md §8):
 
 * **Separate forward passes** for the clean and the adversarial batch (default), so
   BatchNorm's batch statistics are never a mix of the two. ``joint_pass=true`` forwards
   ``cat[x, x_adv]`` in one pass instead (one larger batch: faster on a GPU, but the train-mode
   statistics are those of the mixed batch — a departure from TRADES).
-* **The attack starts at x + 0.001·N(0, 1)** when the policy gives no start (``fgsm_at``,
+* **The KL attack starts at x + 0.001·N(0, 1)** when the policy gives no start (``fgsm_at``,
   ``pgd_at``/``curriculum`` with ``random_start=false``): at δ = 0 the KL and its gradient are
   zero up to round-off (max |g| ≈ 3e-9 measured), and ``sign()`` would turn that round-off
   into a full step in an arbitrary direction. The loss asks the env for it
   (:attr:`envs.requirements.EnvRequirements.start_noise`); the env draws it with the episode's
-  generator. A policy that gives its own start (random, learned, a prior) keeps it.
+  generator. A policy that gives its own start (random, learned, a prior) keeps it; a CE
+  attack (sTRADES) needs no such start and gets none.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 from envs.attack_loss import AttackLoss, kl_loss
-from envs.options import NON_NEGATIVE, Limit
+from envs.options import NON_NEGATIVE, Limit, parse_option
 from envs.requirements import EnvRequirements
 from envs.result import AttackResult
 from targets.inputs import TargetInputs
-from targets.losses.base import (ATLoss, ATLossConfig, ATLossOutput, register_at_loss,
-                                 soft_cross_entropy, weighted_mean)
+from targets.losses.base import (ATLoss, ATLossConfig, ATLossOutput, LossContext,
+                                 register_at_loss, soft_cross_entropy, weighted_mean)
+from targets.losses.soft_labels import soft_target_ce
 
 #: standard deviation of the reference's Gaussian start of the KL attack.
 TRADES_START_NOISE = 0.001
+
+DEFAULT_BETA = 6.0
+"""TRADES' β where the geometry sets none (Zhang et al.; LAS-TRADES)."""
+
+
+class TradesAttack(str, Enum):
+    """The objective the attack ascends for TRADES."""
+
+    kl = "kl"  # KL(f(x) ‖ f(x_adv)) (TRADES)
+    ce = "ce"  # CE(f(x_adv), y) (sTRADES' sPGD)
 
 
 @dataclass(frozen=True)
@@ -47,7 +67,10 @@ class TradesConfig(ATLossConfig):
 
     Attributes:
         name: registry id.
-        beta: trade-off β; a policy may override it per sample (``TargetInputs.beta``).
+        beta: trade-off β; None = the geometry's default (L0 3, else 6); a policy may override
+            it per sample (``TargetInputs.beta``).
+        attack: what the attack maximises: ``kl`` or ``ce``; None = the geometry's default
+            (L0 ce, else kl).
         joint_pass: forward clean and adversarial inputs as one concatenated batch (faster on
             GPUs; BatchNorm then mixes their statistics). Default: two passes (reference).
     """
@@ -55,8 +78,14 @@ class TradesConfig(ATLossConfig):
     limits: ClassVar[dict[str, Limit]] = {**ATLossConfig.limits, "beta": NON_NEGATIVE}
 
     name: str = "trades"
-    beta: float = 6.0
+    beta: float | None = None
+    attack: TradesAttack | None = None
     joint_pass: bool = False
+
+    def __post_init__(self) -> None:
+        if self.attack is not None:
+            object.__setattr__(self, "attack", parse_option(TradesAttack, self.attack,
+                                                            "at_loss.attack"))
 
 
 @register_at_loss(TradesConfig)
@@ -66,6 +95,19 @@ class Trades(ATLoss):
     attack_loss: ClassVar[AttackLoss] = AttackLoss.KL
     env_requirements: ClassVar[EnvRequirements] = EnvRequirements(
         start_noise=TRADES_START_NOISE)
+    supports_soft_labels: ClassVar[bool] = True
+
+    def bind(self, context: LossContext) -> None:
+        super().bind(context)
+        attack = TradesAttack(self.setting("attack", TradesAttack.kl))
+        kl = attack is TradesAttack.kl
+        self.attack_loss = AttackLoss.KL if kl else AttackLoss.CE
+        self.env_requirements = EnvRequirements(start_noise=TRADES_START_NOISE if kl else 0.0)
+
+    @property
+    def beta(self) -> float:
+        """The configured β, else the geometry's, else 6."""
+        return float(self.setting("beta", DEFAULT_BETA))
 
     def logits(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,9 +121,13 @@ class Trades(ATLoss):
                 ) -> ATLossOutput:
         """ℓ_i = CE(f(x_i), y_i) + β_i·KL(p(x_i) ‖ p(x_adv,i)); loss = weighted batch mean."""
         clean, adv = self.logits(model, result.x, result.x_adv)
-        ce = soft_cross_entropy(clean, result.y, self.true_class_prob(inputs))
+        soft = self.soft_targets(model, result, clean, adv)
+        if soft is None:
+            ce = soft_cross_entropy(clean, result.y, self.true_class_prob(inputs))
+        else:
+            ce = soft_target_ce(clean, soft[0]) * soft[1]
         kl = kl_loss(adv, clean)
-        beta = self.config.beta if inputs.beta is None else inputs.beta.to(kl.dtype)
+        beta = self.beta if inputs.beta is None else inputs.beta.to(kl.dtype)
         per = ce + beta * kl
         loss = weighted_mean(per, inputs.weight)
         parts = {"loss": loss.detach(), "clean_ce": ce.mean().detach(), "kl": kl.mean().detach()}

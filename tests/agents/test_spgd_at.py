@@ -1,0 +1,85 @@
+"""sPGD-AT and Fast-LS-ℓ0: budgets, early stop, N-FGSM noise, the policy-declared AT loss, and
+the learned strategies choosing per-sample k; Dynamic refuses L0."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agents.base import make_policy
+from agents.dynamic import DynamicConfig
+from agents.las_at.policy import LasAtConfig
+from agents.spgd_at import FastLsL0Config, SpgdAtConfig
+from envs.attacks.saa import predict_labels
+from runners.config import compose_config
+from tests.helpers import attack, make_context
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _l0_context(k: float = 4.0, **kw):
+    return make_context(geometry="l0", eps=k, **kw)
+
+
+def test_multi_step_spgd_at_respects_k_and_stops_fooled_samples(tiny_net, batch):
+    x, y = batch
+    y = predict_labels(tiny_net, x)  # all correct at the start
+    policy = make_policy(SpgdAtConfig(steps=20), _l0_context(3.0))
+    result, _ = attack(policy, tiny_net, x, y)
+    changed = policy.context.geometry.size(result.x_adv - x)
+    assert torch.all(changed <= 3) and torch.all((result.x_adv >= 0) & (result.x_adv <= 1))
+    fooled = predict_labels(tiny_net, result.x_adv) != y
+    assert fooled.any() and torch.all(result.steps[fooled] < 20)  # stopped at their success
+    assert torch.all(result.steps[~fooled] == 20)
+    stats = policy.describe(result)
+    torch.testing.assert_close(stats["pixels"], changed)
+
+
+def test_training_k_and_nfgsm_noise_set_the_budget(tiny_net, batch):
+    x, y = batch
+    policy = make_policy(SpgdAtConfig(steps=1, k=6, noise=0.5), _l0_context(4.0))
+    result, _ = attack(policy, tiny_net, x, y)
+    assert torch.all(result.eps == 9)  # 6 + round(0.5·6)
+    assert torch.all(policy.context.geometry.size(result.x_adv - x) <= 9)
+    torch.testing.assert_close(result.alpha, torch.full((16,), 0.25))
+    fast = make_policy(FastLsL0Config(), _l0_context(4.0))
+    assert fast.budget == 12 and fast.config.steps == 1  # k + 2k noise pixels
+    with pytest.raises(ValueError, match="exceeds the 64 pixels"):
+        make_policy(SpgdAtConfig(k=40, noise=1.0), _l0_context(4.0))
+
+
+def test_spgd_at_refuses_radius_threats_and_dynamic_refuses_l0():
+    with pytest.raises(ValueError, match="needs threat=l0"):
+        make_policy(SpgdAtConfig(), make_context())
+    with pytest.raises(ValueError, match="FOSC.*threat=l0"):
+        make_policy(DynamicConfig(), _l0_context())
+
+
+def test_fast_ls_l0_selects_strades_with_soft_labels_unless_the_user_picks_a_loss():
+    cfg = compose_config(["threat=l0", "threat.k=4", "policy=fast_ls_l0"])
+    assert cfg.at_loss.name == "trades" and cfg.at_loss.soft_labels.enabled
+    assert cfg.at_loss.beta is None  # β = 3 comes from the L0 geometry
+    own = compose_config(["threat=l0", "policy=fast_ls_l0", "at_loss=ce"])
+    assert own.at_loss.name == "ce" and not own.at_loss.soft_labels.enabled
+    field = compose_config(["threat=l0", "policy=fast_ls_l0", "at_loss.beta=5"])
+    assert field.at_loss.name == "trades" and field.at_loss.beta == 5
+    assert compose_config(["threat=l0", "policy=spgd_at"]).at_loss.name == "ce"
+
+
+def test_las_at_chooses_per_sample_k_from_the_l0_grid(tiny_net, batch):
+    x, y = batch
+    policy = make_policy(LasAtConfig(), _l0_context(4.0))
+    assert policy.space.eps == (2.0, 3.0, 4.0, 5.0, 6.0)
+    assert policy.space.alpha == (0.125, 0.25, 0.375, 0.5, 0.625)
+    result, _ = attack(policy, tiny_net, x, y)
+    assert len(set(result.eps.tolist())) > 1  # per-sample budgets
+    assert torch.all(policy.context.geometry.size(result.x_adv - x) <= result.eps)
+    assert set(policy.grids()["eps"]) == {2.0, 3.0, 4.0, 5.0, 6.0}
+
+
+def test_ppo_acts_on_the_same_l0_grids():
+    from agents.ppo.policy import PpoStrategyConfig
+
+    ppo = make_policy(PpoStrategyConfig(), _l0_context(4.0))
+    las = make_policy(LasAtConfig(), _l0_context(4.0))
+    assert ppo.space == las.space
