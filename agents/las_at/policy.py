@@ -48,6 +48,7 @@ from envs.attack_loss import AttackLoss
 from envs.options import (COUNT, FINITE, FRACTION, MOMENTUM, NON_NEGATIVE, NON_NEGATIVE_INT,
                           POSITIVE, Limit, parse_option)
 from envs.result import AttackResult
+from targets.distributed import all_reduce_mean, average_gradients
 from targets.inputs import TargetInputs
 from targets.losses.base import ATLossOutput
 from targets.target import TargetView
@@ -206,23 +207,32 @@ class LasAt(Policy):
 
     # -- learning --------------------------------------------------------------------
     def reward(self, terms: RewardTerms) -> torch.Tensor:
-        """reward = clamp(R1, 0, c) + a·R2 + b·R3: a scalar (batch) or (N,) (per_sample)."""
+        """reward = clamp(R1, 0, c) + a·R2 + b·R3: a scalar (batch) or (N,) (per_sample).
+
+        The batch reward's means are over the global batch in a torchrun job."""
         a, b = self.weights
         if self.reward_mode is RewardMode.per_sample:
             return terms.r1.clamp(0, self.r1_clamp) + a * terms.r2 + b * terms.r3
-        return (terms.r1.mean().clamp(0, self.r1_clamp) + a * terms.r2.mean()
-                + b * terms.r3.mean())
+        means = all_reduce_mean(torch.stack([terms.r1.mean(), terms.r2.mean(),
+                                             terms.r3.mean()]))
+        return means[0].clamp(0, self.r1_clamp) + a * means[1] + b * means[2]
 
     def reinforce(self, log_prob: torch.Tensor, reward: torch.Tensor) -> dict[str, torch.Tensor]:
         """One REINFORCE step: loss = −mean_i(log π(a_i | x_i) · (reward − baseline)).
 
         Shape:
             log_prob: (N,) with graph into the strategy network; reward: () or (N,).
+
+        In a torchrun job (each rank holds its slice of the global batch) the gradients are
+        averaged over the ranks right after ``backward`` (before clipping) and the baseline
+        uses the global mean reward, so the step is the global batch's and every rank keeps
+        the same network (an all-reduce of the gradients, cheaper than gathering the images
+        and log-probabilities of the global batch: README, "Several processes").
         """
         reward = reward.detach()
         advantage = reward
         if self.baseline is Baseline.moving_average:
-            mean = reward.mean()
+            mean = all_reduce_mean(reward.mean())
             base = torch.where(self.baseline_ready, self.baseline_value, mean)
             advantage = reward - base
             m = self.config.baseline_momentum
@@ -231,6 +241,7 @@ class LasAt(Policy):
         loss = -(log_prob * advantage).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(self.net.parameters())
         grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
         self.optimizer.step()
         return {"policy/loss": loss.detach(), "policy/grad_norm": grad_norm.detach()}
