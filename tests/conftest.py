@@ -1,8 +1,9 @@
 """Shared fixtures: tiny models and data that need no download and no data folder.
 
-Tests marked ``server`` (a throw-away PostgreSQL + MLflow server) or ``launcher`` (a sweep
-through a Hydra launcher's subprocesses) start processes and take a minute or two; they run
-with ``pytest --integration`` (what ``.ci/run`` does) and are skipped otherwise.
+Tests marked ``server`` (a throw-away PostgreSQL + MLflow server), ``launcher`` (a sweep
+through a Hydra launcher's subprocesses) or ``ddp`` (a 2-rank torchrun job) start processes
+and take a minute or two; they run with ``pytest --integration`` (what ``.ci/run`` does) and
+are skipped otherwise.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-INTEGRATION_MARKERS = ("server", "launcher")
+INTEGRATION_MARKERS = ("server", "launcher", "ddp")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--integration", action="store_true",
-                     help="also run the tests marked server/launcher (they start processes)")
+                     help="also run the tests marked server/launcher/ddp (they start processes)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
