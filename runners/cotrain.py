@@ -160,6 +160,8 @@ class Cotrainer:
                 attack_loss=at_loss.attack_loss, data=cfg.data.name,
                 at_loss_name=cfg.at_loss.name)
             self.policy: Policy = make_policy(cfg.policy, self.context).to(self.device)
+            if self.world.distributed and self.policy.not_data_parallel:
+                raise ValueError(self.policy.not_data_parallel)
         except ValueError as error:
             raise ConfigError(str(error)) from None
         optimizer = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=cfg.optim.momentum,

@@ -53,6 +53,17 @@ def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def average_buffers(module: torch.nn.Module) -> None:
+    """Replace every floating-point buffer of ``module`` (BatchNorm running statistics) by its
+    mean over ranks, in place; integer buffers (counters) are equal on every rank already."""
+    if world_size() == 1:
+        return
+    for buffer in module.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer)
+            buffer.div_(world_size())
+
+
 def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
     """Replace the ``.grad`` of ``params`` by its mean over ranks, in place (one flat
     all-reduce). Call between ``backward`` and gradient clipping / the optimiser step: with

@@ -27,7 +27,9 @@ TINY = ["data=digits", "data.train_subset=512", "data.test_subset=64", "epochs=1
         "eval.final_pgd_steps=1", "progress=false", "tracking.log_model=false",
         "tracking.system_metrics=false", "threads=1"]
 PGD = ["policy=pgd_at", "policy.steps=3", "policy.random_start=false"]
-LAS = ["policy=las_at", "policy.interval=1"]
+LEARNED = {"las": ["policy=las_at", "policy.interval=1"],  # a REINFORCE step every batch
+           "sdi": ["policy=fgsm_sdi", "policy.update_every=1"],  # generator + gradient memory
+           "pgi": ["policy=fgsm_pgi"]}  # per-sample prior memory
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ def two_ranks(tmp_path_factory) -> Path:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "MPLBACKEND": "Agg"}
     jobs = [f"{name}={','.join([*TINY, *extra, f'checkpoint_dir={tmp}/ck'])}"
-            for name, extra in (("pgd", PGD), ("las", LAS))]
+            for name, extra in (("pgd", PGD), *LEARNED.items())]
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1",
                "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={free_port()}",
                str(ROOT / "tests" / "runners" / "ddp_worker.py"), str(tmp), *jobs]
@@ -71,12 +73,12 @@ def test_two_ranks_train_the_weights_of_one_process(two_ranks, tmp_path, trackin
     assert difference < 1e-5
 
 
-def test_learned_policy_is_the_same_on_both_ranks(two_ranks):
-    rank0, rank1 = _load(two_ranks, "las", 0), _load(two_ranks, "las", 1)
-    params = [k for k in rank0["policy"] if k.startswith("net.")]
-    assert params
-    assert _max_difference({k: rank0["policy"][k] for k in params},
-                           {k: rank1["policy"][k] for k in params}) == 0.0
+@pytest.mark.parametrize("name", sorted(LEARNED))
+def test_learned_policy_is_the_same_on_both_ranks(two_ranks, name):
+    """Parameters, BatchNorm statistics, baselines and per-sample memories: all equal."""
+    rank0, rank1 = _load(two_ranks, name, 0), _load(two_ranks, name, 1)
+    assert rank0["policy"]
+    assert _max_difference(rank0["policy"], rank1["policy"]) == 0.0
     assert _max_difference(rank0["model"], rank1["model"]) == 0.0
 
 
