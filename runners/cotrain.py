@@ -377,7 +377,7 @@ class Cotrainer:
             if every > 0 and time.monotonic() - self._last_save_time >= every:
                 self.save(epoch, p.batch)
         self._check_finite()
-        return _mean_over_ranks({**p.stats.means(), **p.policy_metrics.means()})
+        return _mean_over_ranks({**p.stats.means(), **p.policy_metrics.means()}, self.device)
 
     def _stop_requested(self) -> bool:
         """A stop signal (any rank's, agreed at the host syncs of a torchrun job)."""
@@ -542,12 +542,16 @@ class Cotrainer:
 
     def _evaluate_and_hooks(self, epoch: int, metrics: dict[str, Any], seconds: float
                             ) -> dict[str, Any]:
+        policy_metrics = _mean_over_ranks(self.policy.epoch_metrics(), self.device)
+        if not self.world.is_main:  # rank 0 evaluates, runs the hooks and logs
+            self.stop_requested = broadcast_object(self.stop_requested, self.world)
+            return {}
         out = self.evaluate_epoch()
         n_images = len(self.train_loader) * self.cfg.batch_size
         out.update({"time/epoch_s": seconds,
                     "time/train_images_per_s": n_images / max(seconds, 1e-9),
                     "train/lr": self.optimizer.param_groups[0]["lr"]})
-        out.update(self.policy.epoch_metrics())
+        out.update(policy_metrics)
         self.current_metrics = {**metrics, **out}
         for hook in self.epoch_hooks:
             out.update(hook(self, epoch))
@@ -585,7 +589,7 @@ class Cotrainer:
         assert self.tracker is not None
         tracker, epochs = self.tracker, self.resolved.epochs
         with self.signals.interruptible():
-            final = self.final_evaluation()
+            final = self.final_evaluation() if self.world.is_main else {}
         if not tracker.has_metric_at("eval/clean_acc", epochs):
             tracker.log_metrics(final, step=epochs)
         tracker.flush()
@@ -624,12 +628,13 @@ class Cotrainer:
             self._safe_tag("model_error", _one_line(error))
 
 
-def _mean_over_ranks(metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Each scalar's mean over the torchrun ranks (one all-reduce; equal shards make it the
-    global batch's mean). ``metrics`` itself for one process."""
+def _mean_over_ranks(metrics: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Each scalar's (tensor or float) mean over the torchrun ranks (one all-reduce; equal
+    shards make it the global batch's mean). ``metrics`` itself for one process."""
     if world_size() == 1 or not metrics:
         return metrics
-    means = all_reduce_mean(torch.stack([v.reshape(()).float() for v in metrics.values()]))
+    means = all_reduce_mean(torch.stack([torch.as_tensor(v, device=device).reshape(()).float()
+                                         for v in metrics.values()]))
     return dict(zip(metrics, means.unbind()))
 
 

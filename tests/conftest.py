@@ -29,7 +29,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason="starts processes; run with pytest --integration")
     for item in items:
-        if any(m in item.keywords for m in INTEGRATION_MARKERS):
+        if any(item.get_closest_marker(m) for m in INTEGRATION_MARKERS):  # markers only:
+            # keywords also hold folder names (a checkout in a folder named ddp)
             item.add_marker(skip)
 
 
