@@ -24,15 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
-from tqdm.auto import tqdm
 
-from runners.co_monitor import COMonitor
-from runners.config import compose_config
-from runners.cotrain import Cotrainer
+from benchmarks.interleaved import epoch_rows, make_trainer, speed, speed_table
 
 METHODS = {
     "fgsm_rs": ["policy=fgsm_rs"],
@@ -47,62 +42,12 @@ SPEED_EXTRA = {  # variants timed in the speed part only
 }
 
 
-def make_trainer(base: list[str], method: list[str]) -> Cotrainer:
-    """A Cotrainer without MLflow (the benchmark drives the epochs itself)."""
-    return Cotrainer(compose_config([*base, *method]), [])
-
-
-def speed(base: list[str], rounds: int, k: int) -> dict[str, float]:
-    """Median per-batch training time of each method relative to fgsm_rs (interleaved)."""
-    methods = {**METHODS, **SPEED_EXTRA}
-    trainers = {name: make_trainer(base, m) for name, m in methods.items()}
-    batches = {name: iter(t.train_loader) for name, t in trainers.items()}
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    for r in range(rounds + 1):  # round 0 warms up
-        for name, t in trainers.items():
-            t.policy.begin_epoch(0)
-            t0 = time.perf_counter()
-            for _ in range(k):
-                try:
-                    b = next(batches[name])
-                except StopIteration:
-                    batches[name] = iter(t.train_loader)
-                    b = next(batches[name])
-                t.train_batch(b, 0)
-            if r:
-                times[name].append((time.perf_counter() - t0) / k)
-    rs = statistics.median(times["fgsm_rs"])
-    return {name: statistics.median(v) / rs for name, v in times.items()} | {
-        "fgsm_rs_s_per_batch": rs}
-
-
 def co_run(base: list[str], eps: float, epochs: int) -> list[dict[str, float]]:
     """Per-epoch test PGD-10 accuracy, CO flag and epoch-time ratio for each method."""
     b = [*base, f"threat.eps={eps}", f"epochs={epochs}"]
     trainers = {name: make_trainer(b, m) for name, m in METHODS.items()}
-    monitors = {name: COMonitor(t.cfg.monitor) for name, t in trainers.items()}
-    rows = []
-    for epoch in range(epochs):
-        row: dict[str, float] = {"epoch": epoch + 1}
-        for name, t in trainers.items():
-            bar = tqdm(total=len(t.train_loader), disable=True)
-            t0 = time.perf_counter()
-            train = t.train_epoch(epoch, bar)
-            row[f"{name}/epoch_s"] = time.perf_counter() - t0
-            t.current_metrics = dict(t.evaluate_epoch())
-            mon = monitors[name](t, epoch)
-            row[f"{name}/test_pgd_acc"] = mon["monitor/test_pgd_acc"]
-            row[f"{name}/test_fgsm_acc"] = mon["monitor/test_fgsm_acc"]
-            row[f"{name}/train_pgd_acc"] = mon["monitor/train_pgd_acc"]
-            row[f"{name}/test_clean_acc"] = t.current_metrics["test/clean_acc"]
-            row[f"{name}/co"] = mon["monitor/co"]
-            row[f"{name}/attack_success"] = float(train["policy/attack_success"])
-        for name in METHODS:
-            row[f"{name}/time_ratio"] = row[f"{name}/epoch_s"] / row["fgsm_rs/epoch_s"]
-        rows.append(row)
-        print(f"eps={eps * 255:.0f}/255 " + "  ".join(
-            f"{k}={v:.3f}" for k, v in row.items()), flush=True)
-    return rows
+    return epoch_rows(trainers, epochs, "fgsm_rs", f"eps={eps * 255:.0f}/255",
+                      lambda train: {"attack_success": float(train["policy/attack_success"])})
 
 
 def table(eps: float, rows: list[dict[str, float]]) -> str:
@@ -157,12 +102,10 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     results: dict[str, object] = {"args": vars(a)}
     if not a.skip_speed:
-        ratios = speed([*base, "epochs=1"], a.speed_rounds, a.speed_k)
+        ratios = speed([*base, "epochs=1"], {**METHODS, **SPEED_EXTRA}, a.speed_rounds, a.speed_k,
+                       "fgsm_rs")
         results["speed"] = ratios
-        print("\n| method | time per batch / fgsm_rs |\n|---|---|")
-        for k, v in ratios.items():
-            print(f"| {k} | {v:.3f} |")
-        print(flush=True)
+        print("\n" + speed_table(ratios, "fgsm_rs") + "\n", flush=True)
     if not a.skip_co:
         for e in a.eps:
             rows = co_run(base, e / 255, a.epochs)

@@ -376,7 +376,7 @@ class AttackEnv(VectorEnv):
             first_grad=ex.get(Extra.first_grad.value),
             clean_logits=ex.get(Extra.clean_logits.value),
             clean_grad_sign=ex.get(Extra.clean_grad_sign.value),
-            offsets=self.offsets, flipped=self.flipped)
+            offsets=self.offsets, flipped=self.flipped, geometry=self.geometry)
 
     def _as_action(self, actions: AttackAction | dict[str, Any] | None) -> AttackAction:
         """An :class:`AttackAction` of (n, ...) tensors from any accepted action form."""

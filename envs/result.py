@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from envs.geometry.base import AttackState
+from envs.geometry.base import AttackState, Geometry
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,9 @@ class AttackResult:
         clean_grad_sign: (N, C, H, W) sign of ∇ₓ CE at the clean point.
         offsets: (N, 2) int64 crop offsets of the loader's augmentation, else None.
         flipped: (N,) bool flips of the loader's augmentation, else None.
+        geometry: the threat geometry the episode ran in (losses that redo geometric steps,
+            such as Fast-BAT's lower level, project and mask with it); None for records built
+            without one.
     """
 
     x: torch.Tensor
@@ -63,6 +66,7 @@ class AttackResult:
     clean_grad_sign: torch.Tensor | None = None
     offsets: torch.Tensor | None = None
     flipped: torch.Tensor | None = None
+    geometry: Geometry | None = field(default=None, repr=False, compare=False)
 
     @property
     def x_init(self) -> torch.Tensor:
@@ -85,6 +89,7 @@ class AttackResult:
     @classmethod
     def from_tensors(cls, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, *,
                      x_init: torch.Tensor | None = None, index: torch.Tensor | None = None,
+                     geometry: Geometry | None = None,
                      **fields: torch.Tensor | None) -> AttackResult:
         """A record for examples made outside the env (tests, direct callers of AT losses).
 
@@ -99,4 +104,4 @@ class AttackResult:
                     eps=zeros, alpha=zeros, budget=ones, steps=ones, passes=ones, loss=zeros,
                     correct=torch.zeros(n, dtype=torch.bool, device=dev))
         base.update({k: v for k, v in fields.items() if v is not None})
-        return cls(x=x, y=y, x_adv=x_adv, delta=x_adv - x, **base)
+        return cls(x=x, y=y, x_adv=x_adv, delta=x_adv - x, geometry=geometry, **base)

@@ -20,7 +20,9 @@ Options: ``keep_best`` saves ``checkpoints/best.pt`` whenever the test PGD accur
 still runs) and tags the run ``co_stopped_epoch``.
 
 The test PGD figure equals the runner's ``test/pgd_acc`` when the subsets and steps agree
-(same samples, same seeded generator), so it is then reused instead of recomputed.
+(same samples, same seeded generator), so it is then reused instead of recomputed. With a
+validation split (``data.val_size``) the "test" figures are taken on it (``val/pgd_acc`` is
+reused), so ``keep_best`` selects by validation accuracy, never by the test set.
 """
 
 from __future__ import annotations
@@ -81,15 +83,15 @@ class COMonitor:
         c, ev = self.config, trainer.cfg.eval
         k, eps, bs = c.pgd_steps, trainer.resolved.eps, ev.batch_size
         n_train = ev.test_subset if c.train_subset is None else c.train_subset
-        n_test = min(ev.test_subset if c.test_subset is None else c.test_subset,
-                     len(trainer.test_y))
+        held_x, held_y = trainer.monitor_x, trainer.monitor_y
+        n_test = min(ev.test_subset if c.test_subset is None else c.test_subset, len(held_y))
         gen = torch.Generator(device=trainer.device).manual_seed(trainer.cfg.seed)
-        reuse = getattr(trainer, "current_metrics", {}).get("test/pgd_acc")
+        reuse = getattr(trainer, "current_metrics", {}).get(f"{trainer.monitor_split}/pgd_acc")
         attacks = ["fgsm"] if (reuse is not None and k == ev.epoch_pgd_steps
-                               and n_test == min(ev.test_subset, len(trainer.test_y))) \
+                               and n_test == min(ev.test_subset, len(held_y))) \
             else ["fgsm", f"pgd{k}"]
         progress = trainer.cfg.progress
-        test = evaluate(trainer.model, trainer.test_x[:n_test], trainer.test_y[:n_test],
+        test = evaluate(trainer.model, held_x[:n_test], held_y[:n_test],
                         attacks, trainer.geometry, eps, bs, gen, progress)
         train_x = trainer.data.train.images[:n_train].to(trainer.device).float() / 255
         train_y = trainer.data.train.labels[:n_train].to(trainer.device)

@@ -64,10 +64,15 @@ class DataConfig:
         download: download the data set into ``root`` when its files are missing (mnist,
             cifar10, cifar100; needs the optional package torchvision: ``pip install
             '.[vision]'``).
+        val_size: hold out the last n training samples (after ``train_subset``) as a
+            validation split, not trained on; the per-epoch monitoring (``val/*`` instead of
+            ``test/*``, and the CO monitor) then runs on it, the final ``eval/*`` on the test
+            set (0 = no split: monitoring on the test set).
     """
 
     limits: ClassVar[dict[str, Limit]] = {"train_subset": NON_NEGATIVE_INT,
-                                          "test_subset": NON_NEGATIVE_INT}
+                                          "test_subset": NON_NEGATIVE_INT,
+                                          "val_size": NON_NEGATIVE_INT}
 
     name: str = "digits"
     root: str | None = None
@@ -75,6 +80,7 @@ class DataConfig:
     train_subset: int = 0
     test_subset: int = 0
     download: bool = False
+    val_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -122,7 +128,8 @@ class EvalConfig:
     """Per-epoch monitoring and the final evaluation.
 
     Attributes:
-        test_subset: fixed test samples for the per-epoch ``test/pgd_acc`` (PGD-10).
+        test_subset: fixed test samples for the per-epoch ``test/pgd_acc`` (PGD-10; the
+            validation split's ``val/pgd_acc`` with ``data.val_size``).
         epoch_pgd_steps: PGD steps of the per-epoch monitor.
         final_pgd_steps: PGD steps of the final ``eval/pgd<k>_acc`` on the whole test set.
         final_restarts: restarts of the final PGD.

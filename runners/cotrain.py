@@ -72,7 +72,8 @@ from runners.run_naming import RESUME_KEYS, resolved_config, run_name
 from runners.schedule import make_scheduler
 from runners.threads import apply_threads
 from runners.tracking import Tracker, flatten_config
-from targets.datasets import DataSet, load_dataset, subset_dataset
+from targets.datasets import (DataSet, load_dataset, split_validation,
+                              subset_dataset)
 from targets.distributed import all_gather_cat, all_reduce_max, all_reduce_mean, world_size
 from targets.loader import Batch, DeviceLoader, to_device
 from targets.losses.base import make_at_loss
@@ -121,7 +122,12 @@ class Cotrainer:
         self.world, self.device = init_world(pick_device(cfg.device))  # torchrun: this rank's
         if data is None:
             data = load_dataset(cfg.data.name, cfg.data.root, download=cfg.data.download)
-        self.data = subset_dataset(data, cfg.data.train_subset, cfg.data.test_subset)
+        try:
+            self.data, val = split_validation(
+                subset_dataset(data, cfg.data.train_subset, cfg.data.test_subset),
+                cfg.data.val_size)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         self.gens = {k: torch.Generator(device=self.device).manual_seed(
             rank_seed(cfg.seed + i, self.world, shared=k == "data"))
             for i, k in enumerate(GENERATORS)}
@@ -140,6 +146,10 @@ class Cotrainer:
         self.test_x = to_device(self.data.test.images, self.device,
                                 cfg.perf.pin_memory).float().div_(255)
         self.test_y = self.data.test.labels.to(self.device)
+        #: the held-out samples of the per-epoch monitoring: the validation split, else the test set
+        self.monitor_split = "test" if val is None else "val"
+        self.monitor_x, self.monitor_y = (self.test_x, self.test_y) if val is None else (
+            val.images.to(self.device).float().div_(255), val.labels.to(self.device))
         n_sub = min(cfg.eval.test_subset, len(self.test_y))
         self.train_sub_x = self.data.train.images[:n_sub].to(self.device).float().div_(255)
         self.train_sub_y = self.data.train.labels[:n_sub].to(self.device)
@@ -153,6 +163,9 @@ class Cotrainer:
         try:  # components check their settings when built: a bad one is a config error
             self.geometry = make_geometry(cfg.threat)
             at_loss = make_at_loss(cfg.at_loss)
+            problem = at_loss.check_setting(cfg.policy, self.geometry)
+            if problem:
+                raise ConfigError(problem)
             self.context = PolicyContext(
                 geometry=self.geometry, eps=r.eps, image_shape=self.data.image_shape,
                 num_classes=self.data.num_classes, num_train=len(self.data.train),
@@ -417,18 +430,22 @@ class Cotrainer:
             "run)")
 
     def evaluate_epoch(self) -> dict[str, float]:
-        """Test clean accuracy, PGD on the fixed test subset, clean accuracy on a train subset."""
-        n = min(self.cfg.eval.test_subset, len(self.test_y))
-        steps, progress = self.cfg.eval.epoch_pgd_steps, self.cfg.progress
-        res = evaluate(self.model, self.test_x[:n], self.test_y[:n], ["clean", f"pgd{steps}"],
-                       self.geometry, self.resolved.eps, self.cfg.eval.batch_size,
+        """Held-out clean accuracy, PGD on a fixed held-out subset (``test/*``, or ``val/*``
+        with ``data.val_size``), clean accuracy on a train subset."""
+        n = min(self.cfg.eval.test_subset, len(self.monitor_y))
+        steps, split = self.cfg.eval.epoch_pgd_steps, self.monitor_split
+        progress = self.cfg.progress
+        res = evaluate(self.model, self.monitor_x[:n], self.monitor_y[:n],
+                       ["clean", f"pgd{steps}"], self.geometry, self.resolved.eps,
+                       self.cfg.eval.batch_size,
                        torch.Generator(device=self.device).manual_seed(self.cfg.seed), progress)
-        full_clean = evaluate(self.model, self.test_x, self.test_y, ["clean"], self.geometry,
-                              self.resolved.eps, self.cfg.eval.batch_size, progress=progress)
+        full_clean = evaluate(self.model, self.monitor_x, self.monitor_y, ["clean"],
+                              self.geometry, self.resolved.eps, self.cfg.eval.batch_size,
+                              progress=progress)
         train_clean = evaluate(self.model, self.train_sub_x, self.train_sub_y, ["clean"],
                                self.geometry, self.resolved.eps, self.cfg.eval.batch_size)
-        return {"test/clean_acc": full_clean["clean"]["acc"],
-                "test/pgd_acc": res[f"pgd{steps}"]["acc"],
+        return {f"{split}/clean_acc": full_clean["clean"]["acc"],
+                f"{split}/pgd_acc": res[f"pgd{steps}"]["acc"],
                 "train/clean_acc": train_clean["clean"]["acc"]}
 
     def final_evaluation(self) -> dict[str, float]:
@@ -579,7 +596,7 @@ class Cotrainer:
     def _log_summary(self, epoch: int, m: dict[str, Any], seconds: float,
                      eval_seconds: float) -> None:
         keys = ("train/loss", "train/adv_acc", "test/clean_acc", "test/pgd_acc",
-                "monitor/test_fgsm_acc", "monitor/co")
+                "val/clean_acc", "val/pgd_acc", "monitor/test_fgsm_acc", "monitor/co")
         values = "  ".join(f"{k}={float(m[k]):.3f}" for k in keys if k in m)
         _log.info("epoch %d/%d  %s  train %.1fs  eval %.1fs", epoch + 1, self.resolved.epochs,
                   values, seconds, eval_seconds)

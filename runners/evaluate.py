@@ -6,7 +6,7 @@ Usage::
         [n_examples=1000] [batch_size=500] [seed=0] [checkpoint_dir=checkpoints]
         [surrogate=<run id>] [checks=true] [check_attack=pgd20] [square_queries=1000]
         [state_dir=<folder for AutoAttack's resumable state>] [device=auto] [progress=true]
-        [tracking_uri=<uri>]
+        [tracking_uri=<uri>] [eps=[8/255,16/255]]
 
 The attacks are those of :mod:`runners.robustness` that apply to the run's threat geometry.
 
@@ -20,10 +20,16 @@ each AutoAttack stage), one table artifact ``eval/table_<time>.json`` / ``.md`` 
 is left as it is — its own final ``eval/*`` points, its status and end time — so nothing
 duplicates or shadows the co-training's numbers; :mod:`runners.compare` reads the latest
 evaluation of each run (per metric) over the training run's own.
+
+``eps=[...]`` evaluates at several budgets (numbers or fractions such as ``8/255``; default:
+the run's own). The run's own budget logs as above; another budget ``e`` logs
+``eval/eps<e>/<attack>_acc`` and its table under ``eval/eps<e>/`` (``e`` to 4 significant
+digits, e.g. ``eval/eps0.06275/pgd50x10_acc``). The masking checks run at the run's budget.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +72,7 @@ class EvaluateArgs:
         check_attack: the white-box attack the masking checks sweep.
         square_queries: queries of the black-box check (0 skips it).
         tracking_uri: MLflow tracking URI; empty = MLflow's default.
+        eps: budgets to evaluate at (numbers or fractions such as 8/255); empty = the run's.
     """
 
     run_id: str = ""
@@ -82,6 +89,22 @@ class EvaluateArgs:
     check_attack: str = "pgd20"
     square_queries: int = 1000
     tracking_uri: str = ""
+    eps: list[str] = field(default_factory=list)
+
+
+def parse_budget(text: str) -> float:
+    """A budget written as a number or a fraction (``0.03``, ``8/255``)."""
+    num, sep, den = str(text).partition("/")
+    try:
+        return float(num) / float(den) if sep else float(num)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"eps: expected a number or a fraction such as 8/255, got {text!r}"
+                         ) from None
+
+
+def budget_prefix(eps: float, run_eps: float) -> str:
+    """Metric prefix of an evaluation at ``eps``: ``eval/`` at the run's own budget."""
+    return "eval/" if math.isclose(eps, run_eps, rel_tol=1e-6) else f"eval/eps{eps:.4g}/"
 
 
 def help_text() -> str:
@@ -113,8 +136,16 @@ def _main(argv: list[str]) -> int:
         specs = [parse_attack(a, loaded.geometry) for a in args.attacks]
         if args.checks:
             parse_attack(args.check_attack, loaded.geometry)
+        budgets = [parse_budget(e) for e in args.eps] or [loaded.eps]
+        for e in budgets:
+            problem = loaded.geometry.check_budget(e, loaded.data.image_shape)
+            if problem:
+                raise ValueError(problem.replace("threat.eps", "eps"))
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if args.checks and not any(budget_prefix(e, loaded.eps) == "eval/" for e in budgets):
+        raise UsageError(f"checks=true runs at the run's budget {loaded.eps:.4g}; add it to "
+                         "eps=[...]")
     surrogate = None
     if args.surrogate:
         _known_run(args.surrogate, uri)
@@ -129,11 +160,16 @@ def _main(argv: list[str]) -> int:
     x, y = loaded.test_tensors(args.n_examples)
     gen = torch.Generator(device=x.device).manual_seed(args.seed)
     state_dir = args.state_dir or str(Path(args.checkpoint_dir) / args.run_id / "eval")
-    results = evaluate(loaded.model, x, y, list(args.attacks), loaded.geometry, loaded.eps,
-                       args.batch_size, gen, args.progress, seed=args.seed, surrogate=surrogate,
-                       state_dir=state_dir)
+    by_budget = {}
+    for e in budgets:
+        prefix = budget_prefix(e, loaded.eps)
+        folder = state_dir if prefix == "eval/" else str(Path(state_dir) / f"eps{e:.4g}")
+        by_budget[e] = evaluate(loaded.model, x, y, list(args.attacks), loaded.geometry, e,
+                                args.batch_size, gen, args.progress, seed=args.seed,
+                                surrogate=surrogate, state_dir=folder)
+    own = next((r for e, r in by_budget.items() if budget_prefix(e, loaded.eps) == "eval/"), {})
     config = CheckConfig(attack=args.check_attack, square_queries=args.square_queries)
-    checks = (run_masking_checks(loaded.model, x, y, loaded.geometry, loaded.eps, results,
+    checks = (run_masking_checks(loaded.model, x, y, loaded.geometry, loaded.eps, own,
                                  config=config, batch_size=args.batch_size, seed=args.seed,
                                  surrogate=surrogate, progress=args.progress)
               if args.checks else [])
@@ -143,8 +179,12 @@ def _main(argv: list[str]) -> int:
         tracker.log_params({"attacks": ",".join(args.attacks), "n_examples": len(x),
                             "seed": args.seed, "batch_size": args.batch_size,
                             "surrogate": args.surrogate or None, "checks": args.checks,
-                            "checkpoint_epoch": loaded.epoch})
-        rows = log_evaluation(tracker, results, loaded.eps, list(args.attacks), loaded.epoch)
+                            "checkpoint_epoch": loaded.epoch,
+                            "eps": ",".join(f"{e:.6g}" for e in budgets)})
+        rows = []
+        for e, results in by_budget.items():
+            rows += log_evaluation(tracker, results, e, list(args.attacks), loaded.epoch,
+                                   budget_prefix(e, loaded.eps))
         if checks:
             log_checks(tracker, checks, loaded.epoch)
     print(format_table(rows))

@@ -58,3 +58,21 @@ def format_recipes() -> str:
         return "no recipes registered"
     return "\n".join(f"{name}: {r.doc}\n    {' '.join(r.overrides)}"
                      for name, r in sorted(RECIPES.items()))
+
+
+# -- Fast-BAT (Zhang et al., ICML 2022; reference OPTML-Group/Fast-BAT train.py, docs/seeds.md §5)
+_FAST_BAT_CIFAR10 = (
+    "data=cifar10", "target=preact_resnet18", "policy=fgsm_rs", "at_loss=fast_bat",
+    "epochs=20", "batch_size=128", "optim.lr=0.2", "optim.schedule=cyclic",
+    "optim.cyclic_peak=0.5", "optim.momentum=0.9", "optim.weight_decay=0.0005",
+    "data.val_size=5000", "eval.final_pgd_steps=50", "eval.final_restarts=10",
+    "monitor.keep_best=true")
+register_recipe(
+    "fast_bat_cifar10", (*_FAST_BAT_CIFAR10, "threat.eps=0.03137254901960784"),
+    "Fast-BAT, CIFAR-10, eps 8/255: PreActResNet-18, 20 epochs, cyclic lr 0 -> 0.2 -> 0, "
+    "45k/5k train/val split, final PGD-50-10 (paper: 79.97 clean / 48.83 PGD / 45.19 AA); "
+    "at_loss=ce after it gives the paper's Fast-AT baseline")
+register_recipe(
+    "fast_bat_cifar10_eps16", (*_FAST_BAT_CIFAR10, "threat.eps=0.06274509803921569"),
+    "Fast-BAT, CIFAR-10, eps 16/255 (raw step 2000/255), otherwise as fast_bat_cifar10 "
+    "(paper: 68.16 clean / 27.69 PGD / 18.79 AA; Fast-AT overfits catastrophically)")

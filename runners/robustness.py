@@ -224,19 +224,21 @@ def format_table(rows: list[dict[str, float | str]]) -> str:
 
 
 def log_evaluation(tracker: Any, results: dict[str, dict[str, float]], eps: float,
-                   attacks: list[str], step: int = 0) -> list[dict[str, float | str]]:
-    """``eval/<attack>_acc`` metrics and one table artifact (JSON + markdown) per evaluation.
+                   attacks: list[str], step: int = 0, prefix: str = "eval/"
+                   ) -> list[dict[str, float | str]]:
+    """``<prefix><attack>_acc`` metrics and one table artifact (JSON + markdown) per evaluation.
 
     ``step`` is the checkpoint's epoch. ``runners.evaluate`` logs into a run of its own, nested
     under the training run, so these points never share a run and a step with the
-    co-training's final ``eval/*`` values.
+    co-training's final ``eval/*`` values. ``prefix`` keeps evaluations at other budgets apart
+    (``eval/eps0.06275/``); the table goes under it too.
     """
-    tracker.log_metrics({f"eval/{k}_acc": v["acc"] for k, v in results.items()}, step=step)
+    tracker.log_metrics({f"{prefix}{k}_acc": v["acc"] for k, v in results.items()}, step=step)
     rows = [{"attack": k, "eps": eps, "n": v["n"], "acc": v["acc"], "time_s": v["time_s"]}
             for k, v in results.items()]
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    tracker.log_dict({"rows": rows, "attacks": attacks}, f"eval/table_{stamp}.json")
-    tracker.log_text(format_table(rows) + "\n", f"eval/table_{stamp}.md")
+    tracker.log_dict({"rows": rows, "attacks": attacks}, f"{prefix}table_{stamp}.json")
+    tracker.log_text(format_table(rows) + "\n", f"{prefix}table_{stamp}.md")
     if "autoattack" in results:
         from runners.autoattack_eval import AUTOATTACK_VERSION
 

@@ -335,3 +335,25 @@ def subset_dataset(data: DataSet, n_train: int = 0, n_test: int = 0) -> DataSet:
         return split if n <= 0 else DataSplit(split.images[:n], split.labels[:n])
 
     return DataSet(data.name, cut(data.train, n_train), cut(data.test, n_test), data.num_classes)
+
+
+def split_validation(data: DataSet, n_val: int) -> tuple[DataSet, DataSplit | None]:
+    """Hold out the *last* ``n_val`` training samples as a validation split (Fast-BAT's
+    reference: the first 45k of CIFAR-10's training set train, the last 5k validate).
+
+    Returns:
+        (the data set with the shortened training split, the validation split), or
+        (``data``, None) when ``n_val`` is 0.
+
+    Raises:
+        ValueError: ``n_val`` is negative or leaves no training sample.
+    """
+    if n_val == 0:
+        return data, None
+    n = len(data.train)
+    if not 0 < n_val < n:
+        raise ValueError(f"data.val_size must be in [0, {n}) (the training split has {n} "
+                         f"samples), got {n_val}")
+    train, val = data.train, DataSplit(data.train.images[n - n_val:], data.train.labels[n - n_val:])
+    train = DataSplit(train.images[:n - n_val], train.labels[:n - n_val])
+    return DataSet(data.name, train, data.test, data.num_classes), val

@@ -262,6 +262,25 @@ class Geometry:
         """Whether :meth:`fosc` returns values (Dynamic AT's stopping rule needs them)."""
         return type(self).fosc is not Geometry.fosc
 
+    def inactive_mask(self, delta: torch.Tensor, x: torch.Tensor, eps: Scalar,
+                      tol: float = 1e-7) -> torch.Tensor | None:
+        """1 where no constraint of the ball ∩ box is active at δ, else 0; None where undefined.
+
+        Defined only for geometries whose :meth:`project` acts coordinate by coordinate: there
+        the mask is the diagonal of the projection's Jacobian at an interior-or-clipped point
+        (Fast-BAT's H, from the KKT conditions). A coordinate within ``tol`` of a bound counts
+        as at the bound.
+
+        Shape:
+            delta, x: (N, C, H, W); eps: float or (N,). Returns (N, C, H, W) in {0, 1}, δ's dtype.
+        """
+        return None
+
+    @property
+    def has_inactive_mask(self) -> bool:
+        """Whether :meth:`inactive_mask` is defined (Fast-BAT's implicit gradient needs it)."""
+        return type(self).inactive_mask is not Geometry.inactive_mask
+
 
 _GEOMETRIES: dict[str, tuple[type[GeometryConfig], type[Geometry]]] = {}
 

@@ -33,6 +33,22 @@ def random_init_linf(x: torch.Tensor, eps: Scalar, generator: torch.Generator | 
     return clip_to_box((2.0 * u - 1.0) * per_sample(eps, x), x)
 
 
+def inactive_mask_linf(delta: torch.Tensor, x: torch.Tensor, eps: Scalar, tol: float = 1e-7
+                       ) -> torch.Tensor:
+    """1 where max(−x, −ε) + tol < δ < min(1 − x, ε) − tol (no bound active), else 0.
+
+    The diagonal Jacobian of :func:`project_linf` (both sets are boxes, so the projection is a
+    per-coordinate clip); Fast-BAT's H with the reference code's tolerance 1e-7.
+
+    Shape:
+        delta, x: (N, C, H, W); eps: float or (N,). Returns (N, C, H, W) in {0, 1}.
+    """
+    e = per_sample(eps, delta)
+    low = torch.maximum(-x, -e)
+    high = torch.minimum(1.0 - x, e)
+    return ((delta > low + tol) & (delta < high - tol)).to(delta.dtype)
+
+
 def fosc_linf(grad: torch.Tensor, offset: torch.Tensor, eps: Scalar) -> torch.Tensor:
     """First-order stationarity c = max_{‖x'−x⁰‖∞≤ε} ⟨x' − xᵏ, g⟩ = ε‖g‖₁ − ⟨xᵏ − x⁰, g⟩.
 
@@ -101,3 +117,7 @@ class Linf(Geometry):
 
     def fosc(self, grad: torch.Tensor, offset: torch.Tensor, eps: Scalar) -> torch.Tensor:
         return fosc_linf(grad, offset, eps)
+
+    def inactive_mask(self, delta: torch.Tensor, x: torch.Tensor, eps: Scalar,
+                      tol: float = 1e-7) -> torch.Tensor:
+        return inactive_mask_linf(delta, x, eps, tol)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from envs.attack_loss import AttackLoss
+from envs.geometry.base import Geometry
 from envs.options import PROBABILITY, Limit
 from envs.requirements import EnvRequirements
 from envs.result import AttackResult
@@ -103,6 +104,12 @@ class ATLoss:
                 ) -> ATLossOutput:
         """Loss of ``model`` (in its current mode) on the episode's batch."""
         raise NotImplementedError
+
+    def check_setting(self, policy: Any, geometry: Geometry) -> str | None:
+        """A one-line problem (naming the fix) when this loss cannot train on the episodes of
+        ``policy`` (its config: ``policy.name`` and fields) in ``geometry``, else None. The
+        runner asks once, before training."""
+        return None
 
     def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                    result: AttackResult, inputs: TargetInputs = TargetInputs()) -> ATLossOutput:

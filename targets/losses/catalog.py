@@ -4,3 +4,4 @@ import targets.losses.ce  # noqa: F401
 import targets.losses.trades  # noqa: F401
 import targets.losses.awp  # noqa: F401
 import targets.losses.pgi  # noqa: F401
+import targets.losses.fast_bat  # noqa: F401
