@@ -27,6 +27,8 @@ TINY = ["data=digits", "data.train_subset=512", "data.test_subset=64", "epochs=1
         "eval.final_pgd_steps=1", "progress=false", "tracking.log_model=false",
         "tracking.system_metrics=false", "threads=1"]
 PGD = ["policy=pgd_at", "policy.steps=3", "policy.random_start=false"]
+LOSSES = {"pgd": [], "awp": ["at_loss=awp"],  # AWP: the proxy's step is averaged too
+          "fastbat": ["at_loss=fast_bat"]}  # an autograd.grad step beside DDP
 LEARNED = {"las": ["policy=las_at", "policy.interval=1"],  # a REINFORCE step every batch
            "sdi": ["policy=fgsm_sdi", "policy.update_every=1"],  # generator + gradient memory
            "pgi": ["policy=fgsm_pgi"]}  # per-sample prior memory
@@ -39,7 +41,8 @@ def two_ranks(tmp_path_factory) -> Path:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "MPLBACKEND": "Agg"}
     jobs = [f"{name}={','.join([*TINY, *extra, f'checkpoint_dir={tmp}/ck'])}"
-            for name, extra in (("pgd", PGD), *LEARNED.items())]
+            for name, extra in (*((k, [*PGD, *v]) for k, v in LOSSES.items()),
+                                *LEARNED.items())]
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1",
                "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={free_port()}",
                str(ROOT / "tests" / "runners" / "ddp_worker.py"), str(tmp), *jobs]
@@ -59,17 +62,18 @@ def _max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> f
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_two_ranks_train_the_weights_of_one_process(two_ranks, tmp_path, tracking_uri):
-    rank0, rank1 = _load(two_ranks, "pgd", 0), _load(two_ranks, "pgd", 1)
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_two_ranks_train_the_weights_of_one_process(two_ranks, name, tmp_path, tracking_uri):
+    rank0, rank1 = _load(two_ranks, name, 0), _load(two_ranks, name, 1)
     assert _max_difference(rank0["model"], rank1["model"]) == 0.0  # DDP keeps ranks equal
-    overrides = [*TINY, *PGD, f"checkpoint_dir={tmp_path}/ck"]
+    overrides = [*TINY, *PGD, *LOSSES[name], f"checkpoint_dir={tmp_path}/ck"]
     one = Cotrainer(compose_config(overrides), overrides, tracking_uri)
     one.run()
     reference = {k: v.detach().cpu() for k, v in one.model.state_dict().items()}
     start = {k: v.detach().cpu() for k, v in _initial_weights(overrides).items()}
     assert _max_difference(reference, start) > 1e-3  # the run trained: the check can fail
     difference = _max_difference(rank0["model"], reference)
-    print(f"max |w_2ranks - w_1process| = {difference:.3g}")
+    print(f"{name}: max |w_2ranks - w_1process| = {difference:.3g}")
     assert difference < 1e-5
 
 
