@@ -379,7 +379,9 @@ class Cotrainer:
             except RuntimeError:
                 self._check_finite()  # a NaN policy fails in its sampler: name the NaN
                 raise
-            p.add(stats, pm)
+            # torchrun: the global batch's means (one small all-reduce, no host sync), so every
+            # rank -- and rank 0's mid-epoch checkpoint -- holds the same running sums
+            p.add(_mean_over_ranks(stats, self.device), _mean_over_ranks(pm, self.device))
             bar.update(1)
             if self.global_step % SYNC_EVERY == 0:
                 self._sync(p, bar)
@@ -390,7 +392,7 @@ class Cotrainer:
             if every > 0 and time.monotonic() - self._last_save_time >= every:
                 self.save(epoch, p.batch)
         self._check_finite()
-        return _mean_over_ranks({**p.stats.means(), **p.policy_metrics.means()}, self.device)
+        return {**p.stats.means(), **p.policy_metrics.means()}
 
     def _stop_requested(self) -> bool:
         """A stop signal (any rank's, agreed at the host syncs of a torchrun job)."""

@@ -23,8 +23,8 @@ def main(out_dir: str, jobs: list[str]) -> None:
         name, overrides = job.split("=", 1)
         args = overrides.split(",")
         trainer = Cotrainer(compose_config(args), args)
-        trainer.run()
-        torch.save({"model": trainer.model.state_dict(),
+        run_id = trainer.run()
+        torch.save({"run_id": run_id, "model": trainer.model.state_dict(),
                     "policy": {k: v for k, v in trainer.policy.state_dict().items()}},
                    Path(out_dir) / f"{name}.rank{world.rank}.pt")
     shutdown(world)

@@ -68,13 +68,24 @@ def test_two_ranks_train_the_weights_of_one_process(two_ranks, name, tmp_path, t
     assert _max_difference(rank0["model"], rank1["model"]) == 0.0  # DDP keeps ranks equal
     overrides = [*TINY, *PGD, *LOSSES[name], f"checkpoint_dir={tmp_path}/ck"]
     one = Cotrainer(compose_config(overrides), overrides, tracking_uri)
-    one.run()
+    one_run = one.run()
     reference = {k: v.detach().cpu() for k, v in one.model.state_dict().items()}
     start = {k: v.detach().cpu() for k, v in _initial_weights(overrides).items()}
     assert _max_difference(reference, start) > 1e-3  # the run trained: the check can fail
     difference = _max_difference(rank0["model"], reference)
     print(f"{name}: max |w_2ranks - w_1process| = {difference:.3g}")
     assert difference < 1e-5
+    # rank 0 logged the global batch's training means (both ranks' slices), as one process
+    ranks_logged = _metrics(f"sqlite:///{two_ranks}/mlflow.db", rank0["run_id"])
+    one_logged = _metrics(tracking_uri, one_run)
+    for key in ("train/loss", "train/adv_acc"):
+        assert ranks_logged[key] == pytest.approx(one_logged[key], abs=1e-5), key
+
+
+def _metrics(uri: str, run_id: str) -> dict[str, float]:
+    from mlflow import MlflowClient
+
+    return MlflowClient(uri).get_run(run_id).data.metrics
 
 
 @pytest.mark.parametrize("name", sorted(LEARNED))
