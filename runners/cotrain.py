@@ -524,7 +524,8 @@ class Cotrainer:
         command = self._resume_command()
         self._safe_tag("resume_command", command)
         self.tracker.finish("KILLED")
-        _log.warning("%s; %s; continue with: %s", why, self._describe_last_good(), command)
+        if self.world.is_main:  # rank 0 wrote the checkpoint
+            _log.warning("%s; %s; continue with: %s", why, self._describe_last_good(), command)
 
     def _train(self) -> None:
         epochs = self.resolved.epochs
