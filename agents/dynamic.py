@@ -17,8 +17,9 @@ data set and threat, the *median FOSC after the first PGD step over the first ep
 full-K run from a fresh target (``python -m benchmarks.fosc_preset``; values and conditions in
 the module docstring there): with it, about half of the samples stop after one step at the
 start of training, and the threshold then decays linearly to 0 at T′. Presets exist for
-digits (0.025) and MNIST (0.3) under L∞; other data sets/threats (CIFAR-10 included: its
-measurement did not fit this session's CPU budget) need ``policy.c_max``, and the error says so.
+digits (0.025) and MNIST (0.3) under L∞, and CIFAR-10 takes the paper's c_max = 0.5 (its
+reference code's value, same per-sample gradient scale; not re-measured here); other data
+sets/threats need ``policy.c_max``, and the error says so.
 
 Departures from the reference code (dynamic_adv_training@470210e, see docs/seeds.md §4):
     * FOSC reference point x⁰ = the natural example (paper); ``fosc_reference=start`` gives
@@ -49,6 +50,7 @@ from targets.inputs import TargetInputs
 C_MAX_PRESETS: dict[tuple[str, str], float] = {
     ("digits", "linf"): 0.025,
     ("mnist", "linf"): 0.3,
+    ("cifar10", "linf"): 0.5,  # the paper's own value (docs/seeds.md §4.1, §8), not measured
 }
 
 
@@ -75,7 +77,8 @@ class DynamicConfig(PolicyConfig):
         reweight: weight each sample's training CE by its (detached) adversarial CE from
             epoch 1 on, as the reference code does (not in the paper; off by default). The
             weight is the env's attack loss at the final example, so it needs ``final_fosc``
-            and a CE attack (``at_loss=ce``).
+            and a CE attack (``at_loss=ce``, ``awp`` or ``pgi``; every built-in AT loss
+            honours the weights).
     """
 
     limits: ClassVar[dict[str, Limit]] = {
@@ -111,7 +114,8 @@ class DynamicAt(Policy):
                              "(e.g. policy=pgd_at) or another threat")
         if config.reweight and not (config.final_fosc and context.attack_loss is AttackLoss.CE):
             raise ValueError("policy.reweight=true weights by the final example's adversarial "
-                             "CE: it needs policy.final_fosc=true and at_loss=ce")
+                             "CE: it needs policy.final_fosc=true and a CE attack (at_loss=ce, "
+                             "awp or pgi)")
         self.c_max = self._resolve_c_max(config, context)
         if self.c_max < 0:
             raise ValueError(f"policy.c_max must be >= 0, got {self.c_max}")

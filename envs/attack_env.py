@@ -11,7 +11,8 @@ nothing and read as zeros. :meth:`AttackEnv.result` returns the frozen episode r
 
 Per-sample parameters (tensors on the target's device, shape (N,)): ``eps`` budget (in the
 geometry's unit), ``alpha`` step size, ``budget`` number of gradient steps, ``stop`` flag, plus
-the initial perturbation ``init`` (N, C, H, W), honoured on the first step. The geometry keeps
+the initial perturbation ``init`` (N, C, H, W), honoured on the first step (without one, δ₀ = 0,
+or Gaussian noise when the requirements ask for ``start_noise``). The geometry keeps
 its own per-sample attack state (δ for L∞/L2), which the env only selects and writes by row.
 
 Actions: :class:`AttackAction` (the fast path) or a dict with a subset of the keys of
@@ -420,6 +421,9 @@ class AttackEnv(VectorEnv):
             init = action.init
             if init is not None and not self.requirements.differentiable:
                 init = init.detach()
+            if init is None and self.requirements.start_noise > 0:  # e.g. TRADES' KL attack
+                init = self.requirements.start_noise * torch.randn(
+                    self.x.shape, generator=self.generator, device=dev, dtype=self.x.dtype)
             self.state = self.geometry.start(self.x, self.eps, init, self.generator)
             if not self.requirements.differentiable:
                 self.state = self.state.detach()

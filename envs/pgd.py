@@ -3,6 +3,16 @@
 This is the fixed-parameter attack used to *measure* robustness (and LAS-AT's look-ahead
 reward); training attacks are episodes of the policies on the same env, so there is one PGD
 loop in the project (:meth:`envs.attack_env.AttackEnv.step`).
+
+Two restart rules:
+
+* :func:`pgd_attack` (evaluation): each restart attacks only the samples no earlier restart
+  has fooled, in eval mode; per sample the result is the first fooling example, else the last
+  restart's — the per-example worst case over restarts, at the cost of the robust ones only.
+* :func:`pgd_attack_max_loss` (the LAS-AT reference's ``attack_pgd``, docs/seeds.md §8): every
+  restart attacks every sample; a sample stops moving once it is misclassified (per-step early
+  stop); per sample the example with the largest final loss over restarts is kept; the model
+  may run in train mode (BatchNorm batch statistics, running statistics updated).
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from envs.attack_env import AttackAction, AttackEnv, EnvConfig, Obs, target_mode
 from envs.attack_loss import AttackLoss
 from envs.episode import run_episode
 from envs.geometry.base import Geometry, Scalar
+from envs.requirements import BnMode, EnvRequirements
 
 
 @dataclass
@@ -27,6 +38,8 @@ class FixedAttack:
         eps, alpha: (N,) per-sample budget and step size of the batch it will attack.
         steps: iterations K.
         random_start: start uniformly in the ball (else at the clean input).
+        early_stop: stop a sample as soon as its newest iterate is misclassified (needs an env
+            that observes every new iterate, ``observe_after_step``).
     """
 
     geometry: Geometry
@@ -34,10 +47,11 @@ class FixedAttack:
     alpha: torch.Tensor
     steps: int
     random_start: bool = True
+    early_stop: bool = False
 
     def act(self, obs: Obs, t: int, generator: torch.Generator | None) -> AttackAction | None:
         if t:
-            return None
+            return AttackAction(stop=~obs["correct"]) if self.early_stop else None
         x = obs["x"][:self.eps.shape[0]]
         init = self.geometry.random_delta(x, self.eps, generator) if self.random_start else None
         return AttackAction(eps=self.eps, alpha=self.alpha, init=init,
@@ -80,6 +94,41 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, geometry: 
                 fooled = model(adv).argmax(1) != ys
             x_adv.index_copy_(0, idx, adv)
             robust.index_fill_(0, idx[fooled], False)
+    return x_adv
+
+
+def pgd_attack_max_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                        geometry: Geometry, eps: Scalar, alpha: Scalar, steps: int,
+                        restarts: int = 1, train_bn: bool = False, early_stop: bool = True,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """PGD with random starts, per-step early stop and max-loss restarts (LAS-AT's reference).
+
+    Every restart attacks the whole batch from a uniform start; with ``early_stop`` a sample
+    stops moving once an iterate is misclassified (the reference also freezes samples already
+    misclassified at the start; here the first step is always taken). The kept example per
+    sample is the one with the largest CE at its final iterate over the restarts. With
+    ``train_bn`` the model attacks in train mode — batch statistics of the samples still
+    moving, running statistics updated at every step — as the reference's reward does with
+    its look-ahead model; the caller's mode is restored.
+
+    Shape:
+        x: (N, C, H, W) in [0, 1]; y: (N,) int64; eps/alpha: float or (N,).
+        Returns x_adv (N, C, H, W).
+    """
+    eps_t, alpha_t = _per_sample_tensor(eps, x), _per_sample_tensor(alpha, x)
+    config = EnvConfig(geometry=geometry, loss=AttackLoss.CE,
+                       bn_mode=BnMode.train if train_bn else BnMode.eval,
+                       requirements=EnvRequirements(observe_after_step=True, observe_final=True))
+    env = AttackEnv(model, config, tuple(x.shape[1:]), num_envs=x.shape[0],
+                    max_budget=max(steps, 1))
+    actor = FixedAttack(geometry, eps_t, alpha_t, steps, early_stop=early_stop)
+    best_loss = torch.full((x.shape[0],), -float("inf"), device=x.device)
+    x_adv = x.clone()
+    for _ in range(restarts):
+        result = run_episode(env, actor, x, y, generator=generator)
+        better = result.loss >= best_loss  # loss of each sample's final iterate
+        x_adv = torch.where(better.view(-1, *([1] * (x.dim() - 1))), result.x_adv, x_adv)
+        best_loss = torch.maximum(best_loss, result.loss)
     return x_adv
 
 

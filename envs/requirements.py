@@ -51,6 +51,10 @@ class EnvRequirements:
         differentiable: keep the autograd graph from the initial perturbation (a generator's
             output) to the final example.
         fosc_reference: x⁰ of the FOSC value.
+        start_noise: when the policy gives no start (``init``), start at δ₀ = start_noise ·
+            N(0, 1) (projected) instead of δ₀ = 0; 0 = no noise. TRADES asks for 0.001 (its
+            reference's start: at δ = 0 the KL gradient is round-off). Drawn with the
+            episode's generator. Merged as the larger of the two.
     """
 
     extras: frozenset[Extra] = frozenset()
@@ -58,10 +62,13 @@ class EnvRequirements:
     observe_final: bool = False
     differentiable: bool = False
     fosc_reference: FoscReference = FoscReference.natural
+    start_noise: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extras", frozenset(Extra(e) for e in self.extras))
         object.__setattr__(self, "fosc_reference", FoscReference(self.fosc_reference))
+        if not self.start_noise >= 0:
+            raise ValueError(f"start_noise must be >= 0, got {self.start_noise}")
 
     def merge(self, other: EnvRequirements) -> EnvRequirements:
         """Union of two requirements; two different non-default FOSC references conflict."""
@@ -72,4 +79,5 @@ class EnvRequirements:
                        observe_after_step=self.observe_after_step or other.observe_after_step,
                        observe_final=self.observe_final or other.observe_final,
                        differentiable=self.differentiable or other.differentiable,
-                       fosc_reference=refs.pop() if refs else FoscReference.natural)
+                       fosc_reference=refs.pop() if refs else FoscReference.natural,
+                       start_noise=max(self.start_noise, other.start_noise))

@@ -1,19 +1,29 @@
-"""Side-by-side ablation table of finished runs.
+"""Side-by-side ablation table of finished runs, with seeds aggregated and paired comparisons.
 
 Usage::
 
     python -m runners.compare run_ids=[<id>,<id>,...]
     python -m runners.compare experiment=<name> [filter="tags.data = 'mnist'"]
-        [pgd=auto|pgd50x10] [log=false] [tracking_uri=<uri>]
+        [pgd=auto|pgd50x10] [group_by=[policy.name]] [paired=[las_at,pgd_at]]
+        [log=false] [tracking_uri=<uri>]
 
-One row per run: policy, AT loss, clean, PGD, AutoAttack and worst-case accuracy (the latest
-``eval/*`` metrics: those of the latest ``runners.evaluate`` run nested under the training run
-that has them, else the co-training's own final evaluation), the gradient-masking checks
-passed, mean time per epoch and total training time (the sum of the per-epoch
-``time/epoch_s``, so evaluation and resumes do not count). The PGD column shows the attack
-named by ``pgd=``; ``auto`` takes the strongest PGD (most steps × restarts) that the most runs
-have. The markdown table goes to stdout and, only with ``log=true``, into a new MLflow run
-tagged ``kind=comparison`` (artifacts ``compare/table.md`` and ``compare/rows.json``) in the
+One row per run: policy, AT loss, seed, clean, PGD, AutoAttack and worst-case accuracy (the
+latest ``eval/*`` metrics: those of the latest ``runners.evaluate`` run nested under the
+training run that has them, else the co-training's own final evaluation), the
+gradient-masking checks passed, mean time per epoch and total training time (the sum of the
+per-epoch ``time/epoch_s``, so evaluation and resumes do not count). The PGD column shows the
+attack named by ``pgd=``; ``auto`` takes the strongest PGD (most steps × restarts) that the
+most runs have.
+
+Seeds (:mod:`runners.aggregate`): runs whose configuration differs only in the seed form a group,
+and when a group has several runs (or ``group_by=`` names the fields that define groups) a
+second table gives each group's mean ± std (sample std, n runs) per column. ``paired=[A,B]``
+compares two groups over the seeds both have: per column the mean of the per-seed differences
+A − B ± their std, with the half-width of the 95 % t-interval (groups are named by their label
+or by a value that defines them, e.g. ``las_at``).
+
+The tables go to stdout and, only with ``log=true``, into a new MLflow run tagged
+``kind=comparison`` (artifacts ``compare/table.md`` and ``compare/rows.json``) in the
 experiment of the first run; comparison and evaluation runs never appear as rows.
 """
 
@@ -27,7 +37,11 @@ from dataclasses import asdict, dataclass, field
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-__all__ = ["ComparisonRow", "collect_rows", "format_comparison", "main", "pick_pgd"]
+from runners.aggregate import (Group, column_stat, find_group, fmt_difference, fmt_stat,
+                               group_runs, paired_difference, per_seed, setting_of)
+
+__all__ = ["ComparisonRow", "collect_rows", "format_comparison", "format_groups",
+           "format_paired", "group_rows", "main", "pick_pgd"]
 
 _PGD_KEY = re.compile(r"^eval/pgd(\d+)(?:x(\d+))?_acc$")
 COMPARISON_TAG = "kind"
@@ -45,6 +59,8 @@ class CompareArgs:
         experiment: every run of this experiment (oldest first).
         filter: an MLflow filter string, e.g. "tags.data = 'mnist'" (with experiment= or alone).
         pgd: the PGD column's attack (pgd50x10, ...); auto = the strongest most runs have.
+        group_by: config fields that define groups (default: every field but the seed).
+        paired: two groups compared over their shared seeds, e.g. [las_at,pgd_at].
         log: also log the table as a new run tagged kind=comparison.
         tracking_uri: MLflow tracking URI; empty = MLflow's default.
     """
@@ -53,6 +69,8 @@ class CompareArgs:
     experiment: str = ""
     filter: str = ""
     pgd: str = "auto"
+    group_by: list[str] = field(default_factory=list)
+    paired: list[str] = field(default_factory=list)
     log: bool = False
     tracking_uri: str = ""
 
@@ -82,6 +100,8 @@ class ComparisonRow:
         checks_passed, checks_total: gradient-masking checks (``check/*`` metrics).
         failed_checks: names of failed checks.
         epoch_s: mean seconds per training epoch; total_s: their sum; epochs: how many.
+        seed: the run's ``seed`` param (None when it logged none).
+        setting: the (field, value) pairs that define its group (:mod:`runners.aggregate`).
     """
 
     run_id: str
@@ -98,6 +118,8 @@ class ComparisonRow:
     epoch_s: float | None
     total_s: float | None
     epochs: int
+    seed: str | None = None
+    setting: tuple[tuple[str, str], ...] = ()
 
 
 def pick_pgd(runs: list[Run]) -> str | None:
@@ -124,8 +146,10 @@ def _epoch_times(client: MlflowClient, run_id: str) -> list[float]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def collect_rows(client: MlflowClient, runs: list[Run], pgd: str | None) -> list[ComparisonRow]:
-    """Read the table's numbers from each run."""
+def collect_rows(client: MlflowClient, runs: list[Run], pgd: str | None,
+                 group_by: list[str] | tuple[str, ...] = ()) -> list[ComparisonRow]:
+    """Read the table's numbers, seed and setting (``group_by`` fields, else the whole
+    configuration but the seed) from each run."""
     rows = []
     for run in runs:
         d = run.data
@@ -142,7 +166,8 @@ def collect_rows(client: MlflowClient, runs: list[Run], pgd: str | None) -> list
             checks_passed=sum(v == 1.0 for v in checks.values()), checks_total=len(checks),
             failed_checks=tuple(sorted(k for k, v in checks.items() if v != 1.0)),
             epoch_s=sum(times) / len(times) if times else None,
-            total_s=sum(times) if times else None, epochs=len(times)))
+            total_s=sum(times) if times else None, epochs=len(times),
+            seed=d.params.get("seed"), setting=setting_of(d.params, d.tags, group_by)))
     return rows
 
 
@@ -163,14 +188,57 @@ def _checks(r: ComparisonRow) -> str:
 
 def format_comparison(rows: list[ComparisonRow], pgd: str | None) -> str:
     """Markdown table; accuracies in percent, times in seconds."""
-    head = ["run", "policy", "AT loss", "clean %", f"PGD ({pgd or '–'}) %", "AutoAttack %",
-            "worst case %", "masking checks", "s / epoch", "train s (epochs)"]
-    lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * 4 + "---|---:|---:|"]
+    head = ["run", "policy", "AT loss", "seed", "clean %", f"PGD ({pgd or '–'}) %",
+            "AutoAttack %", "worst case %", "masking checks", "s / epoch", "train s (epochs)"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|---|---|---|---:|" + "---:|" * 4 + "---|---:|---:|"]
     for r in rows:
-        cells = [f"{r.run_name} ({r.run_id[:8]})", r.policy, r.at_loss, _acc(r.clean),
-                 _acc(r.pgd), _acc(r.autoattack), _acc(r.worst_case), _checks(r),
-                 _sec(r.epoch_s), f"{_sec(r.total_s)} ({r.epochs})"]
+        cells = [f"{r.run_name} ({r.run_id[:8]})", r.policy, r.at_loss, r.seed or "–",
+                 _acc(r.clean), _acc(r.pgd), _acc(r.autoattack), _acc(r.worst_case),
+                 _checks(r), _sec(r.epoch_s), f"{_sec(r.total_s)} ({r.epochs})"]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+#: aggregated columns: (header, row attribute, scale, digits).
+COLUMNS = (("clean %", "clean", 100.0, 2), ("PGD %", "pgd", 100.0, 2),
+           ("AutoAttack %", "autoattack", 100.0, 2), ("worst case %", "worst_case", 100.0, 2),
+           ("s / epoch", "epoch_s", 1.0, 1))
+
+
+def group_rows(rows: list[ComparisonRow]) -> list[Group]:
+    """The groups of runs that share a setting (see :mod:`runners.aggregate`)."""
+    return group_runs([r.setting for r in rows], [r.seed for r in rows])
+
+
+def format_groups(rows: list[ComparisonRow], groups: list[Group], pgd: str | None) -> str:
+    """Markdown table: one line per group, mean ± std (n runs) per column."""
+    head = ["group", "n", "seeds"] + [h.replace("PGD", f"PGD ({pgd or '–'})")
+                                      for h, *_ in COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|---|---:|---|" + "---:|" * len(COLUMNS)]
+    for g in groups:
+        members = [rows[i] for i in g.members]
+        cells = [g.label, str(len(members)), ",".join(s or "–" for s in g.seeds)]
+        for _, attr, scale, digits in COLUMNS:
+            stat = column_stat([getattr(r, attr) for r in members])
+            cells.append(fmt_stat(stat, scale, digits, len(members)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_paired(rows: list[ComparisonRow], a: Group, b: Group, pgd: str | None) -> str:
+    """Markdown table of the per-seed differences A − B: mean ± std [±95 % CI half-width]."""
+    head = ["A − B", "pairs"] + [h.replace("PGD", f"PGD ({pgd or '–'})").replace(" %", " Δ pp")
+                                 .replace("s / epoch", "s / epoch Δ") for h, *_ in COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * len(COLUMNS)]
+    cells, pairs = [f"{a.label} − {b.label}"], 0
+    for _, attr, scale, digits in COLUMNS:
+        values = [getattr(r, attr) for r in rows]
+        d = paired_difference(per_seed(values, a), per_seed(values, b))
+        pairs = max(pairs, d.n)
+        cells.append(fmt_difference(d, scale, digits))
+    cells.insert(1, str(pairs))
+    lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -222,6 +290,8 @@ def _main(argv: list[str]) -> int:
     if not (args.run_ids or args.experiment or args.filter):
         raise UsageError("give run_ids=[...], experiment=<name> or filter=<mlflow filter "
                          "string> (see --help)")
+    if args.paired and len(args.paired) != 2:
+        raise UsageError(f"paired={args.paired}: takes two groups, e.g. paired=[las_at,pgd_at]")
     uri = args.tracking_uri or None
     client = MlflowClient(tracking_uri=uri)
     runs = find_runs(client, list(args.run_ids), args.experiment, args.filter)
@@ -229,16 +299,26 @@ def _main(argv: list[str]) -> int:
         raise UsageError("no runs match")
     runs = [with_evaluations(client, run) for run in runs]
     pgd = pick_pgd(runs) if args.pgd == "auto" else args.pgd
-    rows = collect_rows(client, runs, pgd)
-    table = format_comparison(rows, pgd)
+    rows = collect_rows(client, runs, pgd, list(args.group_by))
+    groups = group_rows(rows)
+    tables = [format_comparison(rows, pgd)]
+    if args.group_by or any(len(g.members) > 1 for g in groups):
+        tables.append(format_groups(rows, groups, pgd))
+    if args.paired:
+        try:
+            a, b = (find_group(groups, t) for t in args.paired)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        tables.append(format_paired(rows, a, b, pgd))
+    table = "\n\n".join(tables)
     print(table)
     if args.log:
         exp_name = client.get_experiment(runs[0].info.experiment_id).name
         with Tracker(exp_name, run_name="comparison", tracking_uri=uri,
                      tags={COMPARISON_TAG: COMPARISON_VALUE}) as tracker:
             tracker.log_text(table + "\n", "compare/table.md")
-            tracker.log_dict({"pgd": pgd, "rows": [asdict(r) for r in rows]},
-                             "compare/rows.json")
+            tracker.log_dict({"pgd": pgd, "rows": [asdict(r) for r in rows],
+                              "groups": [asdict(g) for g in groups]}, "compare/rows.json")
             tracker.set_tag("compare.run_ids", ",".join(r.run_id for r in rows)[:5000])
         print(f"comparison_run_id={tracker.run_id}")
     return 0

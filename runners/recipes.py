@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from runners.paper_recipes import PAPER_RECIPES
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -35,6 +37,10 @@ def register_recipe(name: str, overrides: list[str] | tuple[str, ...], doc: str)
     if name in RECIPES:
         raise ValueError(f"recipe {name!r} registered twice")
     RECIPES[name] = Recipe(tuple(overrides), doc)
+
+
+for _name, (_overrides, _doc) in PAPER_RECIPES.items():
+    register_recipe(_name, _overrides, _doc)
 
 
 def expand_recipes(overrides: list[str]) -> list[str]:

@@ -1,9 +1,9 @@
 """Shared fixtures: tiny models and data that need no download and no data folder.
 
 Tests marked ``server`` (a throw-away PostgreSQL + MLflow server), ``launcher`` (a sweep
-through a Hydra launcher's subprocesses) or ``ddp`` (a 2-rank torchrun job) start processes
-and take a minute or two; they run with ``pytest --integration`` (what ``.ci/run`` does) and
-are skipped otherwise.
+through a Hydra launcher's subprocesses) or ``ddp`` (a 2-rank torchrun job) start processes,
+and tests marked ``slow`` train end to end for a minute or more; they take a minute or a few
+each and run with ``pytest --integration`` (what ``.ci/run`` does); the default run skips them.
 """
 
 from __future__ import annotations
@@ -16,18 +16,19 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-INTEGRATION_MARKERS = ("server", "launcher", "ddp")
+INTEGRATION_MARKERS = ("server", "launcher", "ddp", "slow")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--integration", action="store_true",
-                     help="also run the tests marked server/launcher/ddp (they start processes)")
+                     help="also run the tests marked server/launcher/ddp/slow (processes, "
+                          "long runs)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--integration"):
         return
-    skip = pytest.mark.skip(reason="starts processes; run with pytest --integration")
+    skip = pytest.mark.skip(reason="integration or slow; run with pytest --integration")
     for item in items:
         if any(item.get_closest_marker(m) for m in INTEGRATION_MARKERS):  # markers only:
             # keywords also hold folder names (a checkout in a folder named ddp)

@@ -27,6 +27,12 @@ Choices and departures from the reference code (docs/seeds.md §3.3), each delib
     * The attack gradient is the env's attack loss (CE, per-sample), not the label-smoothed
       CE of the reference; sign and the scalar L1 norm make the two identical in direction
       up to the smoothing.
+    * BatchNorm: the attack gradient at x + η is taken with the target in the env's BatchNorm
+      mode (``bn_mode``, eval by default: running statistics untouched, per-sample forward).
+      The reference takes it in *train* mode — its forward f(x + η) is also the regulariser's
+      prior branch and updates the running statistics with prior-point batches. ``bn_mode=train``
+      attacks through batch statistics as the reference; the PGI regulariser's prior branch
+      (``at_loss=pgi``) is a train-mode forward of the target's step either way.
 """
 
 from __future__ import annotations

@@ -20,33 +20,55 @@ Departures from the reference code (LAS-AT@ee756b7), each on purpose:
   This saves one attack per learning batch; the estimator is still REINFORCE on the action
   that was taken.
 * The start point is uniform in each sample's own ε-ball (the reference starts in the nominal
-  8/255 ball whatever ε the policy chose). LAS-TRADES starts at x + 0.001·N(0, 1) (reference).
-* LAS-AWP: no final clip of δ to 8/255 (the reference's bug, §1.8: ε above 8/255 only changed
-  the intermediate projection) and no normalisation mismatch between reward and training
-  (models normalise inside, if at all).
-* Options, off by default (the faithful form is a single scalar reward per batch, no baseline):
-  ``reward_mode=per_sample`` (R1ᵢ, R2ᵢ, R3ᵢ per sample) and ``baseline=moving_average``
-  (advantage = reward − EMA of past rewards), for the ablation.
+  8/255 ball whatever ε the policy chose). LAS-TRADES starts at x + 0.001·N(0, 1) (reference;
+  the TRADES loss asks the env for that start).
+* R1 is the CE of f_w on the examples taken from the target step's own forward (train-mode
+  BatchNorm; the reference runs an extra eval-mode forward); LAS-TRADES' R1 is the TRADES
+  loss. R1 is never label-smoothed (the reference's R1 is plain CE).
+* LAS-AWP: no normalisation mismatch between reward and training (models normalise inside,
+  if at all; the reference normalised the attack and training but not the reward, §1.8).
+
+Reference behaviour and the paper, each a switch (docs/seeds.md §8):
+
+* Label smoothing (``true_class_prob``; preset 0.7 for LAS-PGD-AT on CIFAR-10, 0.6 on
+  CIFAR-100) reaches the target's step *and* the look-ahead ŵ's step, as the reference's
+  ``--factor``.
+* ``reward_form=accuracy`` (reference code): R2, R3 are ŵ's robust and clean batch accuracies;
+  ``ce`` is the paper's definition, L2 = −CE(f_ŵ(x_adv), y), L3 = −CE(f_ŵ(x), y). Either way
+  a·R2 and b·R3 are clamped to [−c, c] with c the R1 clamp, as the reference.
+* ``reward_attack=eval`` (default): R2's PGD runs ŵ in eval mode (the evaluation PGD);
+  ``reference``: ŵ in train mode, per-step early stop, max-loss restarts
+  (:mod:`agents.strategy.lookahead`).
+* ``final_clip`` (preset on for LAS-AWP only): the final δ is clipped to the nominal ε, so a
+  policy ε above it only changes the intermediate projections — the reference's LAS-AWP, whose
+  published numbers were produced with it.
+* ``reward_mode=per_sample`` (R1ᵢ, R2ᵢ, R3ᵢ per sample) and ``baseline=moving_average``
+  (advantage = reward − EMA of past rewards) are departures, off in the reference presets
+  (the faithful form is a single scalar reward per batch, no baseline) and on in the digits
+  preset, where the faithful learner barely leaves the uniform distribution
+  (agents/las_at/preset.py has the measurements).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 
 from agents.base import Policy, PolicyConfig, PolicyContext, StepInfo, register_policy
 from agents.las_at.net import (StrategyNet, Trunk, categorical_entropy, categorical_log_prob,
                                sample_categorical)
 from agents.las_at.preset import preset_settings
-from agents.strategy.lookahead import LookaheadConfig, RewardTerms, lookahead_terms
+from agents.strategy.lookahead import (LookaheadConfig, RewardAttack, RewardTerms,
+                                       lookahead_terms)
 from agents.strategy.space import Variant, make_strategy_space, resolve_variant
 from envs.attack_env import AttackAction, Obs
 from envs.attack_loss import AttackLoss
 from envs.options import (COUNT, FINITE, FRACTION, MOMENTUM, NON_NEGATIVE, NON_NEGATIVE_INT,
-                          POSITIVE, Limit, parse_option)
+                          POSITIVE, PROBABILITY, Limit, parse_option)
 from envs.result import AttackResult
 from targets.distributed import all_reduce_mean, average_gradients
 from targets.inputs import TargetInputs
@@ -66,6 +88,13 @@ class Baseline(str, Enum):
 
     none = "none"
     moving_average = "moving_average"
+
+
+class RewardForm(str, Enum):
+    """R2/R3 as ŵ's accuracies (reference code) or as −CE of ŵ (the paper's L2/L3)."""
+
+    accuracy = "accuracy"
+    ce = "ce"
 
 
 @dataclass(frozen=True)
@@ -91,11 +120,22 @@ class LasAtConfig(PolicyConfig):
         grad_clip: max gradient norm of the strategy network per update.
         reward_weights: (a, b) of reward = R1 + a·R2 + b·R3; None = preset.
         r1_clamp: upper clamp of R1 (the AT loss); None = preset (10; trades 20).
-        reward_mode: ``batch`` (one scalar per batch, reference) or ``per_sample`` (departure).
-        baseline: ``none`` (reference) or ``moving_average`` (departure).
+        reward_mode: ``batch`` (one scalar per batch, reference) or ``per_sample`` (departure);
+            None = preset (batch; digits per_sample).
+        baseline: ``none`` (reference) or ``moving_average`` (departure); None = preset
+            (none; digits moving_average).
         baseline_momentum: EMA factor of the moving-average baseline.
         reward_pgd_steps: PGD iterations of R2 (reference 10).
         reward_pgd_restarts: PGD restarts of R2 (reference 2).
+        reward_form: ``accuracy`` (R2, R3 = ŵ's robust/clean accuracy; reference code) or
+            ``ce`` (−CE of ŵ on the PGD/clean inputs; the paper's L2, L3).
+        reward_attack: R2's PGD: ``eval`` (ŵ in eval mode) or ``reference`` (ŵ in train mode,
+            per-step early stop, max-loss restarts).
+        true_class_prob: label smoothing of the target's step and of the look-ahead ŵ's step
+            (probability on the true class); None = preset (LAS-PGD-AT 0.7, CIFAR-100 0.6;
+            LAS-TRADES/LAS-AWP: the AT loss's own setting); 1.0 = off.
+        final_clip: clip the final δ to the nominal ε (LAS-AWP's reference); None = preset
+            (on for awp only).
     """
 
     limits: ClassVar[dict[str, Limit]] = {
@@ -103,7 +143,8 @@ class LasAtConfig(PolicyConfig):
         "beta_grid": NON_NEGATIVE, "interval": COUNT, "lr": POSITIVE, "momentum": MOMENTUM,
         "weight_decay": NON_NEGATIVE, "lr_milestones": FRACTION, "grad_clip": POSITIVE,
         "reward_weights": FINITE, "r1_clamp": POSITIVE, "baseline_momentum": MOMENTUM,
-        "reward_pgd_steps": NON_NEGATIVE_INT, "reward_pgd_restarts": COUNT}
+        "reward_pgd_steps": NON_NEGATIVE_INT, "reward_pgd_restarts": COUNT,
+        "true_class_prob": PROBABILITY}
 
     name: str = "las_at"
     variant: Variant = Variant.auto
@@ -120,11 +161,15 @@ class LasAtConfig(PolicyConfig):
     grad_clip: float = 1.0
     reward_weights: list[float] | None = None
     r1_clamp: float | None = None
-    reward_mode: RewardMode = RewardMode.batch
-    baseline: Baseline = Baseline.none
+    reward_mode: RewardMode | None = None
+    baseline: Baseline | None = None
     baseline_momentum: float = 0.9
     reward_pgd_steps: int = 10
     reward_pgd_restarts: int = 2
+    reward_form: RewardForm = RewardForm.accuracy
+    reward_attack: RewardAttack = RewardAttack.eval
+    true_class_prob: float | None = None
+    final_clip: bool | None = None
 
 
 def _pick(value: Any, preset: Any) -> Any:
@@ -138,13 +183,17 @@ class LasAt(Policy):
     def __init__(self, config: LasAtConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
         self.variant = resolve_variant(config.variant, context.at_loss_name)
-        self.reward_mode = parse_option(RewardMode, config.reward_mode, "policy.reward_mode")
-        self.baseline = parse_option(Baseline, config.baseline, "policy.baseline")
+        s = preset_settings(context.data, resolve_variant(config.variant, context.at_loss_name))
+        self.reward_mode = parse_option(RewardMode, _pick(config.reward_mode, s["reward_mode"]),
+                                        "policy.reward_mode")
+        self.baseline = parse_option(Baseline, _pick(config.baseline, s["baseline"]),
+                                     "policy.baseline")
+        self.reward_form = parse_option(RewardForm, config.reward_form, "policy.reward_form")
+        reward_attack = parse_option(RewardAttack, config.reward_attack, "policy.reward_attack")
         self.space = make_strategy_space(
             context.geometry, context.data, self.variant, context.eps,
             eps_grid=config.eps_grid, alpha_grid=config.alpha_grid,
             steps_grid=config.steps_grid, beta_grid=config.beta_grid)
-        s = preset_settings(context.data, self.variant)
         self.interval = int(_pick(config.interval, s["interval"]))
         if self.interval < 1:
             raise ValueError(f"policy.interval must be >= 1, got {self.interval}")
@@ -155,6 +204,8 @@ class LasAt(Policy):
         self.r1_clamp = float(_pick(config.r1_clamp, s["r1_clamp"]))
         self.lr = float(_pick(config.lr, s["lr"]))
         self.lr_milestones = tuple(_pick(config.lr_milestones, s["lr_milestones"]))
+        self.true_class_prob = self._smoothing(config.true_class_prob, s["true_class_prob"])
+        self.final_clip = bool(_pick(config.final_clip, s["final_clip"]))
         self.net = StrategyNet(context.image_shape, self.space.nvec, config.trunk)
         self.optimizer = torch.optim.SGD(
             self.net.parameters(), lr=self.lr, momentum=float(_pick(config.momentum,
@@ -162,12 +213,24 @@ class LasAt(Policy):
             weight_decay=float(_pick(config.weight_decay, s["weight_decay"])))
         self.register_buffer("baseline_value", torch.zeros(()))
         self.register_buffer("baseline_ready", torch.zeros((), dtype=torch.bool))
-        self.lookahead = LookaheadConfig(config.reward_pgd_steps, config.reward_pgd_restarts)
+        self.lookahead = LookaheadConfig(config.reward_pgd_steps, config.reward_pgd_restarts,
+                                         attack=reward_attack)
         self.batches = 0  # batches seen (update() calls); learning batches: batches % k == 0
         self._log_prob: torch.Tensor | None = None  # (N,) with graph, on learning batches
         self._beta: torch.Tensor | None = None
+        self._chosen_eps: torch.Tensor | None = None  # (N,) the ε the network picked
+        self._clip: tuple[torch.Tensor, torch.Tensor, set[int]] | None = None
         self._entropy = torch.zeros(len(self.space.nvec))
         self._entropy_batches = 0
+
+    @staticmethod
+    def _smoothing(value: float | None, preset: float) -> float | None:
+        """The policy's label smoothing for TargetInputs (None: leave the loss's own)."""
+        if value is None:
+            return None if preset == 1.0 else float(preset)
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"policy.true_class_prob must be in (0, 1], got {value}")
+        return float(value)
 
     # -- acting ----------------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> None:
@@ -176,9 +239,10 @@ class LasAt(Policy):
         self._entropy_batches = 0
 
     def act(self, obs: Obs, t: int, generator: torch.Generator | None) -> AttackAction | None:
-        """t = 0: sample (ε, α, K[, β]) per sample and a start point; later steps: no change."""
+        """t = 0: sample (ε, α, K[, β]) per sample and a start point; later steps: no change
+        (with ``final_clip``: each sample's last step projects onto min(ε_i, nominal ε))."""
         if t:
-            return None
+            return self._clip_last_step(t)
         x = obs["x"]
         learn = self.batches % self.interval == 0
         self.net.train(learn)
@@ -193,29 +257,48 @@ class LasAt(Policy):
         self._log_prob = log_prob if learn else None
         choice = self.space.decode(index)
         self._beta = choice.get("beta")
-        if self.context.attack_loss is AttackLoss.KL:
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            init = 0.001 * noise
-        else:
-            init = self.context.geometry.random_delta(x, choice["eps"], generator)
+        self._chosen_eps = choice["eps"]
+        if self.final_clip:
+            last = set(torch.unique(choice["steps"]).tolist())  # host sync, once per episode
+            self._clip = (choice["eps"].clone(), choice["steps"], last)
+        # the KL attack (TRADES) starts at x + 0.001·N(0, 1): the env draws it (start_noise)
+        init = (None if self.context.attack_loss is AttackLoss.KL
+                else self.context.geometry.random_delta(x, choice["eps"], generator))
         return AttackAction(eps=choice["eps"], alpha=choice["alpha"], budget=choice["steps"],
                             init=init)
 
+    def _clip_last_step(self, t: int) -> AttackAction | None:
+        """Before step t: samples whose budget ends with this step project onto the nominal ε."""
+        if self._clip is None or t + 1 not in self._clip[2]:
+            return None
+        eps, steps, _ = self._clip
+        ending = steps == t + 1
+        eps.copy_(torch.where(ending, eps.clamp(max=self.context.eps), eps))
+        return AttackAction(eps=eps.clone())
+
     def target_inputs(self, result: AttackResult) -> TargetInputs:
-        """β per sample for LAS-TRADES; on learning batches the target's look-ahead ŵ."""
-        return TargetInputs(beta=self._beta, lookahead=self._log_prob is not None)
+        """β per sample for LAS-TRADES, the label smoothing (target step and ŵ step alike); on
+        learning batches the target's look-ahead ŵ."""
+        return TargetInputs(beta=self._beta, true_class_prob=self.true_class_prob,
+                            lookahead=self._log_prob is not None)
 
     # -- learning --------------------------------------------------------------------
-    def reward(self, terms: RewardTerms) -> torch.Tensor:
-        """reward = clamp(R1, 0, c) + a·R2 + b·R3: a scalar (batch) or (N,) (per_sample).
+    def reward_parts(self, terms: RewardTerms) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(clamp(R1, 0, c), R2, R3): scalars (batch) or (N,) (per_sample); R2/R3 are ŵ's
+        accuracies or −CE (``reward_form``)."""
+        r1, r2, r3 = terms.r1, terms.r2, terms.r3
+        if self.reward_form is RewardForm.ce:
+            r2, r3 = -terms.ce_robust, -terms.ce_clean
+        if self.reward_mode is RewardMode.batch:  # a torchrun job: the global batch's means
+            r1, r2, r3 = all_reduce_mean(torch.stack([r1.mean(), r2.mean(), r3.mean()])).unbind()
+        return r1.clamp(0, self.r1_clamp), r2, r3
 
-        The batch reward's means are over the global batch in a torchrun job."""
-        a, b = self.weights
-        if self.reward_mode is RewardMode.per_sample:
-            return terms.r1.clamp(0, self.r1_clamp) + a * terms.r2 + b * terms.r3
-        means = all_reduce_mean(torch.stack([terms.r1.mean(), terms.r2.mean(),
-                                             terms.r3.mean()]))
-        return means[0].clamp(0, self.r1_clamp) + a * means[1] + b * means[2]
+    def reward(self, terms: RewardTerms) -> torch.Tensor:
+        """reward = clamp(R1, 0, c) + clamp(a·R2, −c, c) + clamp(b·R3, −c, c), c the R1 clamp
+        (the reference's clamps): a scalar (batch) or (N,) (per_sample)."""
+        (a, b), c = self.weights, self.r1_clamp
+        r1, r2, r3 = self.reward_parts(terms)
+        return r1 + (a * r2).clamp(-c, c) + (b * r3).clamp(-c, c)
 
     def reinforce(self, log_prob: torch.Tensor, reward: torch.Tensor) -> dict[str, torch.Tensor]:
         """One REINFORCE step: loss = −mean_i(log π(a_i | x_i) · (reward − baseline)).
@@ -261,20 +344,23 @@ class LasAt(Policy):
             return {}
         terms = lookahead_terms(result, out, self.context.geometry, self.context.eps,
                                 self.lookahead, info.generator)
+        if self.variant is not Variant.trades:  # R1 = plain CE of f_w on the examples
+            r1 = F.cross_entropy(out.logits_adv.float(), result.y, reduction="none")
+            terms = replace(terms, r1=r1)
         reward = self.reward(terms)
         self._set_lr(info.step)
         metrics = self.reinforce(log_prob, reward)
-        metrics.update({"policy/reward": reward.mean(),
-                        "policy/reward_r1": terms.r1.mean().clamp(0, self.r1_clamp),
-                        "policy/reward_r2": terms.r2.mean(),
-                        "policy/reward_r3": terms.r3.mean()})
+        r1, r2, r3 = (v.mean() for v in self.reward_parts(terms))
+        metrics.update({"policy/reward": reward.mean(), "policy/reward_r1": r1,
+                        "policy/reward_r2": r2, "policy/reward_r3": r3})
         return metrics
 
     # -- tracking --------------------------------------------------------------------
     def describe(self, result: AttackResult) -> dict[str, torch.Tensor]:
         """Per-sample chosen ε, α, K (and β): categorical over the grids (see :meth:`grids`)."""
-        out = {"eps": result.eps, "alpha": result.alpha,
-               "steps": result.budget.to(result.eps.dtype)}
+        n = result.eps.shape[0]
+        eps = result.eps if self._chosen_eps is None else self._chosen_eps[:n]
+        out = {"eps": eps, "alpha": result.alpha, "steps": result.budget.to(result.eps.dtype)}
         if self._beta is not None:
             out["beta"] = self._beta
         return out

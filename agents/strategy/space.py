@@ -8,8 +8,9 @@ the variant, the data set and the geometry, so both learners act on identical gr
 Grids (docs/seeds.md §1.1, §1.3): the LAS-AT README's CIFAR grids are multiples of
 ``unit = ε/8`` (ε the run's nominal budget), so CIFAR at 8/255 gives exactly its ``k/255``
 grids: PGD-AT ε {3..15}, α {1..5}, K {3..14}; TRADES ε {5..9}, α {2..4}, K {7..14}, β {5..9};
-AWP ε {7..15}, α {2..5}, K {8..16}. The geometry turns the ratios into its own units
-(:meth:`envs.geometry.base.Geometry.strategy_grids`).
+AWP ε {7..15}, α {2..5}, K {8..16}. CIFAR-100 changes one head per variant (the reference's
+CIFAR-100 commands): PGD-AT K {3..12}, TRADES ε {5..10}, AWP K {8..15}. The geometry turns the
+ratios into its own units (:meth:`envs.geometry.base.Geometry.strategy_grids`).
 
 MNIST (ε = 0.3) and digits (ε = 0.2): ε ∈ unit·{4..12} (half to 1.5 times the nominal budget;
 the CIFAR grid's upper end, 15/8 ε ≈ 0.56 on MNIST, erases digits), α ∈ unit·{1..5} (the same
@@ -54,6 +55,12 @@ _CIFAR = {
     Variant.trades: {"eps": range(5, 10), "alpha": range(2, 5), "steps": range(7, 15),
                      "beta": range(5, 10)},
     Variant.awp: {"eps": range(7, 16), "alpha": range(2, 6), "steps": range(8, 17)},
+}
+#: CIFAR-100 departs from the CIFAR-10 grids in one head per variant (docs/seeds.md §1.1, §8).
+_CIFAR100 = {
+    Variant.pgd_at: {**_CIFAR[Variant.pgd_at], "steps": range(3, 13)},
+    Variant.trades: {**_CIFAR[Variant.trades], "eps": range(5, 11)},
+    Variant.awp: {**_CIFAR[Variant.awp], "steps": range(8, 16)},
 }
 _SMALL = {"eps": range(4, 13), "alpha": range(1, 6), "beta": range(5, 10)}
 _SMALL_STEPS = {"mnist": range(3, 15), "digits": range(2, 9)}
@@ -115,7 +122,10 @@ def preset_grids(geometry: Geometry, data: str, variant: Variant, eps: float
 
     Returns ``{"eps", "alpha", "steps"[, "beta"]}``; β only for the TRADES variant.
     """
-    table = dict(_SMALL, steps=_SMALL_STEPS[data]) if data in _SMALL_STEPS else _CIFAR[variant]
+    if data in _SMALL_STEPS:
+        table = dict(_SMALL, steps=_SMALL_STEPS[data])
+    else:
+        table = (_CIFAR100 if data == "cifar100" else _CIFAR)[variant]
     eps_grid, alpha_grid = geometry.strategy_grids(eps / 8.0, tuple(table["eps"]),
                                                    tuple(table["alpha"]))
     grids = {"eps": eps_grid, "alpha": alpha_grid,

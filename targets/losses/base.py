@@ -48,6 +48,18 @@ def soft_cross_entropy(logits: torch.Tensor, y: torch.Tensor, true_class_prob: f
     return -(t * F.log_softmax(logits, 1)).sum(1)
 
 
+def weighted_mean(per_sample: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """mean_i(w_i · ℓ_i), or mean_i ℓ_i without weights. (N,), (N,) | None -> ().
+
+    Every built-in AT loss reduces its per-sample loss through this, so a policy's per-sample
+    weights (:attr:`targets.inputs.TargetInputs.weight`, Dynamic AT's re-weighting) reach
+    every loss the same way.
+    """
+    if weight is None:
+        return per_sample.mean()
+    return (per_sample * weight.to(per_sample.dtype)).mean()
+
+
 @dataclass
 class ATLossOutput:
     """Result of an AT loss (and of the target's step).

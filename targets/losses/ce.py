@@ -11,7 +11,7 @@ from envs.attack_loss import AttackLoss
 from envs.result import AttackResult
 from targets.inputs import TargetInputs
 from targets.losses.base import (ATLoss, ATLossConfig, ATLossOutput, register_at_loss,
-                                 soft_cross_entropy)
+                                 soft_cross_entropy, weighted_mean)
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,5 @@ class CrossEntropy(ATLoss):
                 ) -> ATLossOutput:
         logits = model(result.x_adv)
         per = soft_cross_entropy(logits, result.y, self.true_class_prob(inputs))
-        weight = inputs.weight
-        loss = per.mean() if weight is None else (per * weight.to(per.dtype)).mean()
+        loss = weighted_mean(per, inputs.weight)
         return ATLossOutput(loss, {"loss": loss.detach()}, logits.detach(), per.detach())

@@ -7,6 +7,7 @@ where ``x_init`` = x + δ₀ is the attack's starting point, read from the episo
 ``fgsm_pgi``, the generator's output for ``fgsm_sdi``, the random start for ``fgsm_rs`` (the poster's "FGSM-RS + regulariser"
 ablation) and the clean input for attacks without a start. It is an MSE between *logits*
 (docs/seeds.md §3.2-3.3), mean-reduced over N×K as in the reference code (λ = 10 there);
+a policy's per-sample weights (``TargetInputs.weight``) weight the whole per-sample loss;
 ``reduction=sum`` sums over classes instead (the poster's ‖·‖²₂ per sample, averaged over the
 batch: K times larger for the same λ).
 
@@ -30,7 +31,7 @@ from envs.options import NON_NEGATIVE, Limit, parse_option
 from envs.result import AttackResult
 from targets.inputs import TargetInputs
 from targets.losses.base import (ATLoss, ATLossConfig, ATLossOutput, register_at_loss,
-                                 soft_cross_entropy)
+                                 soft_cross_entropy, weighted_mean)
 
 
 class Reduction(str, Enum):
@@ -79,7 +80,7 @@ class PgiLoss(ATLoss):
         sq = (logits - z_init).pow(2)
         reg_per = sq.mean(1) if self.reduction is Reduction.mean else sq.sum(1)  # (N,)
         per = ce + self.config.lam * reg_per
-        loss = per.mean()
+        loss = weighted_mean(per, inputs.weight)
         parts = {"loss": loss.detach(), "ce": ce.mean().detach(),
                  "pgi_reg": reg_per.mean().detach()}
         return ATLossOutput(loss, parts, logits.detach(), per.detach())

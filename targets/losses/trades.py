@@ -1,4 +1,25 @@
-"""TRADES (Zhang et al. 2019): CE(f(x), y) + β·KL(f(x) ‖ f(x_adv)); the attack maximises the KL."""
+"""TRADES (Zhang et al. 2019): CE(f(x), y) + β·KL(f(x) ‖ f(x_adv)); the attack maximises the KL.
+
+Per sample i (the reference's ``KLDivLoss(sum)/B`` is the batch mean of these)::
+
+    ℓ_i = CE(f(x_i), y_i) + β_i · Σ_k p_k(x_i) · (log p_k(x_i) − log p_k(x_adv,i)),
+    p = softmax(f(·)),   loss = mean_i w_i·ℓ_i   (w_i = 1 unless a policy re-weights)
+
+Gradients flow through both the clean and the adversarial branch, as in the reference.
+
+Reference behaviour kept (docs/seeds.md §8):
+
+* **Separate forward passes** for the clean and the adversarial batch (default), so
+  BatchNorm's batch statistics are never a mix of the two. ``joint_pass=true`` forwards
+  ``cat[x, x_adv]`` in one pass instead (one larger batch: faster on a GPU, but the train-mode
+  statistics are those of the mixed batch — a departure from TRADES).
+* **The attack starts at x + 0.001·N(0, 1)** when the policy gives no start (``fgsm_at``,
+  ``pgd_at``/``curriculum`` with ``random_start=false``): at δ = 0 the KL and its gradient are
+  zero up to round-off (max |g| ≈ 3e-9 measured), and ``sign()`` would turn that round-off
+  into a full step in an arbitrary direction. The loss asks the env for it
+  (:attr:`envs.requirements.EnvRequirements.start_noise`); the env draws it with the episode's
+  generator. A policy that gives its own start (random, learned, a prior) keeps it.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +31,14 @@ from torch import nn
 
 from envs.attack_loss import AttackLoss, kl_loss
 from envs.options import NON_NEGATIVE, Limit
+from envs.requirements import EnvRequirements
 from envs.result import AttackResult
 from targets.inputs import TargetInputs
 from targets.losses.base import (ATLoss, ATLossConfig, ATLossOutput, register_at_loss,
-                                 soft_cross_entropy)
+                                 soft_cross_entropy, weighted_mean)
+
+#: standard deviation of the reference's Gaussian start of the KL attack.
+TRADES_START_NOISE = 0.001
 
 
 @dataclass(frozen=True)
@@ -23,12 +48,15 @@ class TradesConfig(ATLossConfig):
     Attributes:
         name: registry id.
         beta: trade-off β; a policy may override it per sample (``TargetInputs.beta``).
+        joint_pass: forward clean and adversarial inputs as one concatenated batch (faster on
+            GPUs; BatchNorm then mixes their statistics). Default: two passes (reference).
     """
 
     limits: ClassVar[dict[str, Limit]] = {**ATLossConfig.limits, "beta": NON_NEGATIVE}
 
     name: str = "trades"
     beta: float = 6.0
+    joint_pass: bool = False
 
 
 @register_at_loss(TradesConfig)
@@ -36,17 +64,25 @@ class Trades(ATLoss):
     """TRADES with an optional per-sample β (LAS-TRADES picks β per sample)."""
 
     attack_loss: ClassVar[AttackLoss] = AttackLoss.KL
+    env_requirements: ClassVar[EnvRequirements] = EnvRequirements(
+        start_noise=TRADES_START_NOISE)
+
+    def logits(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(clean, adversarial) logits, (N, K) each: two passes, or one with ``joint_pass``."""
+        if not self.config.joint_pass:
+            return model(x), model(x_adv)
+        both = model(torch.cat([x, x_adv]))
+        return both[:x.shape[0]], both[x.shape[0]:]
 
     def compute(self, model: nn.Module, result: AttackResult, inputs: TargetInputs
                 ) -> ATLossOutput:
-        x, y = result.x, result.y
-        n = x.shape[0]
-        logits = model(torch.cat([x, result.x_adv]))
-        clean, adv = logits[:n], logits[n:]
-        ce = soft_cross_entropy(clean, y, self.true_class_prob(inputs))
+        """ℓ_i = CE(f(x_i), y_i) + β_i·KL(p(x_i) ‖ p(x_adv,i)); loss = weighted batch mean."""
+        clean, adv = self.logits(model, result.x, result.x_adv)
+        ce = soft_cross_entropy(clean, result.y, self.true_class_prob(inputs))
         kl = kl_loss(adv, clean)
         beta = self.config.beta if inputs.beta is None else inputs.beta.to(kl.dtype)
         per = ce + beta * kl
-        loss = per.mean()
+        loss = weighted_mean(per, inputs.weight)
         parts = {"loss": loss.detach(), "clean_ce": ce.mean().detach(), "kl": kl.mean().detach()}
         return ATLossOutput(loss, parts, adv.detach(), per.detach())

@@ -100,6 +100,7 @@ def test_missing_c_max_preset_names_the_fix():
     with pytest.raises(ValueError, match="policy.c_max"):
         make_policy(DynamicConfig(), _context(data="cifar100"))
     assert make_policy(DynamicConfig(), _context()).c_max > 0  # digits has a preset
+    assert make_policy(DynamicConfig(), _context(data="cifar10")).c_max == 0.5  # the paper's
 
 
 def test_reweighting_is_off_by_default_and_weights_by_adversarial_ce(tiny_net, batch):

@@ -1,5 +1,7 @@
 """FGSM-SDI: the generator stays in the ε-ball and its update really ascends the target's loss."""
 
+import copy
+
 import torch
 
 from agents.base import StepInfo
@@ -70,9 +72,22 @@ def test_target_step_does_not_backprop_into_generator(tmp_path, tracking_uri):
     trainer = Cotrainer(cfg, [], tracking_uri)
     b = next(iter(trainer.train_loader))
     trainer.global_step = 1  # not an update batch
+    before = copy.deepcopy(trainer.model).train()
+    seen = {}
+    step = trainer.target.step
+
+    def record(result, inputs):
+        seen["result"] = result
+        return step(result, inputs)
+
+    trainer.target.step = record
     stats, _ = trainer.train_batch(b, 0)
     assert all(p.grad is None for p in trainer.policy.generator.parameters())
-    assert 0.0 <= float(stats["policy/attack_success"]) <= 1.0
+    # attack success = training samples the pre-step target (train mode, as its step)
+    # misclassifies on the attacked batch
+    with torch.no_grad():
+        wrong = (before(seen["result"].x_adv).argmax(1) != b.y).float().mean()
+    torch.testing.assert_close(stats["policy/attack_success"], wrong)
 
 
 def test_previous_grad_input_uses_stored_signs_without_clean_pass(tiny_net, batch):

@@ -38,8 +38,26 @@ def test_reported_path_is_the_standard_version(digits_model):
     assert aa.apgd_targeted.n_target_classes == 9 and aa.fab.n_target_classes == 9
     assert aa.square.n_queries == 5000 and aa.norm == "Linf" and aa.epsilon == 0.1
     assert make_autoattack(digits_model, make_geometry("l2"), 0.5, 0, "cpu").norm == "L2"
-    # the evaluate() default for "autoattack" is this factory
-    assert evaluate.__kwdefaults__["make_adversary"] is None
+
+
+def test_evaluate_builds_autoattack_with_the_standard_factory(digits_model, digits_tensors,
+                                                              monkeypatch):
+    """``evaluate(..., ["autoattack"])`` without ``make_adversary`` (the reported path) builds
+    its adversary with :func:`make_autoattack` (here a spy that shortens the run)."""
+    _, _, x, y = digits_tensors
+    calls = []
+
+    def spy(model, threat, eps, seed, device):
+        calls.append((threat.name, eps, seed))
+        aa = fast_autoattack(model, threat, eps, seed, device)
+        assert aa.version == "standard"
+        return aa
+
+    monkeypatch.setattr(autoattack_eval, "make_autoattack", spy)
+    res = evaluate(digits_model, x[:16], y[:16], ["autoattack"], make_geometry("linf"), 0.05,
+                   16, seed=3)
+    assert calls and all(c == ("linf", 0.05, 3) for c in calls)
+    assert 0.0 <= res["autoattack"]["acc"] <= 1.0
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 0.3)])

@@ -8,9 +8,12 @@ from runners.compare import main
 from runners.tracking import Tracker
 
 
-def _make_run(uri, name, policy, at_loss, evals, epoch_times, checks=None):
-    with Tracker("ablation", run_name=name, tracking_uri=uri,
+def _make_run(uri, name, policy, at_loss, evals, epoch_times, checks=None, params=None,
+              experiment="ablation"):
+    with Tracker(experiment, run_name=name, tracking_uri=uri,
                  tags={"policy": policy, "at_loss": at_loss}) as t:
+        if params:
+            t.log_params(params)
         for step, s in enumerate(epoch_times):
             t.log_metrics({"time/epoch_s": s}, step=step)
         t.log_metrics({f"eval/{k}_acc": v for k, v in evals.items()}, step=len(epoch_times))
@@ -32,13 +35,14 @@ def test_compare_writes_the_expected_table(tracking_uri, capsys):
     assert main([f"run_ids=[{a},{b},{c}]", "log=true", f"tracking_uri={tracking_uri}"]) == 0
     out = capsys.readouterr().out.splitlines()
     expected = [
-        "| run | policy | AT loss | clean % | PGD (pgd50x10) % | AutoAttack % | worst case % "
-        "| masking checks | s / epoch | train s (epochs) |",
-        "|---|---|---|---:|---:|---:|---:|---|---:|---:|",
-        f"| pgd ({a[:8]}) | pgd_at | ce | 98.12 | 90.50 | 88.75 | 88.50 | 3/3 | 11.0 | 33.0 (3) |",
-        f"| fgsm ({b[:8]}) | fgsm_rs | ce | 99.00 | 45.00 | – | – | 1/2 FAIL: large_eps | 5.0 "
-        "| 10.0 (2) |",
-        f"| trades ({c[:8]}) | pgd_at | trades | 97.00 | – | – | – | – | 20.0 | 20.0 (1) |",
+        "| run | policy | AT loss | seed | clean % | PGD (pgd50x10) % | AutoAttack % "
+        "| worst case % | masking checks | s / epoch | train s (epochs) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|",
+        f"| pgd ({a[:8]}) | pgd_at | ce | – | 98.12 | 90.50 | 88.75 | 88.50 | 3/3 | 11.0 "
+        "| 33.0 (3) |",
+        f"| fgsm ({b[:8]}) | fgsm_rs | ce | – | 99.00 | 45.00 | – | – | 1/2 FAIL: large_eps "
+        "| 5.0 | 10.0 (2) |",
+        f"| trades ({c[:8]}) | pgd_at | trades | – | 97.00 | – | – | – | – | 20.0 | 20.0 (1) |",
     ]
     assert out[:5] == expected
     # the table is also an artifact of a comparison run, which later comparisons skip
@@ -56,3 +60,42 @@ def test_compare_writes_the_expected_table(tracking_uri, capsys):
                  f"tracking_uri={tracking_uri}"]) == 0
     rows = capsys.readouterr().out.splitlines()
     assert len(rows) == 3 and "| trades |" in rows[2] and "PGD (–)" in rows[0]
+
+
+def test_seeds_are_aggregated_and_two_methods_paired(tracking_uri, capsys):
+    las = {"0": (0.90, 0.50), "1": (0.92, 0.54), "2": (0.91, 0.55)}
+    pgd = {"0": (0.93, 0.49), "1": (0.94, 0.50), "2": (0.92, 0.52)}
+    for policy, table in (("las_at", las), ("pgd_at", pgd)):
+        for seed, (clean, rob) in table.items():
+            _make_run(tracking_uri, f"{policy}-{seed}", policy, "ce",
+                      {"clean": clean, "pgd20": rob}, [2.0 + int(seed)],
+                      params={"seed": seed, "policy.name": policy, "epochs": "30",
+                              "checkpoint_dir": f"ck{seed}"}, experiment="seeds")
+    # a setting that differs in another field only (epochs) is a group of its own
+    _make_run(tracking_uri, "pgd-short", "pgd_at", "ce", {"clean": 0.5, "pgd20": 0.1}, [1.0],
+              params={"seed": "0", "policy.name": "pgd_at", "epochs": "2"}, experiment="seeds")
+    common = ["experiment=seeds", "log=false", f"tracking_uri={tracking_uri}"]
+    assert main([*common, "paired=[las_at,pgd_at&epochs=30]"]) == 0
+    out = capsys.readouterr().out.split("\n\n")
+    assert len(out[0].splitlines()) == 2 + 7  # one line per run
+    groups = out[1].splitlines()
+    assert groups[0] == ("| group | n | seeds | clean % | PGD (pgd20) % | AutoAttack % "
+                         "| worst case % | s / epoch |")
+    assert groups[2:] == [
+        "| epochs=30, policy.name=las_at | 3 | 0,1,2 | 91.00 ± 1.00 | 53.00 ± 2.65 | – | – "
+        "| 3.0 ± 1.0 |",
+        "| epochs=30, policy.name=pgd_at | 3 | 0,1,2 | 93.00 ± 1.00 | 50.33 ± 1.53 | – | – "
+        "| 3.0 ± 1.0 |",
+        "| epochs=2, policy.name=pgd_at | 1 | 0 | 50.00 | 10.00 | – | – | 1.0 |"]
+    paired = out[2].splitlines()
+    # per-seed differences: clean −3, −2, −1 pp; PGD +1, +4, +3 pp; t(0.975, 2) = 4.303
+    assert paired[2] == ("| epochs=30, policy.name=las_at − epochs=30, policy.name=pgd_at | 3 "
+                         "| -2.00 ± 1.00 [±2.48] | +2.67 ± 1.53 [±3.79] | – | – "
+                         "| +0.0 ± 0.0 [±0.0] |")
+    # group_by= merges the two pgd_at settings; a token naming two groups is refused
+    assert main([*common, "group_by=[policy.name]"]) == 0
+    groups = capsys.readouterr().out.split("\n\n")[1].splitlines()
+    assert groups[2].startswith("| policy.name=las_at | 3 | 0,1,2 |")
+    assert groups[3].startswith("| policy.name=pgd_at | 4 | 0,1,2,0 | 82.25 ± 21.52 |")
+    assert main([*common, "paired=[las_at,pgd_at]"]) == 2
+    assert "2 groups match 'pgd_at'" in capsys.readouterr().err

@@ -48,11 +48,43 @@ def test_evaluate_worst_case_and_transfer(digits_model, digits_tensors, one_thre
     expected = (masks["clean"] & masks["fgsm"] & masks["pgd5"] & masks["transfer_pgd5"])
     assert res["worst_case"]["acc"] == pytest.approx(expected.float().mean().item())
     assert res["worst_case"]["acc"] < min(res[k]["acc"] for k in ("clean", "fgsm")) + 1e-9
-    # with the model as its own surrogate, the transfer attack is the white-box attack
-    assert torch.equal(masks["transfer_pgd5"], masks["pgd5"]) or \
-        abs(res["transfer_pgd5"]["acc"] - res["pgd5"]["acc"]) < 0.1
     with pytest.raises(ValueError, match="surrogate"):
         evaluate(digits_model, x, y, ["transfer_pgd5"], threat, 0.1)
+
+
+class _Blind(torch.nn.Module):
+    """A surrogate whose logits do not depend on the input: its gradients are zero."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(10))
+
+    def forward(self, x):
+        return self.bias.expand(x.shape[0], 10) + 0 * x.flatten(1).sum(1, keepdim=True)
+
+
+def test_transfer_attacks_are_crafted_on_the_surrogate(digits_model, digits_tensors, one_thread):
+    _, _, x, y = digits_tensors
+    x, y, threat = x[:64], y[:64], make_geometry("linf")
+
+    def masks_of(attacks, **kw):
+        masks: dict[str, torch.Tensor] = {}
+        evaluate(digits_model, x, y, attacks, threat, 0.1, 32,
+                 torch.Generator().manual_seed(0), masks=masks, **kw)
+        return masks
+
+    white = masks_of(["pgd5"])["pgd5"]
+    # the model as its own surrogate, same random starts: exactly the white-box attack
+    assert torch.equal(masks_of(["transfer_pgd5"], surrogate=digits_model)["transfer_pgd5"],
+                       white)
+    # a surrogate without gradients: sign(0) = 0, so only the random start is left
+    blind = masks_of(["transfer_pgd5"], surrogate=_Blind())["transfer_pgd5"]
+    g = torch.Generator().manual_seed(0)
+    starts = torch.cat([threat.random_delta(x[i:i + 32], 0.1, g) + x[i:i + 32]
+                        for i in range(0, 64, 32)])
+    with torch.no_grad():
+        assert torch.equal(blind, digits_model(starts).argmax(1) == y)
+    assert blind.sum() > white.sum()
 
 
 def test_cli_logs_metrics_table_and_checks(tmp_path, tracking_uri, monkeypatch, capsys,

@@ -10,15 +10,29 @@ from targets.losses.awp import AwpConfig, weight_perturbation
 from targets.losses.base import make_at_loss
 
 
-def test_perturbation_is_gamma_times_each_weight_norm(tiny_net, batch):
+def test_perturbation_is_gamma_times_each_weight_norm_along_the_loss_gradient(tiny_net, batch):
     x, y = batch
     awp = make_at_loss(AwpConfig(gamma=0.05))
-    v = awp.perturbation(tiny_net, AttackResult.from_tensors(x, y, x), TargetInputs())
+    result = AttackResult.from_tensors(x, y, (x + 0.05).clamp(0, 1))
+    v = awp.perturbation(tiny_net, result, TargetInputs())
     params = dict(tiny_net.named_parameters())
     assert set(v) == {k for k, p in params.items() if p.dim() > 1}  # weights, not biases/BN
     for name, pert in v.items():
         torch.testing.assert_close(pert.norm(), 0.05 * params[name].norm())
-    # the proxy ascended the loss: v points along +gradient for plain SGD on −loss
+    # the proxy *ascended* the loss: one plain SGD step on −loss moves each weight along +∇L,
+    # so v_l is ∇_l L rescaled (the proxy's forward is in train mode, as the step's)
+    ref = copy.deepcopy(tiny_net).train()
+    loss = awp.compute(ref, result, TargetInputs()).loss
+    grads = dict(zip([k for k, _ in ref.named_parameters()],
+                     torch.autograd.grad(loss, list(ref.parameters()))))
+    for name, pert in v.items():
+        torch.testing.assert_close(pert / pert.norm(), grads[name] / grads[name].norm())
+    with torch.no_grad():  # and the loss at w + v is higher than at w
+        perturbed = copy.deepcopy(ref)
+        for k, p in perturbed.named_parameters():
+            if k in v:
+                p.add_(v[k])
+        assert awp.compute(perturbed, result, TargetInputs()).loss > loss
     zero = weight_perturbation(tiny_net, copy.deepcopy(tiny_net), 0.05)
     assert all(torch.count_nonzero(z) == 0 for z in zero.values())
 

@@ -1,0 +1,38 @@
+"""The papers' recipes compose, and their learning rate decays at the references' epochs."""
+
+import pytest
+
+from runners.config import compose_config, resolve
+from runners.paper_recipes import PAPER_RECIPES
+from runners.schedule import lr_multiplier
+
+#: recipe -> (epochs, decay epochs) of the reference (docs/seeds.md §1.7, §2.3, §3.3, §4.3, §8).
+DECAYS = {
+    "las_pgd_at_cifar10": (110, (99, 104)), "las_pgd_at_cifar100": (110, (99, 104)),
+    "las_trades_cifar10": (100, (75, 90)), "las_awp_cifar10": (200, (100, 150)),
+    "fgsm_sdi_cifar10": (110, (100, 105)), "fgsm_pgi_cifar10": (110, (100, 105)),
+    "pgd_at_cifar10": (110, (100, 105)), "dynamic_cifar10": (120, (60, 100)),
+    "dynamic_mnist": (50, (20, 40)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_RECIPES))
+def test_recipe_decays_the_lr_at_the_reference_epochs(name):
+    cfg = compose_config([f"recipe={name}"])
+    epochs, decays = DECAYS[name]
+    assert resolve(cfg).epochs == epochs
+    batches = {"mnist": 468}.get(cfg.data.name, 390)  # 60000 // 128, 50000 // 128
+    o = cfg.optim
+    f = lr_multiplier(o.schedule, epochs * batches, o.milestones, o.gamma, o.cyclic_peak)
+    for k, epoch in enumerate(decays):
+        first = epoch * batches  # the first batch of the decay epoch
+        assert f(first - 1) == pytest.approx(0.1 ** k) and f(first) == pytest.approx(0.1 ** (k + 1))
+
+
+def test_recipes_carry_the_reference_settings():
+    las = compose_config(["recipe=las_pgd_at_cifar10"])
+    assert (las.policy.name, las.at_loss.name, las.target.name) == ("las_at", "ce", "wrn34_10")
+    assert compose_config(["recipe=dynamic_cifar10"]).policy.c_max == 0.5
+    assert compose_config(["recipe=fgsm_pgi_cifar10"]).at_loss.name == "pgi"
+    # later overrides win
+    assert compose_config(["recipe=las_trades_cifar10", "epochs=3"]).epochs == 3
