@@ -102,10 +102,14 @@ class Policy(nn.Module):
     Attributes:
         env_requirements: what the env must compute for this policy class (instances may
             refine it in :meth:`requirements`).
+        not_data_parallel: empty if the policy may run in a torchrun job (each rank acts on
+            its slice of the global batch; learned state is kept equal on every rank through
+            :mod:`targets.distributed`), else why it may not (the run is refused with it).
     """
 
     name: ClassVar[str] = "base"
     env_requirements: ClassVar[EnvRequirements] = EnvRequirements()
+    not_data_parallel: ClassVar[str] = ""
 
     def __init__(self, config: Any, context: PolicyContext) -> None:
         super().__init__()

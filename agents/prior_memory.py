@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from envs.options import parse_option
+from targets.distributed import all_gather_cat
 from targets.loader import apply_augmentation
 
 class MemoryDtype(str, Enum):
@@ -105,9 +106,14 @@ class PriorMemory(nn.Module):
 
     def write(self, index: torch.Tensor, value: torch.Tensor, offsets: torch.Tensor | None = None,
               flipped: torch.Tensor | None = None) -> None:
-        """Store ``value`` (B, C, H, W), given in augmented coordinates, for samples ``index``."""
+        """Store ``value`` (B, C, H, W), given in augmented coordinates, for samples ``index``.
+
+        In a torchrun job every rank writes the whole global batch's rows (one all-gather of
+        the B rows per rank): a sample's slice changes rank from epoch to epoch, so every
+        rank keeps the whole memory, and rank 0's checkpoint holds it whole."""
         value = value.detach()
         if offsets is not None:
             value = invert_augmentation(value, self.values.index_select(0, index).float(),
                                         offsets, flipped, self.pad)
-        self.values.index_copy_(0, index, value.to(self.values.dtype))
+        self.values.index_copy_(0, all_gather_cat(index),
+                                all_gather_cat(value.to(self.values.dtype)))

@@ -167,9 +167,10 @@ def usage_errors() -> tuple[type[BaseException], ...]:
     return (UsageError, ConfigError, UnknownRunError, CheckpointError, DeviceError, DataSetError)
 
 
-def run_cli(prog: str, body: Callable[[], int]) -> int:
-    """Run a CLI's body; bad input becomes ``<prog>: <message>`` on stderr and status 2."""
-    configure_logging()
+def run_cli(prog: str, body: Callable[[], int], log_level: int = logging.INFO) -> int:
+    """Run a CLI's body; bad input becomes ``<prog>: <message>`` on stderr and status 2.
+    ``log_level``: of the project's loggers (ranks > 0 of a torchrun job: warnings only)."""
+    configure_logging(log_level)
     try:
         return body()
     except usage_errors() as error:

@@ -217,7 +217,8 @@ class CotrainConfig:
 
     Attributes:
         epochs: training epochs; None = preset.
-        batch_size: training batch size.
+        batch_size: training batch size; under ``torchrun`` the global batch, split evenly
+            over the processes (a multiple of their number).
         seed: seed of every named generator (data order, augmentation, attack starts, policy).
         device: ``auto`` (cuda if available), ``cpu`` or ``cuda``.
         bn_mode: BatchNorm mode of the target during attack steps (``eval`` leaves its running
@@ -240,6 +241,9 @@ class CotrainConfig:
             than torch's default (runners/threads.py).
         perf: GPU fast-path switches, all off by default (bf16 autocast, channels_last,
             torch.compile, pinned copies).
+        sync_batchnorm: under ``torchrun`` on CUDA, BatchNorm layers use the global batch's
+            statistics (SyncBatchNorm); off = each rank's own slice (refused on CPU, where
+            PyTorch has no SyncBatchNorm; no effect in one process).
     """
 
     limits: ClassVar[dict[str, Limit]] = {
@@ -271,6 +275,7 @@ class CotrainConfig:
     progress: bool = True
     threads: int = 0
     perf: PerfConfig = field(default_factory=PerfConfig)
+    sync_batchnorm: bool = False
 
 
 #: per-data-set defaults for the ``None`` fields (the budget's preset is the geometry's).

@@ -59,6 +59,8 @@ from runners.co_monitor import COMonitor
 from runners.config import (CotrainConfig, ConfigError, compose_config, config_to_dict, plain,
                             resolve)
 from runners.device import pick_device
+from runners.distributed import (DistributedConfigError, NullTracker, broadcast_buffers,
+                                 broadcast_object, init_world, rank_seed, wrap_model)
 from runners.distributions import DistributionHistory, log_distributions
 from runners.epoch_progress import EpochProgress
 from runners.preemption import RunInterrupted, StopSignals
@@ -71,6 +73,7 @@ from runners.schedule import make_scheduler
 from runners.threads import apply_threads
 from runners.tracking import Tracker, flatten_config
 from targets.datasets import DataSet, load_dataset, split_validation, subset_dataset
+from targets.distributed import all_gather_cat, all_reduce_max, all_reduce_mean, world_size
 from targets.loader import Batch, DeviceLoader, to_device
 from targets.losses.base import LossContext, make_at_loss
 from targets.models import make_model
@@ -115,7 +118,7 @@ class Cotrainer:
         except ValueError as e:
             raise ConfigError(str(e)) from None
         self.resolved = r = resolve(cfg)
-        self.device = pick_device(cfg.device)
+        self.world, self.device = init_world(pick_device(cfg.device))  # torchrun: this rank's
         if data is None:
             data = load_dataset(cfg.data.name, cfg.data.root, download=cfg.data.download)
         try:
@@ -124,12 +127,17 @@ class Cotrainer:
                 cfg.data.val_size)
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        self.gens = {k: torch.Generator(device=self.device).manual_seed(cfg.seed + i)
-                     for i, k in enumerate(GENERATORS)}
-        self.train_loader = DeviceLoader(self.data.train, cfg.batch_size, self.device,
-                                         shuffle=True, augment=r.augment, drop_last=True,
-                                         generator=self.gens["data"],
-                                         pin_memory=cfg.perf.pin_memory)
+        self.gens = {k: torch.Generator(device=self.device).manual_seed(
+            rank_seed(cfg.seed + i, self.world, shared=k == "data"))
+            for i, k in enumerate(GENERATORS)}
+        try:  # batch_size is the global batch: each torchrun rank takes its slice
+            self.train_loader = DeviceLoader(self.data.train, cfg.batch_size, self.device,
+                                             shuffle=True, augment=r.augment, drop_last=True,
+                                             generator=self.gens["data"],
+                                             pin_memory=cfg.perf.pin_memory,
+                                             shard=(self.world.rank, self.world.size))
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         if len(self.train_loader) == 0:
             raise ConfigError(f"batch_size={cfg.batch_size} exceeds the training set "
                               f"({len(self.data.train)} samples): accepted 1 to "
@@ -151,6 +159,10 @@ class Cotrainer:
         problem = self.geometry.check_budget(r.eps, self.data.image_shape)
         if problem is not None:
             raise ConfigError(problem)
+        try:
+            train_module = wrap_model(model, self.world, self.device, cfg.sync_batchnorm)
+        except DistributedConfigError as error:
+            raise ConfigError(str(error)) from None
         try:  # components check their settings when built: a bad one is a config error
             at_loss = make_at_loss(cfg.at_loss, LossContext(
                 num_train=len(self.data.train), num_classes=self.data.num_classes,
@@ -166,6 +178,8 @@ class Cotrainer:
                 attack_loss=at_loss.attack_loss, data=cfg.data.name,
                 at_loss_name=cfg.at_loss.name)
             self.policy: Policy = make_policy(cfg.policy, self.context).to(self.device)
+            if self.world.distributed and self.policy.not_data_parallel:
+                raise ValueError(self.policy.not_data_parallel)
         except ValueError as error:
             raise ConfigError(str(error)) from None
         optimizer = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=cfg.optim.momentum,
@@ -173,7 +187,8 @@ class Cotrainer:
         scheduler = make_scheduler(optimizer, cfg.optim.schedule,
                                    r.epochs * len(self.train_loader), cfg.optim.milestones,
                                    cfg.optim.gamma, cfg.optim.cyclic_peak)
-        self.target = Target(model, optimizer, scheduler, at_loss, self.make_env, cfg.bn_mode)
+        self.target = Target(model, optimizer, scheduler, at_loss, self.make_env, cfg.bn_mode,
+                             train_module)
         self.env = self.make_env(self.policy.requirements().merge(at_loss.env_requirements))
         self.distributions = DistributionHistory(max_categories=16)
         for key, grid in self.policy.grids().items():
@@ -190,6 +205,7 @@ class Cotrainer:
         #: the metrics of the epoch being finished, readable by epoch hooks.
         self.current_metrics: dict[str, Any] = {}
         self.signals = StopSignals()
+        self._agreed_signum = 0  # a torchrun job's agreed stop signal (any rank's)
         self._progress: EpochProgress | None = None  # the epoch in progress
         self._resume_progress: EpochProgress | None = None  # a checkpoint's partial epoch
         self._resume_policy: tuple[dict, dict] | None = None  # policy state for a mid-epoch resume
@@ -213,8 +229,8 @@ class Cotrainer:
         config = EnvConfig(geometry=self.geometry, loss=self.context.attack_loss,
                            bn_mode=self.cfg.bn_mode, requirements=requirements,
                            augmented=self.resolved.augment, num_classes=self.data.num_classes)
-        return AttackEnv(self.model, config, self.data.image_shape, self.cfg.batch_size,
-                         source=self.train_loader)
+        return AttackEnv(self.model, config, self.data.image_shape,
+                         self.train_loader.local_batch_size, source=self.train_loader)
 
     # -- checkpoints ------------------------------------------------------------------
     def checkpoint_path(self, run_id: str) -> Path:
@@ -252,6 +268,10 @@ class Cotrainer:
         self.policy.load_state_dict(state["policy"])
         self.policy.load_extra_state(state["policy_extra"])
         restore_rng_state(state["rng"], self.gens)
+        for i, key in enumerate(GENERATORS):  # rank 0's streams were saved: the others fork
+            if key != "data" and self.world.rank:
+                self.gens[key].manual_seed(rank_seed(self.cfg.seed + i, self.world,
+                                                     step=state["global_step"]))
         self.distributions.load_state_dict(state["distributions"], self.device)
         self.start_epoch, self.global_step = state["epoch"], state["global_step"]
         self._resumed_epoch = self.start_epoch
@@ -273,6 +293,9 @@ class Cotrainer:
         checkpoint intact; returns whether it was written."""
         assert self.tracker is not None
         self._check_finite()  # never checkpoint a non-finite step
+        if not self.world.is_main:  # rank 0 holds the whole state (weights are equal)
+            self._last_save_time = time.monotonic()
+            return True
         path = self.checkpoint_path(self.tracker.run_id)
         self._last_save_time = time.monotonic()
         try:
@@ -322,7 +345,7 @@ class Cotrainer:
         stats["train/adv_acc"] = (out.logits_adv.argmax(1) == b.y).float().mean()
         stats["policy/attack_success"] = 1.0 - stats["train/adv_acc"]  # misclassified after attack
         for key, values in self.policy.describe(result).items():
-            self.distributions.add(key, values)
+            self.distributions.add(key, all_gather_cat(values))  # the global batch's
         policy_metrics = self.policy.update(
             result, self.target.view(), out,
             StepInfo(step=self.global_step, epoch=epoch, generator=self.gens["policy"]))
@@ -361,18 +384,35 @@ class Cotrainer:
             except RuntimeError:
                 self._check_finite()  # a NaN policy fails in its sampler: name the NaN
                 raise
-            p.add(stats, pm)
+            # torchrun: the global batch's means (one small all-reduce, no host sync), so every
+            # rank -- and rank 0's mid-epoch checkpoint -- holds the same running sums
+            p.add(_mean_over_ranks(stats, self.device), _mean_over_ranks(pm, self.device))
             bar.update(1)
             if self.global_step % SYNC_EVERY == 0:
                 self._sync(p, bar)
-            if self.signals.requested:
+            if self._stop_requested():
                 self.save(epoch, p.batch)
-                self.signals.check()
+                self._raise_stop()
             every = self.cfg.checkpoint_every_s
             if every > 0 and time.monotonic() - self._last_save_time >= every:
                 self.save(epoch, p.batch)
         self._check_finite()
         return {**p.stats.means(), **p.policy_metrics.means()}
+
+    def _stop_requested(self) -> bool:
+        """A stop signal (any rank's, agreed at the host syncs of a torchrun job)."""
+        if not self.world.distributed:
+            return self.signals.requested
+        if self.global_step % SYNC_EVERY:
+            return False
+        flag = torch.tensor([float(self.signals.signum or 0)], device=self.device)
+        self._agreed_signum = int(all_reduce_max(flag).item())
+        return self._agreed_signum > 0
+
+    def _raise_stop(self) -> None:
+        self.signals.check()
+        if self.world.distributed:  # another rank got the signal
+            raise RunInterrupted(self._agreed_signum)
 
     def _sync(self, p: EpochProgress, bar: tqdm) -> None:
         """The periodic host read: running loss / adversarial accuracy and the NaN flag."""
@@ -426,6 +466,13 @@ class Cotrainer:
         return {"eval/clean_acc": res["clean"]["acc"], f"eval/{name}_acc": res[name]["acc"]}
 
     def _open_tracker(self, run_id: str | None) -> Tracker:
+        if self.world.distributed:  # MLflow from rank 0; the others know its run id
+            tracker = self._open_main_tracker(run_id) if self.world.is_main else None
+            run_id = broadcast_object(tracker.run_id if tracker else None, self.world)
+            return tracker if tracker is not None else NullTracker(run_id)  # type: ignore
+        return self._open_main_tracker(run_id)
+
+    def _open_main_tracker(self, run_id: str | None) -> Tracker:
         c, r = self.cfg, self.resolved
         tags = {"policy": c.policy.name, "target": r.target, "data": c.data.name,
                 "at_loss": c.at_loss.name, "threat": c.threat.name, **self.extra_tags}
@@ -482,7 +529,8 @@ class Cotrainer:
         command = self._resume_command()
         self._safe_tag("resume_command", command)
         self.tracker.finish("KILLED")
-        _log.warning("%s; %s; continue with: %s", why, self._describe_last_good(), command)
+        if self.world.is_main:  # rank 0 wrote the checkpoint
+            _log.warning("%s; %s; continue with: %s", why, self._describe_last_good(), command)
 
     def _train(self) -> None:
         epochs = self.resolved.epochs
@@ -490,11 +538,13 @@ class Cotrainer:
             p = self._resume_progress
             done = p.batch if p is not None and p.epoch == epoch else 0
             bar = tqdm(total=len(self.train_loader), initial=done, leave=False,
-                       desc=f"epoch {epoch + 1}/{epochs}", disable=not self.cfg.progress)
+                       desc=f"epoch {epoch + 1}/{epochs}",
+                       disable=not (self.cfg.progress and self.world.is_main))
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
             metrics: dict[str, Any] = dict(self.train_epoch(epoch, bar))
+            broadcast_buffers(self.model, self.world)  # every rank evaluates rank 0's model
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             assert self._progress is not None
@@ -517,15 +567,20 @@ class Cotrainer:
 
     def _evaluate_and_hooks(self, epoch: int, metrics: dict[str, Any], seconds: float
                             ) -> dict[str, Any]:
+        policy_metrics = _mean_over_ranks(self.policy.epoch_metrics(), self.device)
+        if not self.world.is_main:  # rank 0 evaluates, runs the hooks and logs
+            self.stop_requested = broadcast_object(self.stop_requested, self.world)
+            return {}
         out = self.evaluate_epoch()
         n_images = len(self.train_loader) * self.cfg.batch_size
         out.update({"time/epoch_s": seconds,
                     "time/train_images_per_s": n_images / max(seconds, 1e-9),
                     "train/lr": self.optimizer.param_groups[0]["lr"]})
-        out.update(self.policy.epoch_metrics())
+        out.update(policy_metrics)
         self.current_metrics = {**metrics, **out}
         for hook in self.epoch_hooks:
             out.update(hook(self, epoch))
+        self.stop_requested = broadcast_object(self.stop_requested, self.world)
         return out
 
     def _commit_epoch(self, epoch: int, metrics: dict[str, Any]) -> None:
@@ -559,7 +614,7 @@ class Cotrainer:
         assert self.tracker is not None
         tracker, epochs = self.tracker, self.resolved.epochs
         with self.signals.interruptible():
-            final = self.final_evaluation()
+            final = self.final_evaluation() if self.world.is_main else {}
         if not tracker.has_metric_at("eval/clean_acc", epochs):
             tracker.log_metrics(final, step=epochs)
         tracker.flush()
@@ -568,7 +623,7 @@ class Cotrainer:
             raise CheckpointWriteError(
                 f"the final checkpoint could not be written; {self._describe_last_good()}: free "
                 f"space and continue with: {self._resume_command()}")
-        if self.cfg.tracking.log_model:
+        if self.cfg.tracking.log_model and self.world.is_main:
             with self.signals.interruptible():
                 self._log_models(epochs)
 
@@ -596,6 +651,16 @@ class Cotrainer:
         except Exception as error:  # training is done: a model-store problem must not fail it
             _log.warning("logging the model failed: %s", _one_line(error))
             self._safe_tag("model_error", _one_line(error))
+
+
+def _mean_over_ranks(metrics: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Each scalar's (tensor or float) mean over the torchrun ranks (one all-reduce; equal
+    shards make it the global batch's mean). ``metrics`` itself for one process."""
+    if world_size() == 1 or not metrics:
+        return metrics
+    means = all_reduce_mean(torch.stack([torch.as_tensor(v, device=device).reshape(()).float()
+                                         for v in metrics.values()]))
+    return dict(zip(metrics, means.unbind()))
 
 
 def _one_line(error: BaseException) -> str:
@@ -737,8 +802,17 @@ def _main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point (single run, resume, ``-m`` sweep, ``--help``, ``--cfg job``)."""
-    return run_cli(PROG, lambda: _main(sys.argv[1:] if argv is None else list(argv)))
+    """CLI entry point (single run, resume, ``-m`` sweep, ``--help``, ``--cfg job``).
+
+    Under ``torchrun`` (one process per device) the process leaves the group and ends with
+    :func:`os._exit` (runners/distributed.py: gloo's teardown can abort a normal exit)."""
+    from runners.distributed import exit_process, shutdown, world_from_env
+
+    world = world_from_env()
+    code = run_cli(PROG, lambda: _main(sys.argv[1:] if argv is None else list(argv)),
+                   **({"log_level": logging.WARNING} if world.rank else {}))
+    shutdown(world)
+    return exit_process(code, world)
 
 
 if __name__ == "__main__":

@@ -84,10 +84,17 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None,
         ``(x_aug, offsets, flipped)``: x_aug (B, C, H, W) like ``x``; offsets int64 (B, 2)
         (top, left); flipped bool (B,) with probability 1/2 each.
     """
-    b = x.shape[0]
-    offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator, device=x.device)
-    flipped = torch.randint(0, 2, (b,), generator=generator, device=x.device).bool()
+    offsets, flipped = draw_augmentation(x.shape[0], x.device, generator, pad)
     return apply_augmentation(x, offsets, flipped, pad), offsets, flipped
+
+
+def draw_augmentation(b: int, device: torch.device, generator: torch.Generator | None = None,
+                      pad: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random part of :func:`augment_batch` for ``b`` samples: offsets int64 (b, 2) uniform
+    in [0, 2 * pad], flipped bool (b,)."""
+    offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator, device=device)
+    flipped = torch.randint(0, 2, (b,), generator=generator, device=device).bool()
+    return offsets, flipped
 
 
 class DeviceLoader:
@@ -109,13 +116,25 @@ class DeviceLoader:
             as the data; the caller creates it, e.g.
             ``torch.Generator(device=device).manual_seed(seed)``. ``None``: global RNG.
         pin_memory: copy the split to a CUDA device through pinned memory, non-blocking.
+        shard: ``(rank, world_size)`` for data-parallel training: ``batch_size`` is the global
+            batch; every rank draws the same order and augmentation for the whole global
+            batch (the generator must be seeded alike on every rank) and yields its contiguous
+            slice of ``batch_size // world_size`` samples, so the ranks' slices together are
+            exactly the one-process batch. ``batch_size`` must be divisible by the world size.
     """
 
     def __init__(self, split: DataSplit, batch_size: int, device: torch.device | str, *,
                  shuffle: bool, augment: bool = False, drop_last: bool = False,
-                 generator: torch.Generator | None = None, pin_memory: bool = False) -> None:
+                 generator: torch.Generator | None = None, pin_memory: bool = False,
+                 shard: tuple[int, int] = (0, 1)) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        rank, world_size = shard
+        if batch_size % world_size or not 0 <= rank < world_size:
+            raise ValueError(f"batch_size={batch_size} (the global batch) must be divisible by "
+                             f"the number of processes ({world_size}): accepted multiples of "
+                             f"{world_size}")
+        self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
         if generator is not None and generator.device.type != self.device.type:
             raise ValueError(f"generator lives on {generator.device} but the data on "
@@ -127,6 +146,11 @@ class DeviceLoader:
         self.augment = augment
         self.drop_last = drop_last
         self.generator = generator
+
+    @property
+    def local_batch_size(self) -> int:
+        """Samples per batch on this rank (``batch_size`` for one process)."""
+        return self.batch_size // self.world_size
 
     @property
     def num_samples(self) -> int:
@@ -143,10 +167,29 @@ class DeviceLoader:
             order = torch.randperm(n, generator=self.generator, device=self.device)
         else:
             order = torch.arange(n, device=self.device)
+        if self.world_size > 1:
+            yield from self._shards(order)
+            return
         for i in range(len(self)):
             index = order[i * self.batch_size:(i + 1) * self.batch_size]
             x = self.images.index_select(0, index).to(torch.float32).div_(255.0)
             batch = Batch(x=x, y=self.labels.index_select(0, index), index=index)
             if self.augment:
                 batch.x, batch.offsets, batch.flipped = augment_batch(x, self.generator)
+            yield batch
+
+    def _shards(self, order: torch.Tensor) -> Iterator[Batch]:
+        """This rank's slice of every global batch (augmentation drawn for the global batch)."""
+        local = self.local_batch_size
+        mine = slice(self.rank * local, (self.rank + 1) * local)
+        for i in range(len(self)):
+            index = order[i * self.batch_size:(i + 1) * self.batch_size]
+            n = index.shape[0]
+            draws = draw_augmentation(n, self.device, self.generator) if self.augment else None
+            index = index[mine]
+            x = self.images.index_select(0, index).to(torch.float32).div_(255.0)
+            batch = Batch(x=x, y=self.labels.index_select(0, index), index=index)
+            if draws is not None:
+                batch.offsets, batch.flipped = draws[0][mine], draws[1][mine]
+                batch.x = apply_augmentation(x, batch.offsets, batch.flipped)
             yield batch

@@ -3,6 +3,10 @@
 Allocated once (a deepcopy at the first :meth:`Shadow.load`), then refreshed in place
 (``copy_`` of parameters and buffers), so per-batch look-aheads and proxies allocate nothing.
 Used by the target's one-step look-ahead ŵ (LAS-AT, PPO) and by AWP's proxy.
+
+Data-parallel runs: the shadow's optimiser averages its gradients over the ranks before each
+step (:func:`targets.distributed.average_gradients`), so ŵ and AWP's proxy are the global
+batch's step, identical on every rank (a no-op for one process).
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import copy
 
 import torch
 from torch import nn
+
+from targets.distributed import average_gradients
 
 
 class Shadow:
@@ -28,6 +34,7 @@ class Shadow:
                 p.requires_grad_(True)
                 p.grad = None
             self._optimizer = torch.optim.SGD(self.module.parameters(), lr=0.0)
+            self._optimizer.register_step_pre_hook(_average_over_ranks)
         else:
             with torch.no_grad():
                 for s, p in zip(self.module.parameters(), model.parameters()):
@@ -43,3 +50,8 @@ class Shadow:
         for group in self._optimizer.param_groups:
             group["lr"], group["weight_decay"] = lr, weight_decay
         return self._optimizer
+
+
+def _average_over_ranks(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+    """Step pre-hook: the gradients of the global batch (one process: nothing)."""
+    average_gradients(p for group in optimizer.param_groups for p in group["params"])

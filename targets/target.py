@@ -39,12 +39,18 @@ class Target:
         make_env: builds attack envs on ``model`` (for :meth:`TargetView.attack`); None when
             no policy needs an episode of its own.
         bn_mode: BatchNorm mode of the target during attacks (the env's).
+        train_module: what the training step runs, sharing ``model``'s parameters — its
+            DistributedDataParallel wrapper in a data-parallel run (gradients averaged over
+            ranks in ``backward``); ``model`` itself when None. Attacks, look-ahead and
+            checkpoints always use the bare ``model``.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, loss: ATLoss,
-                 make_env: EnvFactory | None = None, bn_mode: BnMode = BnMode.eval) -> None:
+                 make_env: EnvFactory | None = None, bn_mode: BnMode = BnMode.eval,
+                 train_module: nn.Module | None = None) -> None:
         self.model, self.optimizer, self.scheduler, self.loss = model, optimizer, scheduler, loss
+        self.train_module = model if train_module is None else train_module
         self.make_env = make_env
         self.bn_mode = BnMode(bn_mode)
         self._shadow = Shadow()
@@ -59,7 +65,7 @@ class Target:
         """
         result = result.detached()
         ahead = self.lookahead(result, inputs) if inputs.lookahead else None
-        out = self.loss.train_step(self.model, self.optimizer, result, inputs)
+        out = self.loss.train_step(self.train_module, self.optimizer, result, inputs)
         self.loss.end_step()  # per-sample memories of the loss move only on the target's step
         self.scheduler.step()
         return replace(out, lookahead=ahead) if ahead is not None else out

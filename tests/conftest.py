@@ -1,9 +1,9 @@
 """Shared fixtures: tiny models and data that need no download and no data folder.
 
-Tests marked ``server`` (a throw-away PostgreSQL + MLflow server) or ``launcher`` (a sweep
-through a Hydra launcher's subprocesses) start processes, and tests marked ``slow`` train end
-to end for a minute or more; they take a minute or a few each and run with
-``pytest --integration`` (what ``.ci/run`` does); the default run skips them.
+Tests marked ``server`` (a throw-away PostgreSQL + MLflow server), ``launcher`` (a sweep
+through a Hydra launcher's subprocesses) or ``ddp`` (a 2-rank torchrun job) start processes,
+and tests marked ``slow`` train end to end for a minute or more; they take a minute or a few
+each and run with ``pytest --integration`` (what ``.ci/run`` does); the default run skips them.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-INTEGRATION_MARKERS = ("server", "launcher", "slow")
+INTEGRATION_MARKERS = ("server", "launcher", "ddp", "slow")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--integration", action="store_true",
-                     help="also run the tests marked server/launcher/slow (processes, long runs)")
+                     help="also run the tests marked server/launcher/ddp/slow (processes, "
+                          "long runs)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -29,7 +30,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason="integration or slow; run with pytest --integration")
     for item in items:
-        if any(m in item.keywords for m in INTEGRATION_MARKERS):
+        if any(item.get_closest_marker(m) for m in INTEGRATION_MARKERS):  # markers only:
+            # keywords also hold folder names (a checkout in a folder named ddp)
             item.add_marker(skip)
 
 

@@ -51,6 +51,7 @@ from envs.attack_env import AttackAction, Obs
 from envs.options import NON_NEGATIVE, NON_NEGATIVE_INT, PROBABILITY, Limit, parse_option
 from envs.requirements import EnvRequirements, Extra
 from envs.result import AttackResult
+from targets.distributed import all_gather_cat
 from targets.inputs import TargetInputs
 from targets.losses.base import ATLossOutput
 from targets.target import TargetView
@@ -218,7 +219,7 @@ class FgsmPgi(Policy):
                                      self.context.eps)
             self.momentum_memory.write(idx, momentum, offsets, flipped)
         self.delta_memory.write(idx, prior, offsets, flipped)
-        self.seen[idx] = True
+        self.seen[all_gather_cat(idx)] = True  # every rank's samples (as the memory's rows)
         return {}
 
     # -- reporting and state -------------------------------------------------------------

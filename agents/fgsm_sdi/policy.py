@@ -44,6 +44,7 @@ from envs.attack_env import AttackAction, Obs
 from envs.options import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, Limit, parse_option
 from envs.requirements import BnMode, EnvRequirements, Extra
 from envs.result import AttackResult
+from targets.distributed import average_buffers, average_gradients
 from targets.inputs import TargetInputs
 from targets.losses.base import ATLossOutput, soft_cross_entropy
 from targets.target import TargetView
@@ -161,6 +162,8 @@ class FgsmSdi(Policy):
             self.generator.eval()
         for p, g in zip(params, grads):
             p.grad = g
+        average_gradients(params)  # torchrun: the global batch's step, equal on every rank
+        average_buffers(self.generator)  # and its BatchNorm statistics
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {"policy/generator_loss": loss.detach()}

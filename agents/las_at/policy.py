@@ -70,6 +70,7 @@ from envs.attack_loss import AttackLoss
 from envs.options import (COUNT, FINITE, FRACTION, MOMENTUM, NON_NEGATIVE, NON_NEGATIVE_INT,
                           POSITIVE, PROBABILITY, Limit, parse_option)
 from envs.result import AttackResult
+from targets.distributed import all_reduce_mean, average_gradients
 from targets.inputs import TargetInputs
 from targets.losses.base import ATLossOutput
 from targets.target import TargetView
@@ -288,8 +289,8 @@ class LasAt(Policy):
         r1, r2, r3 = terms.r1, terms.r2, terms.r3
         if self.reward_form is RewardForm.ce:
             r2, r3 = -terms.ce_robust, -terms.ce_clean
-        if self.reward_mode is RewardMode.batch:
-            r1, r2, r3 = r1.mean(), r2.mean(), r3.mean()
+        if self.reward_mode is RewardMode.batch:  # a torchrun job: the global batch's means
+            r1, r2, r3 = all_reduce_mean(torch.stack([r1.mean(), r2.mean(), r3.mean()])).unbind()
         return r1.clamp(0, self.r1_clamp), r2, r3
 
     def reward(self, terms: RewardTerms) -> torch.Tensor:
@@ -304,11 +305,17 @@ class LasAt(Policy):
 
         Shape:
             log_prob: (N,) with graph into the strategy network; reward: () or (N,).
+
+        In a torchrun job (each rank holds its slice of the global batch) the gradients are
+        averaged over the ranks right after ``backward`` (before clipping) and the baseline
+        uses the global mean reward, so the step is the global batch's and every rank keeps
+        the same network (an all-reduce of the gradients, cheaper than gathering the images
+        and log-probabilities of the global batch: README, "Several processes").
         """
         reward = reward.detach()
         advantage = reward
         if self.baseline is Baseline.moving_average:
-            mean = reward.mean()
+            mean = all_reduce_mean(reward.mean())
             base = torch.where(self.baseline_ready, self.baseline_value, mean)
             advantage = reward - base
             m = self.config.baseline_momentum
@@ -317,6 +324,7 @@ class LasAt(Policy):
         loss = -(log_prob * advantage).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(self.net.parameters())
         grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
         self.optimizer.step()
         return {"policy/loss": loss.detach(), "policy/grad_norm": grad_norm.detach()}

@@ -211,6 +211,10 @@ def make_ppo(config: PpoStrategyConfig, observation_space: spaces.Dict,
 class PpoStrategy(Policy):
     """Per-sample (ε, α, K[, β]) sampled by an SB3 PPO actor-critic, trained by PPO."""
 
+    not_data_parallel: ClassVar[str] = (
+        "policy=ppo_strategy runs in one process only: SB3's PPO update shuffles and normalises its "
+        "rollout per minibatch, which a rank's slice would change; run it without torchrun")
+
     def __init__(self, config: PpoStrategyConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
         self.variant = resolve_variant(config.variant, context.at_loss_name)

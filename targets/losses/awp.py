@@ -107,13 +107,17 @@ class Awp(CrossEntropy):
 
     def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                    result: AttackResult, inputs: TargetInputs = TargetInputs()) -> ATLossOutput:
-        """Perturb, take the optimiser step at w + v, remove v (model left in train mode)."""
+        """Perturb, take the optimiser step at w + v, remove v (model left in train mode).
+
+        ``model`` may be a DistributedDataParallel wrapper: the proxy and v use the bare
+        module (same parameter names), the step runs through the wrapper."""
         model.train()
-        v = self.perturbation(model, result, inputs)
-        add_to_weights(model, v, 1.0)
+        bare = getattr(model, "module", model)
+        v = self.perturbation(bare, result, inputs)
+        add_to_weights(bare, v, 1.0)
         out = self.compute(model, result, inputs)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()
-        add_to_weights(model, v, -1.0)
+        add_to_weights(bare, v, -1.0)
         return out

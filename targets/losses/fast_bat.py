@@ -91,6 +91,7 @@ from envs.geometry.base import Geometry, per_sample
 from envs.options import NON_NEGATIVE, POSITIVE, Limit, parse_option
 from envs.requirements import BnMode, EnvRequirements, Extra
 from envs.result import AttackResult
+from targets.distributed import average_gradients
 from targets.inputs import TargetInputs
 from targets.losses.base import (ATLoss, ATLossConfig, ATLossOutput, register_at_loss,
                                  soft_cross_entropy)
@@ -444,12 +445,18 @@ class FastBat(ATLoss):
 
     def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                    result: AttackResult, inputs: TargetInputs = TargetInputs()) -> ATLossOutput:
-        """One optimiser step on ∇θ ℓ_tr + the implicit term (model in train mode)."""
+        """One optimiser step on ∇θ ℓ_tr + the implicit term (model in train mode).
+
+        The gradients come from ``torch.autograd.grad``, which a DistributedDataParallel
+        wrapper does not see: the bare module computes them and they are averaged over the
+        ranks here (a no-op for one process)."""
+        model = getattr(model, "module", model)
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         step = self.gradients(model, result, inputs, params)
         optimizer.zero_grad(set_to_none=True)
         for p, upper, implicit in zip(params, step.upper, step.implicit):
             p.grad = upper + implicit
+        average_gradients(params)
         optimizer.step()
         return step.output

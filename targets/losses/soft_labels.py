@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from envs.options import parse_option
+from targets.distributed import all_gather_cat, all_reduce_mean
 
 
 class SoftLabelSource(str, Enum):
@@ -115,12 +116,15 @@ class SoftLabels:
         t = self.config.momentum * prev + (1 - self.config.momentum) * prob
         w = t.amax(1)
         self._pending = (index, t)
-        return t, w * (w.numel() / w.sum())
+        return t, w / all_reduce_mean(w.mean())  # torchrun: the global batch's mean
 
     def end_step(self) -> None:
         """Commit the last batch's targets (called once per target step)."""
         if self._pending is not None and self.active:
             index, t = self._pending
+            # torchrun: every rank writes the whole global batch's rows (a sample's slice
+            # changes rank between epochs; rank 0's checkpoint holds the memory whole)
+            index, t = all_gather_cat(index), all_gather_cat(t)
             self.memory.index_copy_(0, index, t.to(self.memory.dtype))
             self.seen.index_fill_(0, index, True)
         self._pending = None

@@ -81,3 +81,28 @@ def test_apply_augmentation_edge_cases() -> None:
     y, off, fl = augment_batch(x.to(torch.int64) - 9, torch.Generator().manual_seed(0), pad=1)
     assert y.dtype == torch.int64 and torch.equal(apply_augmentation(x.to(torch.int64) - 9,
                                                                      off, fl, pad=1), y)
+
+
+def test_rank_slices_together_are_the_one_process_batch() -> None:
+    """Data-parallel shards: same order and augmentation as one process, sliced by rank."""
+    def batches(shard: tuple[int, int]) -> list:
+        loader = DeviceLoader(_split(32), 8, "cpu", shuffle=True, augment=True, drop_last=True,
+                              generator=torch.Generator().manual_seed(5), shard=shard)
+        return [list(loader) for _ in range(2)]  # two epochs: the generator stays in step
+
+    whole = batches((0, 1))
+    ranks = [batches((r, 2)) for r in range(2)]
+    for epoch in range(2):
+        for i, b in enumerate(whole[epoch]):
+            parts = [ranks[r][epoch][i] for r in range(2)]
+            assert [len(p.y) for p in parts] == [4, 4]
+            for field in ("x", "y", "index", "offsets", "flipped"):
+                assert torch.equal(torch.cat([getattr(p, field) for p in parts]),
+                                   getattr(b, field)), field
+
+
+def test_global_batch_must_split_evenly() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="divisible by the number of processes"):
+        DeviceLoader(_split(), 6, "cpu", shuffle=True, shard=(0, 4))
