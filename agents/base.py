@@ -40,14 +40,14 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from envs.attack_env import AttackAction, Obs
-from envs.attack_loss import AttackLoss
-from envs.geometry.base import Geometry
-from envs.requirements import EnvRequirements
-from envs.result import AttackResult
-from targets.inputs import TargetInputs
-from targets.losses.base import ATLossOutput
-from targets.target import TargetView
+from learned_at.envs.attack_env import AttackAction, Obs
+from learned_at.envs.attack_loss import AttackLoss
+from learned_at.envs.geometry.base import Geometry
+from learned_at.envs.requirements import EnvRequirements
+from learned_at.envs.result import AttackResult
+from learned_at.targets.inputs import TargetInputs
+from learned_at.targets.losses.base import ATLossOutput
+from learned_at.targets.target import TargetView
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,7 @@ def register_policy(config_cls: type[PolicyConfig]) -> Callable[[type[Policy]], 
 
 def policy_registry() -> dict[str, tuple[type[PolicyConfig], type[Policy]]]:
     """All registered policies: id -> (config class, policy class). Imports the built-ins."""
-    import agents.catalog  # noqa: F401  (registers the built-in policies)
+    import learned_at.agents.catalog  # noqa: F401  (registers the built-in policies)
 
     return dict(_POLICIES)
 

@@ -21,9 +21,9 @@ from typing import ClassVar
 
 import torch
 
-from agents.base import PolicyConfig, PolicyContext, register_policy
-from agents.fixed import PgdAt
-from envs.options import NON_NEGATIVE, NON_NEGATIVE_INT, Limit
+from learned_at.agents.base import PolicyConfig, PolicyContext, register_policy
+from learned_at.agents.fixed import PgdAt
+from learned_at.envs.options import NON_NEGATIVE, NON_NEGATIVE_INT, Limit
 
 
 def curriculum_steps(epoch: int, k_min: int, k_max: int, ramp_epochs: float) -> int:

@@ -37,14 +37,14 @@ from typing import Any, ClassVar
 
 import torch
 
-from agents.base import Policy, PolicyConfig, PolicyContext, register_policy
-from agents.fixed import uniform_action
-from envs.attack_env import AttackAction, Obs
-from envs.attack_loss import AttackLoss
-from envs.options import COUNT, NON_NEGATIVE, POSITIVE, Limit, parse_option
-from envs.requirements import EnvRequirements, FoscReference
-from envs.result import AttackResult
-from targets.inputs import TargetInputs
+from learned_at.agents.base import Policy, PolicyConfig, PolicyContext, register_policy
+from learned_at.agents.fixed import uniform_action
+from learned_at.envs.attack_env import AttackAction, Obs
+from learned_at.envs.attack_loss import AttackLoss
+from learned_at.envs.options import COUNT, NON_NEGATIVE, POSITIVE, Limit, parse_option
+from learned_at.envs.requirements import EnvRequirements, FoscReference
+from learned_at.envs.result import AttackResult
+from learned_at.targets.inputs import TargetInputs
 
 #: (data set, norm) -> c_max: the median first-epoch FOSC after step 1 (benchmarks/fosc_preset).
 C_MAX_PRESETS: dict[tuple[str, str], float] = {

@@ -7,9 +7,9 @@ from typing import ClassVar
 
 import torch
 
-from agents.base import Policy, PolicyConfig, register_policy
-from envs.attack_env import AttackAction, Obs
-from envs.options import NON_NEGATIVE, NON_NEGATIVE_INT, Limit
+from learned_at.agents.base import Policy, PolicyConfig, register_policy
+from learned_at.envs.attack_env import AttackAction, Obs
+from learned_at.envs.options import NON_NEGATIVE, NON_NEGATIVE_INT, Limit
 
 
 def uniform_action(obs: Obs, eps: float, alpha: float, steps: int,

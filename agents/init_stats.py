@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from envs.geometry.base import Geometry
-from envs.result import AttackResult
+from learned_at.envs.geometry.base import Geometry
+from learned_at.envs.result import AttackResult
 
 
 def describe_init(result: AttackResult, geometry: Geometry) -> dict[str, torch.Tensor]:

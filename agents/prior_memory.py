@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from envs.options import parse_option
-from targets.distributed import all_gather_cat
-from targets.loader import apply_augmentation
+from learned_at.envs.options import parse_option
+from learned_at.targets.distributed import all_gather_cat
+from learned_at.targets.loader import apply_augmentation
 
 class MemoryDtype(str, Enum):
     """Storage precision of a per-sample memory (reads always return float32)."""

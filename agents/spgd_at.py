@@ -33,13 +33,13 @@ from typing import ClassVar
 
 import torch
 
-from agents.base import Policy, PolicyConfig, PolicyContext, register_policy
-from agents.fixed import uniform_action
-from envs.attack_env import AttackAction, Obs
-from envs.geometry.base import BudgetUnit
-from envs.options import COUNT, NON_NEGATIVE, POSITIVE, Limit
-from envs.requirements import EnvRequirements
-from envs.result import AttackResult
+from learned_at.agents.base import Policy, PolicyConfig, PolicyContext, register_policy
+from learned_at.agents.fixed import uniform_action
+from learned_at.envs.attack_env import AttackAction, Obs
+from learned_at.envs.geometry.base import BudgetUnit
+from learned_at.envs.options import COUNT, NON_NEGATIVE, POSITIVE, Limit
+from learned_at.envs.requirements import EnvRequirements
+from learned_at.envs.result import AttackResult
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,8 @@ def _worker(variant: str, epochs: int, subset: int, policy: str) -> None:
     import torch
     from tqdm.auto import tqdm
 
-    from runners.config import compose_config
-    from runners.cotrain import Cotrainer
+    from learned_at.runners.config import compose_config
+    from learned_at.runners.cotrain import Cotrainer
 
     threads = {"one": 1, "before": torch.get_num_threads()}.get(variant, 0)  # 0: auto
     overrides = [f"policy={policy}", "device=cpu", "progress=false", f"threads={threads}"]

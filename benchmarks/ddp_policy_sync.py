@@ -30,8 +30,8 @@ import time
 import torch
 import torch.distributed as dist
 
-from agents.las_at.net import StrategyNet, categorical_log_prob, sample_categorical
-from targets.distributed import all_gather_cat, average_gradients, world_size
+from learned_at.agents.las_at.net import StrategyNet, categorical_log_prob, sample_categorical
+from learned_at.targets.distributed import all_gather_cat, average_gradients, world_size
 
 HEADS = [4, 4, 4]  # ε, α, K grids
 

@@ -36,9 +36,9 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from runners.config import compose_config
-from runners.cotrain import Cotrainer
-from runners.robustness import evaluate
+from learned_at.runners.config import compose_config
+from learned_at.runners.cotrain import Cotrainer
+from learned_at.runners.robustness import evaluate
 
 POLICIES = ("pgd_at", "dynamic", "curriculum")
 

@@ -44,7 +44,7 @@ import statistics
 import torch
 
 from benchmarks.interleaved import epoch_rows, make_trainer, speed, speed_table
-from runners.robustness import evaluate
+from learned_at.runners.robustness import evaluate
 
 METHODS = {
     "fast_bat": ["policy=fgsm_rs", "at_loss=fast_bat"],

@@ -125,10 +125,10 @@ def run_one(method: str, setting: str, seed: int, preset: str, data_root: str | 
     import torch
     from tqdm.auto import tqdm
 
-    from runners.co_monitor import detect_co
-    from runners.config import MonitorConfig, compose_config
-    from runners.cotrain import Cotrainer
-    from runners.robustness import evaluate
+    from learned_at.runners.co_monitor import detect_co
+    from learned_at.runners.config import MonitorConfig, compose_config
+    from learned_at.runners.cotrain import Cotrainer
+    from learned_at.runners.robustness import evaluate
 
     torch.set_num_threads(1)
     p = PRESETS[preset]
@@ -182,7 +182,7 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 def paired(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, float, int]:
     """Mean, std and 95 % t half-width of the per-seed differences a − b; number of pairs."""
-    from runners.aggregate import paired_difference
+    from learned_at.runners.aggregate import paired_difference
 
     d = paired_difference(a, b)
     return (d.mean or 0.0, d.std or 0.0, d.ci95 if d.ci95 is not None else math.inf, d.n)

@@ -46,15 +46,15 @@ import time
 import torch
 import torch.nn.functional as F
 
-from agents.base import PolicyContext, make_policy
-from agents.dynamic import DynamicConfig
-from agents.fixed import PgdAtConfig
-from envs.attack_env import AttackEnv, EnvConfig
-from envs.episode import run_episode
-from envs.geometry import make_geometry
-from envs.result import AttackResult
-from targets.datasets import load_dataset
-from targets.models import make_model
+from learned_at.agents.base import PolicyContext, make_policy
+from learned_at.agents.dynamic import DynamicConfig
+from learned_at.agents.fixed import PgdAtConfig
+from learned_at.envs.attack_env import AttackEnv, EnvConfig
+from learned_at.envs.episode import run_episode
+from learned_at.envs.geometry import make_geometry
+from learned_at.envs.result import AttackResult
+from learned_at.targets.datasets import load_dataset
+from learned_at.targets.models import make_model
 
 
 def _warm_up(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> None:

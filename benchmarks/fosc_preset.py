@@ -22,8 +22,8 @@ import argparse
 import torch
 from tqdm.auto import tqdm
 
-from runners.config import compose_config
-from runners.cotrain import Cotrainer
+from learned_at.runners.config import compose_config
+from learned_at.runners.cotrain import Cotrainer
 
 
 def first_epoch_fosc(overrides: list[str]) -> torch.Tensor:

@@ -41,11 +41,11 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from envs.geometry.linf import Linf
-from envs.pgd import pgd_attack
-from runners.config import compose_config
-from runners.cotrain import Cotrainer
-from targets.datasets import DataSet, DataSplit, load_dataset
+from learned_at.envs.geometry.linf import Linf
+from learned_at.envs.pgd import pgd_attack
+from learned_at.runners.config import compose_config
+from learned_at.runners.cotrain import Cotrainer
+from learned_at.targets.datasets import DataSet, DataSplit, load_dataset
 
 CIFAR_TRAIN = 50_000
 EPS = 8 / 255

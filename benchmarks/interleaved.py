@@ -13,9 +13,9 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from runners.co_monitor import COMonitor
-from runners.config import compose_config
-from runners.cotrain import Cotrainer
+from learned_at.runners.co_monitor import COMonitor
+from learned_at.runners.config import compose_config
+from learned_at.runners.cotrain import Cotrainer
 
 
 def make_trainer(base: list[str], method: list[str]) -> Cotrainer:

@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from mlflow.tracking import MlflowClient
 
-from agents.base import policy_registry
-from runners.cotrain import cotrain
+from learned_at.agents.base import policy_registry
+from learned_at.runners.cotrain import cotrain
 
 METHODS: dict[str, list[str]] = {
     "pgd_at": ["policy=pgd_at"],

@@ -71,9 +71,9 @@ import time
 
 import torch
 
-from runners.config import compose_config
-from runners.cotrain import Cotrainer
-from runners.robustness import evaluate
+from learned_at.runners.config import compose_config
+from learned_at.runners.cotrain import Cotrainer
+from learned_at.runners.robustness import evaluate
 
 BASELINE = "sat_1step"
 

@@ -23,11 +23,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from envs.attack_env import AttackAction, AttackEnv, EnvConfig
-from runners.config import compose_config
-from runners.cotrain import Cotrainer
-from targets.datasets import DataSet, DataSplit
-from targets.loader import Batch
+from learned_at.envs.attack_env import AttackAction, AttackEnv, EnvConfig
+from learned_at.runners.config import compose_config
+from learned_at.runners.cotrain import Cotrainer
+from learned_at.targets.datasets import DataSet, DataSplit
+from learned_at.targets.loader import Batch
 
 SHAPES = {"digits_cnn": (1, 8, 8), "mnist_cnn": (1, 28, 28)}
 

@@ -60,11 +60,11 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from torch import nn
 
-from envs.attack_loss import AttackLoss, attack_loss
-from envs.geometry.base import Geometry
-from envs.geometry.linf import Linf
-from envs.requirements import BnMode, EnvRequirements, Extra, FoscReference
-from envs.result import AttackResult
+from learned_at.envs.attack_loss import AttackLoss, attack_loss
+from learned_at.envs.geometry.base import Geometry
+from learned_at.envs.geometry.linf import Linf
+from learned_at.envs.requirements import BnMode, EnvRequirements, Extra, FoscReference
+from learned_at.envs.result import AttackResult
 
 Obs = dict[str, torch.Tensor]
 _INT_MAX = np.iinfo(np.int64).max

@@ -7,8 +7,8 @@ from typing import Protocol
 
 import torch
 
-from envs.attack_env import AttackAction, AttackEnv, Obs
-from envs.result import AttackResult
+from learned_at.envs.attack_env import AttackAction, AttackEnv, Obs
+from learned_at.envs.result import AttackResult
 
 
 class Actor(Protocol):

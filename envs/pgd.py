@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from envs.attack_env import AttackAction, AttackEnv, EnvConfig, Obs, target_mode
-from envs.attack_loss import AttackLoss
-from envs.episode import run_episode
-from envs.geometry.base import Geometry, Scalar
-from envs.requirements import BnMode, EnvRequirements
+from learned_at.envs.attack_env import AttackAction, AttackEnv, EnvConfig, Obs, target_mode
+from learned_at.envs.attack_loss import AttackLoss
+from learned_at.envs.episode import run_episode
+from learned_at.envs.geometry.base import Geometry, Scalar
+from learned_at.envs.requirements import BnMode, EnvRequirements
 
 
 @dataclass

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from envs.geometry.base import AttackState, Geometry
+from learned_at.envs.geometry.base import AttackState, Geometry
 
 
 @dataclass(frozen=True)

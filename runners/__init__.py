@@ -1,5 +1,5 @@
 """Run infrastructure: MLflow tracking, policy-choice distributions, plots, checkpoints, inspection."""
 
-from runners.threads import default_wait_policy
+from learned_at.runners.threads import default_wait_policy
 
 default_wait_policy()  # before torch loads OpenMP: idle workers sleep instead of spinning

@@ -37,8 +37,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from envs.attack_env import target_mode
-from envs.geometry.base import Geometry
+from learned_at.envs.attack_env import target_mode
+from learned_at.envs.geometry.base import Geometry
 
 __all__ = ["AUTOATTACK_VERSION", "STANDARD_ATTACKS", "AutoAttackResult", "import_pyautoattack",
            "make_autoattack", "make_square", "run_autoattack"]

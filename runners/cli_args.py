@@ -158,11 +158,11 @@ def parse_args(cls: type, argv: list[str]) -> Any:
 
 def usage_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "bad input": reported as one line with exit status 2."""
-    from runners.checkpoint import CheckpointError
-    from runners.config import ConfigError
-    from runners.device import DeviceError
-    from runners.tracking import UnknownRunError
-    from targets.datasets import DataSetError
+    from learned_at.runners.checkpoint import CheckpointError
+    from learned_at.runners.config import ConfigError
+    from learned_at.runners.device import DeviceError
+    from learned_at.runners.tracking import UnknownRunError
+    from learned_at.targets.datasets import DataSetError
 
     return (UsageError, ConfigError, UnknownRunError, CheckpointError, DeviceError, DataSetError)
 
@@ -200,7 +200,7 @@ class _TqdmHandler(logging.Handler):
 
 
 def configure_logging(level: int = logging.INFO) -> None:
-    """Log the project's packages (``runners``, ``agents``, ``envs``, ``targets``) at ``level``
+    """Log the project's package (``learned_at``: runners, agents, envs, targets) at ``level``
     to stderr with a time stamp (once per process); MLflow and alembic log warnings only
     (``MLFLOW_LOGGING_LEVEL=INFO`` brings their messages back)."""
     # MLflow's INFO chatter (database set-up, monitors): warnings only, unless asked for
@@ -208,7 +208,7 @@ def configure_logging(level: int = logging.INFO) -> None:
     quiet = logging.getLevelName(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
     for name in ("mlflow", "alembic"):  # if it was imported already
         logging.getLogger(name).setLevel(quiet if isinstance(quiet, int) else logging.WARNING)
-    for name in ("runners", "agents", "envs", "targets"):
+    for name in ("learned_at",):
         logger = logging.getLogger(name)
         if not any(isinstance(h, _TqdmHandler) for h in logger.handlers):
             handler = _TqdmHandler()

@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from runners.checkpoint import save_checkpoint
-from runners.config import MonitorConfig
-from runners.robustness import evaluate
+from learned_at.runners.checkpoint import save_checkpoint
+from learned_at.runners.config import MonitorConfig
+from learned_at.runners.robustness import evaluate
 
 if TYPE_CHECKING:
-    from runners.cotrain import Cotrainer
+    from learned_at.runners.cotrain import Cotrainer
 
 
 def detect_co(pgd: float, fgsm: float, prev_pgd: float | None, prev_fgsm: float | None,

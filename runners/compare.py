@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass, field
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from runners.aggregate import (Group, column_stat, find_group, fmt_difference, fmt_stat,
-                               group_runs, paired_difference, per_seed, setting_of)
+from learned_at.runners.aggregate import (Group, column_stat, find_group, fmt_difference, fmt_stat,
+                                          group_runs, paired_difference, per_seed, setting_of)
 
 __all__ = ["ComparisonRow", "collect_rows", "format_comparison", "format_groups",
            "format_paired", "group_rows", "main", "pick_pgd"]
@@ -245,8 +245,8 @@ def format_paired(rows: list[ComparisonRow], a: Group, b: Group, pgd: str | None
 def find_runs(client: MlflowClient, run_ids: list[str], experiment: str,
               filter_string: str) -> list[Run]:
     """Runs by id (in the given order), or by experiment name and/or MLflow filter string."""
-    from runners.cli_args import UsageError
-    from runners.tracking import get_run
+    from learned_at.runners.cli_args import UsageError
+    from learned_at.runners.tracking import get_run
 
     if run_ids:
         return [get_run(client, r) for r in run_ids]
@@ -268,7 +268,7 @@ def find_runs(client: MlflowClient, run_ids: list[str], experiment: str,
 
 
 def help_text() -> str:
-    from runners.cli_args import format_help
+    from learned_at.runners.cli_args import format_help
 
     return format_help(
         "python -m runners.compare run_ids=[a,b] | experiment=<name> | filter=<mlflow filter> "
@@ -280,8 +280,8 @@ def help_text() -> str:
 
 
 def _main(argv: list[str]) -> int:
-    from runners.cli_args import UsageError, parse_args, wants_help
-    from runners.tracking import Tracker
+    from learned_at.runners.cli_args import UsageError, parse_args, wants_help
+    from learned_at.runners.tracking import Tracker
 
     if wants_help(argv):
         print(help_text())
@@ -326,10 +326,12 @@ def _main(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; see the module docstring."""
-    from runners.cli_args import run_cli
+    from learned_at.runners.cli_args import run_cli
 
     return run_cli(PROG, lambda: _main(sys.argv[1:] if argv is None else list(argv)))
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m runners.compare: run the package's copy of this module
+    from learned_at.runners.compare import main as package_main
+
+    raise SystemExit(package_main())

@@ -30,17 +30,17 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from agents.base import policy_registry
-from envs.geometry.base import geometry_registry, make_geometry
-from envs.options import (COUNT, FRACTION, MOMENTUM, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE,
-                          Limit)
-from envs.requirements import BnMode
-from runners.fast_path import PerfConfig
-import runners.sparse_recipes  # noqa: F401  (registers the sparse papers' recipes)
-from runners.recipes import expand_recipes
-from runners.schedule import Schedule
-from runners.validation import validate_config
-from targets.losses.base import at_loss_registry
+from learned_at.agents.base import policy_registry
+from learned_at.envs.geometry.base import geometry_registry, make_geometry
+from learned_at.envs.options import (COUNT, FRACTION, MOMENTUM, NON_NEGATIVE, NON_NEGATIVE_INT,
+                                     POSITIVE, Limit)
+from learned_at.envs.requirements import BnMode
+from learned_at.runners.fast_path import PerfConfig
+import learned_at.runners.sparse_recipes  # noqa: F401  (registers the sparse papers' recipes)
+from learned_at.runners.recipes import expand_recipes
+from learned_at.runners.schedule import Schedule
+from learned_at.runners.validation import validate_config
+from learned_at.targets.losses.base import at_loss_registry
 
 
 _log = logging.getLogger(__name__)
@@ -312,7 +312,7 @@ def _node(obj: Any) -> DictConfig:
 
 def register_configs() -> None:
     """Store every group option in Hydra's ConfigStore (idempotent)."""
-    from targets.models import MODELS
+    from learned_at.targets.models import MODELS
 
     cs = ConfigStore.instance()
     cs.store(name="cotrain", node=_node(CotrainConfig))
@@ -330,7 +330,7 @@ def register_configs() -> None:
 
 def group_options() -> dict[str, list[str]]:
     """Valid options per config group."""
-    from targets.models import MODELS
+    from learned_at.targets.models import MODELS
 
     return {
         "data": list(DATA_PRESETS), "target": ["auto", *MODELS],

@@ -13,9 +13,9 @@ import dataclasses
 import textwrap
 import yaml
 
-from runners.cli_args import UsageError, format_fields
-from runners.config import (GROUP_NAMES, CotrainConfig, DATA_PRESETS, compose_config,
-                            config_to_dict, group_options)
+from learned_at.runners.cli_args import UsageError, format_fields
+from learned_at.runners.config import (GROUP_NAMES, CotrainConfig, DATA_PRESETS, compose_config,
+                                       config_to_dict, group_options)
 
 __all__ = ["cotrain_help", "pop_cfg_flag", "print_configs", "reject_unknown_flags"]
 

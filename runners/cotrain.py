@@ -48,36 +48,38 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from agents.base import Policy, PolicyContext, StepInfo, make_policy
-from envs.attack_env import AttackEnv, EnvConfig
-from envs.episode import run_episode
-from envs.geometry.base import make_geometry
-from envs.requirements import EnvRequirements
-from runners.checkpoint import CheckpointError, restore_rng_state, rng_state, save_checkpoint
-from runners.cli_args import UsageError, run_cli, wants_help
-from runners.co_monitor import COMonitor
-from runners.config import (CotrainConfig, ConfigError, compose_config, config_to_dict, plain,
-                            resolve)
-from runners.device import pick_device
-from runners.distributed import (DistributedConfigError, NullTracker, broadcast_buffers,
-                                 broadcast_object, init_world, rank_seed, wrap_model)
-from runners.distributions import DistributionHistory, log_distributions
-from runners.epoch_progress import EpochProgress
-from runners.preemption import RunInterrupted, StopSignals
-from runners.fast_path import autocast, prepare_model
-from runners.recipes import expand_recipes, format_recipes
-from runners.robustness import evaluate
-from runners.run_loading import load_run_state
-from runners.run_naming import RESUME_KEYS, resolved_config, run_name
-from runners.schedule import make_scheduler
-from runners.threads import apply_threads
-from runners.tracking import Tracker, flatten_config
-from targets.datasets import DataSet, load_dataset, split_validation, subset_dataset
-from targets.distributed import all_gather_cat, all_reduce_max, all_reduce_mean, world_size
-from targets.loader import Batch, DeviceLoader, to_device
-from targets.losses.base import LossContext, make_at_loss
-from targets.models import make_model
-from targets.target import Target
+from learned_at.agents.base import Policy, PolicyContext, StepInfo, make_policy
+from learned_at.envs.attack_env import AttackEnv, EnvConfig
+from learned_at.envs.episode import run_episode
+from learned_at.envs.geometry.base import make_geometry
+from learned_at.envs.requirements import EnvRequirements
+from learned_at.runners.checkpoint import (CheckpointError, restore_rng_state, rng_state,
+                                           save_checkpoint)
+from learned_at.runners.cli_args import UsageError, run_cli, wants_help
+from learned_at.runners.co_monitor import COMonitor
+from learned_at.runners.config import (CotrainConfig, ConfigError, compose_config, config_to_dict,
+                                       plain, resolve)
+from learned_at.runners.device import pick_device
+from learned_at.runners.distributed import (DistributedConfigError, NullTracker, broadcast_buffers,
+                                            broadcast_object, init_world, rank_seed, wrap_model)
+from learned_at.runners.distributions import DistributionHistory, log_distributions
+from learned_at.runners.epoch_progress import EpochProgress
+from learned_at.runners.preemption import RunInterrupted, StopSignals
+from learned_at.runners.fast_path import autocast, prepare_model
+from learned_at.runners.recipes import expand_recipes, format_recipes
+from learned_at.runners.robustness import evaluate
+from learned_at.runners.run_loading import load_run_state
+from learned_at.runners.run_naming import RESUME_KEYS, resolved_config, run_name
+from learned_at.runners.schedule import make_scheduler
+from learned_at.runners.threads import apply_threads
+from learned_at.runners.tracking import Tracker, flatten_config
+from learned_at.targets.datasets import DataSet, load_dataset, split_validation, subset_dataset
+from learned_at.targets.distributed import (all_gather_cat, all_reduce_max, all_reduce_mean,
+                                            world_size)
+from learned_at.targets.loader import Batch, DeviceLoader, to_device
+from learned_at.targets.losses.base import LossContext, make_at_loss
+from learned_at.targets.models import make_model
+from learned_at.targets.target import Target
 
 CHECKPOINT_FORMAT = 3
 """3: checkpoints may fall inside an epoch (``batch`` > 0 and ``progress``). 2 still loads."""
@@ -643,7 +645,7 @@ class Cotrainer:
             self.tracker.set_tag("model_uri", uri)
             best = self.checkpoint_path(self.tracker.run_id).with_name("best.pt")
             if self.cfg.monitor.keep_best and best.exists():
-                from runners.checkpoint import load_checkpoint
+                from learned_at.runners.checkpoint import load_checkpoint
 
                 state = load_checkpoint(best)
                 self.tracker.log_model(cpu_model(state["model"]), example, "best",
@@ -685,7 +687,7 @@ def resume(run_id: str, overrides: list[str], checkpoint_dir: str,
     """Continue (or, with ``epochs=N``, re-plan) run ``run_id`` from its last checkpoint."""
     from mlflow import MlflowClient
 
-    from runners.tracking import get_run
+    from learned_at.runners.tracking import get_run
 
     run = get_run(MlflowClient(tracking_uri), run_id)
     state = load_run_state(run_id, checkpoint_dir, tracking_uri)
@@ -737,7 +739,7 @@ class SweepJob:
 
     def __call__(self, cfg: CotrainConfig, overrides: list[str], tags: dict[str, str]
                  ) -> str | None:
-        from runners.cli_args import usage_errors
+        from learned_at.runners.cli_args import usage_errors
 
         try:
             return Cotrainer(cfg, overrides, tags=tags).run()
@@ -757,9 +759,9 @@ class SweepJob:
 
 
 def _main(argv: list[str]) -> int:
-    from runners.config_help import (cotrain_help, pop_cfg_flag, print_configs,
-                                     reject_unknown_flags)
-    from runners.sweep import sweep_combinations
+    from learned_at.runners.config_help import (cotrain_help, pop_cfg_flag, print_configs,
+                                                reject_unknown_flags)
+    from learned_at.runners.sweep import sweep_combinations
 
     if wants_help(argv):
         print(cotrain_help([a for a in argv if "=" in a]))
@@ -781,8 +783,8 @@ def _main(argv: list[str]) -> int:
         print_configs(configs)
         return 0
     if multirun:
-        import runners.cotrain as importable  # not __main__: launchers pickle the job by name
-        from runners.multirun import multirun as launch, new_sweep_id
+        import learned_at.runners.cotrain as importable  # launchers pickle the job by name
+        from learned_at.runners.multirun import multirun as launch, new_sweep_id
 
         job, sweep_id = importable.SweepJob(), new_sweep_id()
         _log.info("a sweep of %d runs, tagged sweep_id=%s", len(configs), sweep_id)
@@ -806,7 +808,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Under ``torchrun`` (one process per device) the process leaves the group and ends with
     :func:`os._exit` (runners/distributed.py: gloo's teardown can abort a normal exit)."""
-    from runners.distributed import exit_process, shutdown, world_from_env
+    from learned_at.runners.distributed import exit_process, shutdown, world_from_env
 
     world = world_from_env()
     code = run_cli(PROG, lambda: _main(sys.argv[1:] if argv is None else list(argv)),
@@ -815,5 +817,7 @@ def main(argv: list[str] | None = None) -> int:
     return exit_process(code, world)
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m runners.cotrain: run the package's copy of this module
+    from learned_at.runners.cotrain import main as package_main
+
+    raise SystemExit(package_main())

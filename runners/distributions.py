@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from runners import plots
+from learned_at.runners import plots
 
 if TYPE_CHECKING:
-    from runners.tracking import Tracker
+    from learned_at.runners.tracking import Tracker
 
 __all__ = ["DistributionHistory", "aligned_rows", "as_histogram", "distribution_table",
            "is_constant", "log_distributions", "rows_from_table"]

@@ -37,11 +37,12 @@ from pathlib import Path
 
 import torch
 
-from runners.cli_args import UsageError, format_help, parse_args, run_cli, wants_help
-from runners.masking_checks import CheckConfig, log_checks, report_checks, run_masking_checks
-from runners.robustness import (DEFAULT_ATTACKS, evaluate, format_table, log_evaluation,
-                                parse_attack)
-from runners.run_loading import load_run
+from learned_at.runners.cli_args import UsageError, format_help, parse_args, run_cli, wants_help
+from learned_at.runners.masking_checks import (CheckConfig, log_checks, report_checks,
+                                               run_masking_checks)
+from learned_at.runners.robustness import (DEFAULT_ATTACKS, evaluate, format_table, log_evaluation,
+                                           parse_attack)
+from learned_at.runners.run_loading import load_run
 
 __all__ = ["EVALUATION_KIND", "EvaluateArgs", "main"]
 
@@ -199,7 +200,7 @@ def _known_run(run_id: str, tracking_uri: str | None) -> None:
     """An unknown run id fails here with one line (before any checkpoint search)."""
     from mlflow import MlflowClient
 
-    from runners.tracking import get_run
+    from learned_at.runners.tracking import get_run
 
     get_run(MlflowClient(tracking_uri), run_id)
 
@@ -214,5 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(PROG, lambda: _main(sys.argv[1:] if argv is None else list(argv)))
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m runners.evaluate: run the package's copy of this module
+    from learned_at.runners.evaluate import main as package_main
+
+    raise SystemExit(package_main())

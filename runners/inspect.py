@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runners.cli_args import UsageError, format_help, parse_args, run_cli, wants_help
-from runners.distributions import aligned_rows, artifact_name, is_constant, rows_from_table
-from runners.formatting import format_grid_value
+from learned_at.runners.cli_args import UsageError, format_help, parse_args, run_cli, wants_help
+from learned_at.runners.distributions import (aligned_rows, artifact_name, is_constant,
+                                              rows_from_table)
+from learned_at.runners.formatting import format_grid_value
 
 __all__ = ["InspectArgs", "format_distribution_table", "main"]
 
@@ -141,7 +142,7 @@ def _main(argv: list[str]) -> int:
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no download bars here
     from mlflow import MlflowClient
 
-    from runners.tracking import get_run
+    from learned_at.runners.tracking import get_run
 
     client = MlflowClient(tracking_uri=args.tracking_uri or None)
     get_run(client, args.run_id)  # an unknown id: one line, status 2
@@ -167,5 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(PROG, lambda: _main(sys.argv[1:] if argv is None else list(argv)))
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m runners.inspect: run the package's copy of this module
+    from learned_at.runners.inspect import main as package_main
+
+    raise SystemExit(package_main())

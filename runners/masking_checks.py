@@ -38,9 +38,9 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
-from envs.geometry.base import Geometry
-from runners.robustness import (BLACKBOX_KINDS, SPARSE_GRADIENT_KINDS, WHITEBOX_KINDS,
-                                AttackSpec, evaluate, parse_attack)
+from learned_at.envs.geometry.base import Geometry
+from learned_at.runners.robustness import (BLACKBOX_KINDS, SPARSE_GRADIENT_KINDS, WHITEBOX_KINDS,
+                                           AttackSpec, evaluate, parse_attack)
 
 #: white-box kinds the ensemble attack (AutoAttack, Sparse-AutoAttack) must not be weaker than.
 _ENSEMBLE_REFERENCE_KINDS = ("pgd", *SPARSE_GRADIENT_KINDS)
@@ -252,7 +252,7 @@ def _blackbox_check(top: dict[str, float], whitebox: dict[str, float],
             and not any(parse_attack(k).kind == kind for k in blackbox)):
         try:
             if kind == "square":  # the only black-box attack from the optional package
-                from runners.autoattack_eval import import_pyautoattack
+                from learned_at.runners.autoattack_eval import import_pyautoattack
 
                 import_pyautoattack()
             wanted.append(f"{kind}{config.square_queries}")

@@ -33,7 +33,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
-from runners.config import CotrainConfig, register_configs, to_object
+from learned_at.runners.config import CotrainConfig, register_configs, to_object
 
 if TYPE_CHECKING:
     from mlflow.entities import Run

@@ -18,7 +18,7 @@ from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from runners.formatting import format_grid_value  # noqa: E402
+from learned_at.runners.formatting import format_grid_value  # noqa: E402
 
 __all__ = ["curves", "distribution_heatmap"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from runners.paper_recipes import PAPER_RECIPES
+from learned_at.runners.paper_recipes import PAPER_RECIPES
 
 
 @dataclass(frozen=True)

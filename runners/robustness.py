@@ -34,12 +34,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from envs.attack_loss import AttackLoss
-from envs.attacks.saa import (DEFAULT_RS_QUERIES, SAA_STAGES, check_sparse, sparse_autoattack,
-                              sparse_rs_attack)
-from envs.attacks.spgd import spgd_attack
-from envs.geometry.base import Geometry
-from envs.pgd import fgsm_attack, pgd_attack
+from learned_at.envs.attack_loss import AttackLoss
+from learned_at.envs.attacks.saa import (DEFAULT_RS_QUERIES, SAA_STAGES, check_sparse,
+                                         sparse_autoattack, sparse_rs_attack)
+from learned_at.envs.attacks.spgd import spgd_attack
+from learned_at.envs.geometry.base import Geometry
+from learned_at.envs.pgd import fgsm_attack, pgd_attack
 
 _PATTERN = re.compile(r"^(transfer_)?(clean|fgsm|pgd|cw|square|autoattack|spgd_p|spgd_u|sparse_rs"
                       r"|sparse_autoattack)(\d+)?(?:x(\d+))?$")
@@ -214,7 +214,7 @@ def _mask_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpe
         return _sparse_autoattack_mask(model, x, y, spec, geometry, eps, batch_size, generator,
                                        progress)
     if spec.kind in ("autoattack", "square"):
-        from runners.autoattack_eval import make_autoattack, make_square, run_autoattack
+        from learned_at.runners.autoattack_eval import make_autoattack, make_square, run_autoattack
 
         if spec.kind == "autoattack":
             factory = make_adversary or make_autoattack
@@ -306,7 +306,7 @@ def log_evaluation(tracker: Any, results: dict[str, dict[str, float]], eps: floa
     tracker.log_dict({"rows": rows, "attacks": attacks}, f"{prefix}table_{stamp}.json")
     tracker.log_text(format_table(rows) + "\n", f"{prefix}table_{stamp}.md")
     if "autoattack" in results:
-        from runners.autoattack_eval import AUTOATTACK_VERSION
+        from learned_at.runners.autoattack_eval import AUTOATTACK_VERSION
 
         tracker.set_tag("eval/autoattack_version", f"pyautoattack {AUTOATTACK_VERSION}")
     return rows

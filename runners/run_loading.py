@@ -9,13 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from envs.geometry.base import Geometry, make_geometry
-from runners.checkpoint import load_checkpoint
-from runners.config import ConfigError, compose_config
-from runners.device import pick_device
-from runners.tracking import Tracker
-from targets.datasets import DataSet, load_dataset
-from targets.models import make_model
+from learned_at.envs.geometry.base import Geometry, make_geometry
+from learned_at.runners.checkpoint import load_checkpoint
+from learned_at.runners.config import ConfigError, compose_config
+from learned_at.runners.device import pick_device
+from learned_at.runners.tracking import Tracker
+from learned_at.targets.datasets import DataSet, load_dataset
+from learned_at.targets.models import make_model
 
 
 def find_checkpoint(run_id: str, checkpoint_dir: str, tracking_uri: str | None = None) -> Path:

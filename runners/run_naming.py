@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from runners.config import config_to_dict, plain
+from learned_at.runners.config import config_to_dict, plain
 
 if TYPE_CHECKING:
-    from runners.config import CotrainConfig, Resolved
+    from learned_at.runners.config import CotrainConfig, Resolved
 
 __all__ = ["RESUME_KEYS", "resolved_config", "run_name"]
 

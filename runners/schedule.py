@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from envs.options import parse_option
+from learned_at.envs.options import parse_option
 
 
 class Schedule(str, Enum):

@@ -16,7 +16,7 @@ sTRADES 89.8 / 61.7 (5.5 h); multi-step sAT 84.5 / 36.2; 1-step sAT collapses to
 
 from __future__ import annotations
 
-from runners.recipes import register_recipe
+from learned_at.runners.recipes import register_recipe
 
 #: the shared CIFAR-10 setting of the sparse papers.
 CIFAR10_L0 = ("data=cifar10", "target=preact_resnet18", "threat=l0", "threat.k=20", "epochs=100",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from runners.cli_args import UsageError
+from learned_at.runners.cli_args import UsageError
 
 __all__ = ["sweep_combinations"]
 

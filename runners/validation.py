@@ -16,11 +16,11 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
-from envs.geometry.base import make_geometry
-from envs.options import check_limits
+from learned_at.envs.geometry.base import make_geometry
+from learned_at.envs.options import check_limits
 
 if TYPE_CHECKING:
-    from runners.config import CotrainConfig
+    from learned_at.runners.config import CotrainConfig
 
 __all__ = ["check_device_name", "config_problems", "validate_config"]
 

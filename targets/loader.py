@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from targets.datasets import DataSplit
+from learned_at.targets.datasets import DataSplit
 
 
 @dataclass

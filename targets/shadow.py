@@ -16,7 +16,7 @@ import copy
 import torch
 from torch import nn
 
-from targets.distributed import average_gradients
+from learned_at.targets.distributed import average_gradients
 
 
 class Shadow:

@@ -16,13 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from envs.attack_env import AttackEnv, target_mode
-from envs.episode import Actor, run_episode
-from envs.requirements import BnMode, EnvRequirements
-from envs.result import AttackResult
-from targets.inputs import TargetInputs
-from targets.losses.base import ATLoss, ATLossOutput
-from targets.shadow import Shadow
+from learned_at.envs.attack_env import AttackEnv, target_mode
+from learned_at.envs.episode import Actor, run_episode
+from learned_at.envs.requirements import BnMode, EnvRequirements
+from learned_at.envs.result import AttackResult
+from learned_at.targets.inputs import TargetInputs
+from learned_at.targets.losses.base import ATLoss, ATLossOutput
+from learned_at.targets.shadow import Shadow
 
 #: builds an attack env on the target's model for the given requirements.
 EnvFactory = Callable[[EnvRequirements], AttackEnv]

@@ -1,7 +1,7 @@
 """Shared fixtures: tiny models and data that need no download and no data folder.
 
 Tests marked ``server`` (a throw-away PostgreSQL + MLflow server), ``launcher`` (a sweep
-through a Hydra launcher's subprocesses) or ``ddp`` (a 2-rank torchrun job) start processes,
+through a Hydra launcher's subprocesses) ``ddp`` (a 2-rank torchrun job) or ``packaging`` (a wheel built and imported) start processes,
 and tests marked ``slow`` train end to end for a minute or more; they take a minute or a few
 each and run with ``pytest --integration`` (what ``.ci/run`` does); the default run skips them.
 """
@@ -16,12 +16,12 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-INTEGRATION_MARKERS = ("server", "launcher", "ddp", "slow")
+INTEGRATION_MARKERS = ("server", "launcher", "ddp", "packaging", "slow")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--integration", action="store_true",
-                     help="also run the tests marked server/launcher/ddp/slow (processes, "
+                     help="also run the tests marked server/launcher/ddp/packaging/slow (processes, "
                           "long runs)")
 
 

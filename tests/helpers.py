@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from agents.base import Policy, PolicyContext
-from envs.attack_env import AttackEnv, EnvConfig
-from envs.attack_loss import AttackLoss
-from envs.episode import run_episode
-from envs.geometry import make_geometry
-from envs.requirements import EnvRequirements
-from envs.result import AttackResult
+from learned_at.agents.base import Policy, PolicyContext
+from learned_at.envs.attack_env import AttackEnv, EnvConfig
+from learned_at.envs.attack_loss import AttackLoss
+from learned_at.envs.episode import run_episode
+from learned_at.envs.geometry import make_geometry
+from learned_at.envs.requirements import EnvRequirements
+from learned_at.envs.result import AttackResult
 
 EPS = 0.2
 SHAPE = (1, 8, 8)
@@ -53,8 +53,8 @@ def attack(policy: Policy, model: nn.Module, x: torch.Tensor, y: torch.Tensor, s
 def target_for(model: nn.Module, loss=None, *, lr: float = 0.1, n: int = 16,
                momentum: float = 0.9, weight_decay: float = 5e-4, geometry: str = "linf"):
     """A :class:`targets.target.Target` around ``model`` (constant lr) that can run episodes."""
-    from targets.losses.ce import CrossEntropy, CrossEntropyConfig
-    from targets.target import Target
+    from learned_at.targets.losses.ce import CrossEntropy, CrossEntropyConfig
+    from learned_at.targets.target import Target
 
     loss = loss if loss is not None else CrossEntropy(CrossEntropyConfig())
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,

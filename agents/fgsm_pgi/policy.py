@@ -43,18 +43,18 @@ from typing import Any, ClassVar
 
 import torch
 
-from agents.base import Policy, PolicyConfig, PolicyContext, StepInfo, register_policy
-from agents.fixed import uniform_action
-from agents.init_stats import describe_init
-from agents.prior_memory import MemoryDtype, PriorMemory
-from envs.attack_env import AttackAction, Obs
-from envs.options import NON_NEGATIVE, NON_NEGATIVE_INT, PROBABILITY, Limit, parse_option
-from envs.requirements import EnvRequirements, Extra
-from envs.result import AttackResult
-from targets.distributed import all_gather_cat
-from targets.inputs import TargetInputs
-from targets.losses.base import ATLossOutput
-from targets.target import TargetView
+from learned_at.agents.base import Policy, PolicyConfig, PolicyContext, StepInfo, register_policy
+from learned_at.agents.fixed import uniform_action
+from learned_at.agents.init_stats import describe_init
+from learned_at.agents.prior_memory import MemoryDtype, PriorMemory
+from learned_at.envs.attack_env import AttackAction, Obs
+from learned_at.envs.options import NON_NEGATIVE, NON_NEGATIVE_INT, PROBABILITY, Limit, parse_option
+from learned_at.envs.requirements import EnvRequirements, Extra
+from learned_at.envs.result import AttackResult
+from learned_at.targets.distributed import all_gather_cat
+from learned_at.targets.inputs import TargetInputs
+from learned_at.targets.losses.base import ATLossOutput
+from learned_at.targets.target import TargetView
 
 
 class Prior(str, Enum):

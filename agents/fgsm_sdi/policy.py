@@ -35,19 +35,19 @@ from typing import Any, ClassVar
 
 import torch
 
-from agents.base import Policy, PolicyConfig, PolicyContext, StepInfo, register_policy
-from agents.fgsm_sdi.generator import InitGenerator
-from agents.fixed import uniform_action
-from agents.init_stats import describe_init
-from agents.prior_memory import PriorMemory
-from envs.attack_env import AttackAction, Obs
-from envs.options import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, Limit, parse_option
-from envs.requirements import BnMode, EnvRequirements, Extra
-from envs.result import AttackResult
-from targets.distributed import average_buffers, average_gradients
-from targets.inputs import TargetInputs
-from targets.losses.base import ATLossOutput, soft_cross_entropy
-from targets.target import TargetView
+from learned_at.agents.base import Policy, PolicyConfig, PolicyContext, StepInfo, register_policy
+from learned_at.agents.fgsm_sdi.generator import InitGenerator
+from learned_at.agents.fixed import uniform_action
+from learned_at.agents.init_stats import describe_init
+from learned_at.agents.prior_memory import PriorMemory
+from learned_at.envs.attack_env import AttackAction, Obs
+from learned_at.envs.options import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, Limit, parse_option
+from learned_at.envs.requirements import BnMode, EnvRequirements, Extra
+from learned_at.envs.result import AttackResult
+from learned_at.targets.distributed import average_buffers, average_gradients
+from learned_at.targets.inputs import TargetInputs
+from learned_at.targets.losses.base import ATLossOutput, soft_cross_entropy
+from learned_at.targets.target import TargetView
 
 
 class GradInput(str, Enum):

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from envs.options import parse_option
+from learned_at.envs.options import parse_option
 
 class Trunk(str, Enum):
     """Strategy-network trunks (``auto``: resnet18 for inputs of 32x32 and larger, else
@@ -90,7 +90,7 @@ def make_trunk(name: Trunk | str, image_shape: tuple[int, int, int]) -> tuple[nn
         trunk = Trunk.resnet18 if min(h, w) >= 32 else Trunk.small_cnn
     if trunk is Trunk.small_cnn:
         return SmallCnnTrunk(c), SmallCnnTrunk.out_features
-    from targets.models.resnet import resnet18
+    from learned_at.targets.models.resnet import resnet18
 
     net = resnet18(image_shape, 2)
     net.linear = nn.Identity()  # the 512-d average-pooled feature, as in the reference

@@ -58,22 +58,22 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from agents.base import Policy, PolicyConfig, PolicyContext, StepInfo, register_policy
-from agents.las_at.net import (StrategyNet, Trunk, categorical_entropy, categorical_log_prob,
-                               sample_categorical)
-from agents.las_at.preset import preset_settings
-from agents.strategy.lookahead import (LookaheadConfig, RewardAttack, RewardTerms,
-                                       lookahead_terms)
-from agents.strategy.space import Variant, make_strategy_space, resolve_variant
-from envs.attack_env import AttackAction, Obs
-from envs.attack_loss import AttackLoss
-from envs.options import (COUNT, FINITE, FRACTION, MOMENTUM, NON_NEGATIVE, NON_NEGATIVE_INT,
-                          POSITIVE, PROBABILITY, Limit, parse_option)
-from envs.result import AttackResult
-from targets.distributed import all_reduce_mean, average_gradients
-from targets.inputs import TargetInputs
-from targets.losses.base import ATLossOutput
-from targets.target import TargetView
+from learned_at.agents.base import Policy, PolicyConfig, PolicyContext, StepInfo, register_policy
+from learned_at.agents.las_at.net import (StrategyNet, Trunk, categorical_entropy,
+                                          categorical_log_prob, sample_categorical)
+from learned_at.agents.las_at.preset import preset_settings
+from learned_at.agents.strategy.lookahead import (LookaheadConfig, RewardAttack, RewardTerms,
+                                                  lookahead_terms)
+from learned_at.agents.strategy.space import Variant, make_strategy_space, resolve_variant
+from learned_at.envs.attack_env import AttackAction, Obs
+from learned_at.envs.attack_loss import AttackLoss
+from learned_at.envs.options import (COUNT, FINITE, FRACTION, MOMENTUM, NON_NEGATIVE,
+                                     NON_NEGATIVE_INT, POSITIVE, PROBABILITY, Limit, parse_option)
+from learned_at.envs.result import AttackResult
+from learned_at.targets.distributed import all_reduce_mean, average_gradients
+from learned_at.targets.inputs import TargetInputs
+from learned_at.targets.losses.base import ATLossOutput
+from learned_at.targets.target import TargetView
 
 
 class RewardMode(str, Enum):

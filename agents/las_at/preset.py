@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.strategy.space import Variant
+from learned_at.agents.strategy.space import Variant
 
 VARIANTS: dict[Variant, dict[str, Any]] = {
     Variant.pgd_at: {"interval": 20, "weights": (4.0, 2.0), "r1_clamp": 10.0, "momentum": 0.0,

@@ -53,19 +53,20 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.logger import KVWriter, Logger
 
-from agents.base import Policy, PolicyConfig, PolicyContext, StepInfo, register_policy
-from agents.ppo.buffer import DeviceRolloutBuffer
-from agents.ppo.extractor import SmallCnnExtractor
-from agents.strategy.lookahead import LookaheadConfig, lookahead_terms
-from agents.strategy.space import StrategySpace, Variant, make_strategy_space, resolve_variant
-from envs.attack_env import AttackAction, Obs
-from envs.options import (COUNT, FINITE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, Limit,
-                          parse_option)
-from envs.requirements import EnvRequirements, Extra
-from envs.result import AttackResult
-from targets.inputs import TargetInputs
-from targets.losses.base import ATLossOutput
-from targets.target import TargetView
+from learned_at.agents.base import Policy, PolicyConfig, PolicyContext, StepInfo, register_policy
+from learned_at.agents.ppo.buffer import DeviceRolloutBuffer
+from learned_at.agents.ppo.extractor import SmallCnnExtractor
+from learned_at.agents.strategy.lookahead import LookaheadConfig, lookahead_terms
+from learned_at.agents.strategy.space import (StrategySpace, Variant, make_strategy_space,
+                                              resolve_variant)
+from learned_at.envs.attack_env import AttackAction, Obs
+from learned_at.envs.options import (COUNT, FINITE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, Limit,
+                                     parse_option)
+from learned_at.envs.requirements import EnvRequirements, Extra
+from learned_at.envs.result import AttackResult
+from learned_at.targets.inputs import TargetInputs
+from learned_at.targets.losses.base import ATLossOutput
+from learned_at.targets.target import TargetView
 
 class Feature(str, Enum):
     """Cheap per-sample target features of the strategy observation."""

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
-from agents.ppo.policy import PpoStrategy
-from envs.attack_env import target_mode
+from learned_at.agents.ppo.policy import PpoStrategy
+from learned_at.envs.attack_env import target_mode
 
 
 class TerminalInfos(Sequence):

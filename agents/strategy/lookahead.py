@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from envs.attack_env import target_mode
-from envs.geometry.base import Geometry
-from envs.pgd import pgd_attack, pgd_attack_max_loss
-from envs.result import AttackResult
-from targets.losses.base import ATLossOutput
+from learned_at.envs.attack_env import target_mode
+from learned_at.envs.geometry.base import Geometry
+from learned_at.envs.pgd import pgd_attack, pgd_attack_max_loss
+from learned_at.envs.result import AttackResult
+from learned_at.targets.losses.base import ATLossOutput
 
 
 class RewardAttack(str, Enum):

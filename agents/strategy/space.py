@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from envs.geometry.base import Geometry
-from envs.options import parse_option
+from learned_at.envs.geometry.base import Geometry
+from learned_at.envs.options import parse_option
 
 
 class Variant(str, Enum):

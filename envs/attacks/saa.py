@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from envs.attack_env import target_mode
-from envs.attacks.sparse_rs import sparse_rs
-from envs.attacks.spgd import spgd_attack
-from envs.geometry.base import Scalar
-from envs.geometry.l0 import L0, SparseGradient, budget_pixels, changed_pixels
+from learned_at.envs.attack_env import target_mode
+from learned_at.envs.attacks.sparse_rs import sparse_rs
+from learned_at.envs.attacks.spgd import spgd_attack
+from learned_at.envs.geometry.base import Scalar
+from learned_at.envs.geometry.l0 import L0, SparseGradient, budget_pixels, changed_pixels
 
 SAA_STAGES = ("spgd_p", "spgd_u", "sparse_rs")
 """The cascade's stages, in order."""

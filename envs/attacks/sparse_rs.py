@@ -30,9 +30,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from envs.attack_loss import margin_loss
-from envs.geometry.base import Scalar
-from envs.geometry.l0 import budget_pixels, topk_mask
+from learned_at.envs.attack_loss import margin_loss
+from learned_at.envs.geometry.base import Scalar
+from learned_at.envs.geometry.l0 import budget_pixels, topk_mask
 
 #: (fraction of 10 000 queries passed, divisor of p_init) of the reference schedule.
 _SCHEDULE = ((50, 2), (200, 4), (500, 5), (1000, 6), (2000, 8), (4000, 10), (6000, 12),

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from envs.attack_env import AttackAction, AttackEnv, EnvConfig, Obs, target_mode
-from envs.attack_loss import AttackLoss
-from envs.episode import run_episode
-from envs.geometry.base import Scalar
-from envs.geometry.l0 import L0, SparseGradient
-from envs.requirements import EnvRequirements
+from learned_at.envs.attack_env import AttackAction, AttackEnv, EnvConfig, Obs, target_mode
+from learned_at.envs.attack_loss import AttackLoss
+from learned_at.envs.episode import run_episode
+from learned_at.envs.geometry.base import Scalar
+from learned_at.envs.geometry.l0 import L0, SparseGradient
+from learned_at.envs.requirements import EnvRequirements
 
 EVAL_PATIENCE = 3
 """Unchanged-mask steps before the mask logits are re-drawn (reference evaluation)."""

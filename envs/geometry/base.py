@@ -36,7 +36,7 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
-from envs.options import check_limits
+from learned_at.envs.options import check_limits
 
 Scalar = float | torch.Tensor
 
@@ -338,7 +338,7 @@ def register_geometry(config_cls: type[GeometryConfig]
 
 def geometry_registry() -> dict[str, tuple[type[GeometryConfig], type[Geometry]]]:
     """All geometries: id -> (config class, geometry class). Imports the built-in ones."""
-    import envs.geometry.catalog  # noqa: F401  (registers the built-in geometries)
+    import learned_at.envs.geometry.catalog  # noqa: F401  (registers the built-in geometries)
 
     return dict(_GEOMETRIES)
 

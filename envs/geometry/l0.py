@@ -61,9 +61,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from envs.geometry.base import (AttackState, BudgetUnit, Geometry, GeometryConfig, Scalar,
-                                clip_to_box, register_geometry)
-from envs.options import COUNT, POSITIVE, Limit, parse_option
+from learned_at.envs.geometry.base import (AttackState, BudgetUnit, Geometry, GeometryConfig,
+                                           Scalar, clip_to_box, register_geometry)
+from learned_at.envs.options import COUNT, POSITIVE, Limit, parse_option
 
 MAGNITUDE_BOUND = 1.0
 """ε of the magnitude p: any per-channel change that stays in [0, 1] (sPGD's ε = 255/255)."""

@@ -8,8 +8,8 @@ from typing import ClassVar
 
 import torch
 
-from envs.geometry.base import (Geometry, GeometryConfig, Scalar, clip_to_box, flat_norm,
-                                per_sample, register_geometry)
+from learned_at.envs.geometry.base import (Geometry, GeometryConfig, Scalar, clip_to_box, flat_norm,
+                                           per_sample, register_geometry)
 
 
 def project_l2(delta: torch.Tensor, x: torch.Tensor, eps: Scalar) -> torch.Tensor:

@@ -27,13 +27,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from envs.attack_loss import AttackLoss
-from envs.options import NON_NEGATIVE, POSITIVE, Limit
-from envs.result import AttackResult
-from targets.inputs import TargetInputs
-from targets.losses.base import ATLossOutput, register_at_loss
-from targets.losses.ce import CrossEntropy, CrossEntropyConfig
-from targets.shadow import Shadow
+from learned_at.envs.attack_loss import AttackLoss
+from learned_at.envs.options import NON_NEGATIVE, POSITIVE, Limit
+from learned_at.envs.result import AttackResult
+from learned_at.targets.inputs import TargetInputs
+from learned_at.targets.losses.base import ATLossOutput, register_at_loss
+from learned_at.targets.losses.ce import CrossEntropy, CrossEntropyConfig
+from learned_at.targets.shadow import Shadow
 
 _EPS = 1e-20
 

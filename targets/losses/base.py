@@ -24,13 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from envs.attack_loss import AttackLoss
-from envs.geometry.base import Geometry
-from envs.options import PROBABILITY, Limit
-from envs.requirements import EnvRequirements
-from envs.result import AttackResult
-from targets.inputs import TargetInputs
-from targets.losses.soft_labels import SoftLabelConfig, SoftLabels, SoftLabelSource
+from learned_at.envs.attack_loss import AttackLoss
+from learned_at.envs.geometry.base import Geometry
+from learned_at.envs.options import PROBABILITY, Limit
+from learned_at.envs.requirements import EnvRequirements
+from learned_at.envs.result import AttackResult
+from learned_at.targets.inputs import TargetInputs
+from learned_at.targets.losses.soft_labels import SoftLabelConfig, SoftLabels, SoftLabelSource
 
 
 def smoothed_targets(y: torch.Tensor, num_classes: int, true_class_prob: float) -> torch.Tensor:
@@ -243,7 +243,7 @@ def register_at_loss(config_cls: type) -> Callable[[type[ATLoss]], type[ATLoss]]
 
 def at_loss_registry() -> dict[str, tuple[type, type[ATLoss]]]:
     """All AT losses: id -> (config class, loss class). Imports the built-in ones."""
-    import targets.losses.catalog  # noqa: F401
+    import learned_at.targets.losses.catalog  # noqa: F401
 
     return dict(_AT_LOSSES)
 

@@ -8,12 +8,12 @@ from typing import ClassVar
 
 from torch import nn
 
-from envs.attack_loss import AttackLoss
-from envs.result import AttackResult
-from targets.inputs import TargetInputs
-from targets.losses.base import (ATLoss, ATLossConfig, ATLossOutput, register_at_loss,
-                                 soft_cross_entropy, weighted_mean)
-from targets.losses.soft_labels import soft_target_ce
+from learned_at.envs.attack_loss import AttackLoss
+from learned_at.envs.result import AttackResult
+from learned_at.targets.inputs import TargetInputs
+from learned_at.targets.losses.base import (ATLoss, ATLossConfig, ATLossOutput, register_at_loss,
+                                            soft_cross_entropy, weighted_mean)
+from learned_at.targets.losses.soft_labels import soft_target_ce
 
 
 @dataclass(frozen=True)

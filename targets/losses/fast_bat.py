@@ -85,16 +85,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from envs.attack_env import target_mode
-from envs.attack_loss import AttackLoss
-from envs.geometry.base import Geometry, per_sample
-from envs.options import NON_NEGATIVE, POSITIVE, Limit, parse_option
-from envs.requirements import BnMode, EnvRequirements, Extra
-from envs.result import AttackResult
-from targets.distributed import average_gradients
-from targets.inputs import TargetInputs
-from targets.losses.base import (ATLoss, ATLossConfig, ATLossOutput, register_at_loss,
-                                 soft_cross_entropy)
+from learned_at.envs.attack_env import target_mode
+from learned_at.envs.attack_loss import AttackLoss
+from learned_at.envs.geometry.base import Geometry, per_sample
+from learned_at.envs.options import NON_NEGATIVE, POSITIVE, Limit, parse_option
+from learned_at.envs.requirements import BnMode, EnvRequirements, Extra
+from learned_at.envs.result import AttackResult
+from learned_at.targets.distributed import average_gradients
+from learned_at.targets.inputs import TargetInputs
+from learned_at.targets.losses.base import (ATLoss, ATLossConfig, ATLossOutput, register_at_loss,
+                                            soft_cross_entropy)
 
 
 class Linearisation(str, Enum):

@@ -26,12 +26,12 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from envs.attack_loss import AttackLoss
-from envs.options import NON_NEGATIVE, Limit, parse_option
-from envs.result import AttackResult
-from targets.inputs import TargetInputs
-from targets.losses.base import (ATLoss, ATLossConfig, ATLossOutput, register_at_loss,
-                                 soft_cross_entropy, weighted_mean)
+from learned_at.envs.attack_loss import AttackLoss
+from learned_at.envs.options import NON_NEGATIVE, Limit, parse_option
+from learned_at.envs.result import AttackResult
+from learned_at.targets.inputs import TargetInputs
+from learned_at.targets.losses.base import (ATLoss, ATLossConfig, ATLossOutput, register_at_loss,
+                                            soft_cross_entropy, weighted_mean)
 
 
 class Reduction(str, Enum):

@@ -31,8 +31,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from envs.options import parse_option
-from targets.distributed import all_gather_cat, all_reduce_mean
+from learned_at.envs.options import parse_option
+from learned_at.targets.distributed import all_gather_cat, all_reduce_mean
 
 
 class SoftLabelSource(str, Enum):

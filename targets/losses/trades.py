@@ -38,14 +38,14 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from envs.attack_loss import AttackLoss, kl_loss
-from envs.options import NON_NEGATIVE, Limit, parse_option
-from envs.requirements import EnvRequirements
-from envs.result import AttackResult
-from targets.inputs import TargetInputs
-from targets.losses.base import (ATLoss, ATLossConfig, ATLossOutput, LossContext,
-                                 register_at_loss, soft_cross_entropy, weighted_mean)
-from targets.losses.soft_labels import soft_target_ce
+from learned_at.envs.attack_loss import AttackLoss, kl_loss
+from learned_at.envs.options import NON_NEGATIVE, Limit, parse_option
+from learned_at.envs.requirements import EnvRequirements
+from learned_at.envs.result import AttackResult
+from learned_at.targets.inputs import TargetInputs
+from learned_at.targets.losses.base import (ATLoss, ATLossConfig, ATLossOutput, LossContext,
+                                            register_at_loss, soft_cross_entropy, weighted_mean)
+from learned_at.targets.losses.soft_labels import soft_target_ce
 
 #: standard deviation of the reference's Gaussian start of the KL attack.
 TRADES_START_NOISE = 0.001

@@ -10,10 +10,10 @@ from collections.abc import Callable
 
 from torch import nn
 
-from targets.models.normalize import Normalize
-from targets.models.resnet import preact_resnet18, resnet18
-from targets.models.small_cnn import cifar_cnn, digits_cnn, mnist_cnn
-from targets.models.wide_resnet import wrn34_10
+from learned_at.targets.models.normalize import Normalize
+from learned_at.targets.models.resnet import preact_resnet18, resnet18
+from learned_at.targets.models.small_cnn import cifar_cnn, digits_cnn, mnist_cnn
+from learned_at.targets.models.wide_resnet import wrn34_10
 
 __all__ = ["MODELS", "Normalize", "make_model"]
 

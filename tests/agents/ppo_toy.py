@@ -11,12 +11,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from agents.base import PolicyContext, StepInfo
-from envs.attack_env import AttackEnv, EnvConfig
-from envs.episode import run_episode
-from envs.geometry import make_geometry
-from targets.loader import Batch
-from targets.losses.ce import CrossEntropy, CrossEntropyConfig
+from learned_at.agents.base import PolicyContext, StepInfo
+from learned_at.envs.attack_env import AttackEnv, EnvConfig
+from learned_at.envs.episode import run_episode
+from learned_at.envs.geometry import make_geometry
+from learned_at.targets.loader import Batch
+from learned_at.targets.losses.ce import CrossEntropy, CrossEntropyConfig
 
 SHAPE = (1, 4, 4)
 EPS = 0.1

@@ -5,7 +5,7 @@ in [0, 1]; the policies that refuse a threat do so by name."""
 import pytest
 import torch
 
-from agents.base import make_policy, policy_registry
+from learned_at.agents.base import make_policy, policy_registry
 from tests.helpers import EPS, attack, make_context
 
 #: threat -> (nominal budget, most a policy may choose as a multiple of it). L0's N-FGSM noise
@@ -46,7 +46,7 @@ def test_policy_contract(name, threat, tiny_net, batch, one_thread):
 
 
 def test_unknown_policy_lists_valid():
-    from agents.base import PolicyConfig
+    from learned_at.agents.base import PolicyConfig
 
     with pytest.raises(ValueError, match="pgd_at"):
         make_policy(PolicyConfig(name="nope"), make_context())

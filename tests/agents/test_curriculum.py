@@ -2,8 +2,8 @@
 
 import torch
 
-from agents.base import make_policy
-from agents.curriculum import CurriculumConfig, curriculum_steps
+from learned_at.agents.base import make_policy
+from learned_at.agents.curriculum import CurriculumConfig, curriculum_steps
 from tests.helpers import make_context
 
 

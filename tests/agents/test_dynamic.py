@@ -4,13 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from agents.base import make_policy
-from agents.dynamic import DynamicConfig, fosc_threshold
-from agents.fixed import PgdAtConfig
-from envs.geometry import make_geometry
-from envs.requirements import FoscReference
-from targets.inputs import TargetInputs
-from targets.losses.ce import CrossEntropy, CrossEntropyConfig
+from learned_at.agents.base import make_policy
+from learned_at.agents.dynamic import DynamicConfig, fosc_threshold
+from learned_at.agents.fixed import PgdAtConfig
+from learned_at.envs.geometry import make_geometry
+from learned_at.envs.requirements import FoscReference
+from learned_at.targets.inputs import TargetInputs
+from learned_at.targets.losses.ce import CrossEntropy, CrossEntropyConfig
 from tests.helpers import EPS, attack, env_for, make_context
 
 
@@ -85,7 +85,7 @@ def test_start_reference_option_reaches_the_env(tiny_net, batch):
 
 
 def test_dynamic_refuses_a_geometry_without_fosc():
-    from envs.geometry.base import Geometry
+    from learned_at.envs.geometry.base import Geometry
 
     class NoFosc(Geometry):
         pass
@@ -125,7 +125,7 @@ def test_reweighting_is_off_by_default_and_weights_by_adversarial_ce(tiny_net, b
 def test_cli_run_tracks_fosc_distribution(tmp_path, tracking_uri):
     from mlflow.tracking import MlflowClient
 
-    from runners.cotrain import cotrain
+    from learned_at.runners.cotrain import cotrain
 
     run_id = cotrain(["policy=dynamic", "policy.c_max=0.05", "epochs=2", "batch_size=64",
                       "data.train_subset=128", "data.test_subset=64", "eval.test_subset=32",

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from agents.base import StepInfo
-from agents.fgsm_pgi.policy import FgsmPgi, FgsmPgiConfig
-from envs.episode import run_episode
-from targets.loader import apply_augmentation
+from learned_at.agents.base import StepInfo
+from learned_at.agents.fgsm_pgi.policy import FgsmPgi, FgsmPgiConfig
+from learned_at.envs.episode import run_episode
+from learned_at.targets.loader import apply_augmentation
 from tests.helpers import EPS, env_for, make_context
 
 

@@ -4,11 +4,11 @@ import copy
 
 import torch
 
-from agents.base import StepInfo
-from agents.fgsm_sdi.generator import InitGenerator
-from agents.fgsm_sdi.policy import FgsmSdi, FgsmSdiConfig
-from envs.requirements import Extra
-from targets.losses.base import soft_cross_entropy
+from learned_at.agents.base import StepInfo
+from learned_at.agents.fgsm_sdi.generator import InitGenerator
+from learned_at.agents.fgsm_sdi.policy import FgsmSdi, FgsmSdiConfig
+from learned_at.envs.requirements import Extra
+from learned_at.targets.losses.base import soft_cross_entropy
 from tests.helpers import attack, make_context, target_for
 
 
@@ -64,8 +64,8 @@ def test_update_only_every_k_batches(tiny_net, batch):
 
 
 def test_target_step_does_not_backprop_into_generator(tmp_path, tracking_uri):
-    from runners.config import compose_config
-    from runners.cotrain import Cotrainer
+    from learned_at.runners.config import compose_config
+    from learned_at.runners.cotrain import Cotrainer
 
     cfg = compose_config(["policy=fgsm_sdi", "policy.update_every=1000", "epochs=1",
                           "batch_size=64", "progress=false", f"checkpoint_dir={tmp_path}"])

@@ -2,8 +2,8 @@
 
 import torch
 
-from agents.base import make_policy
-from agents.fixed import FgsmAtConfig, FgsmRsConfig, NoAttackConfig, PgdAtConfig
+from learned_at.agents.base import make_policy
+from learned_at.agents.fixed import FgsmAtConfig, FgsmRsConfig, NoAttackConfig, PgdAtConfig
 from tests.helpers import EPS, attack, make_context
 
 

@@ -8,16 +8,16 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from agents.base import StepInfo
-from agents.las_at.net import categorical_entropy, categorical_log_prob
-from agents.las_at.policy import LasAt, LasAtConfig
-from envs.attack_loss import AttackLoss
-from runners.cotrain import cotrain
-from runners.distributions import DistributionHistory
-from targets.losses.awp import Awp, AwpConfig
-from targets.losses.base import soft_cross_entropy
-from targets.losses.ce import CrossEntropy, CrossEntropyConfig
-from targets.losses.trades import Trades, TradesConfig
+from learned_at.agents.base import StepInfo
+from learned_at.agents.las_at.net import categorical_entropy, categorical_log_prob
+from learned_at.agents.las_at.policy import LasAt, LasAtConfig
+from learned_at.envs.attack_loss import AttackLoss
+from learned_at.runners.cotrain import cotrain
+from learned_at.runners.distributions import DistributionHistory
+from learned_at.targets.losses.awp import Awp, AwpConfig
+from learned_at.targets.losses.base import soft_cross_entropy
+from learned_at.targets.losses.ce import CrossEntropy, CrossEntropyConfig
+from learned_at.targets.losses.trades import Trades, TradesConfig
 from tests.helpers import attack, make_context, target_for
 
 
@@ -208,8 +208,8 @@ def test_variants_run_end_to_end_and_track_choices(tmp_path, tracking_uri, at_lo
 
 
 def test_presets_follow_the_reference_per_variant_and_data_set():
-    from agents.las_at.preset import preset_settings
-    from agents.strategy.space import Variant
+    from learned_at.agents.las_at.preset import preset_settings
+    from learned_at.agents.strategy.space import Variant
 
     ce, trades, awp = (preset_settings("cifar10", v) for v in
                        (Variant.pgd_at, Variant.trades, Variant.awp))
@@ -253,7 +253,7 @@ def test_final_clip_projects_the_last_step_onto_the_nominal_budget(tiny_net, bat
 
 
 def test_reward_forms_and_clamps_by_hand():
-    from agents.strategy.lookahead import RewardTerms
+    from learned_at.agents.strategy.lookahead import RewardTerms
 
     terms = RewardTerms(r1=torch.tensor([30.0, 2.0]), r2=torch.tensor([1.0, 0.0]),
                         r3=torch.tensor([1.0, 1.0]), ce_robust=torch.tensor([0.5, 4.5]),
@@ -303,7 +303,7 @@ def test_default_digits_preset_learns_a_strategy_its_reward_favours():
     eps = torch.tensor(policy.space.eps)
     lo, hi = eps.min(), eps.max()
     images = torch.rand(4, 64, 1, 8, 8, generator=gen)
-    from agents.strategy.lookahead import RewardTerms
+    from learned_at.agents.strategy.lookahead import RewardTerms
 
     for u in range(updates):
         action = policy.act({"x": images[u % 4]}, 0, gen)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents.ppo.buffer import DeviceRolloutBuffer
-from agents.ppo.policy import PpoStrategy, PpoStrategyConfig
-from agents.ppo.vec_env import learn_with_sb3
+from learned_at.agents.ppo.buffer import DeviceRolloutBuffer
+from learned_at.agents.ppo.policy import PpoStrategy, PpoStrategyConfig
+from learned_at.agents.ppo.vec_env import learn_with_sb3
 from tests.agents.ppo_toy import ToyTrainer, toy_context
 
 FAST = PpoStrategyConfig(n_steps=2, n_epochs=8, minibatch_size=64, learning_rate=3e-3,

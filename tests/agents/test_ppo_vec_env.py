@@ -25,8 +25,8 @@ from stable_baselines3.common.env_checker import _check_obs, _check_unsupported_
 from stable_baselines3.common.utils import check_for_correct_spaces
 from stable_baselines3.common.vec_env import VecCheckNan, VecMonitor
 
-from agents.ppo.policy import PpoStrategy, PpoStrategyConfig
-from agents.ppo.vec_env import StrategyVecEnv
+from learned_at.agents.ppo.policy import PpoStrategy, PpoStrategyConfig
+from learned_at.agents.ppo.vec_env import StrategyVecEnv
 from tests.agents.ppo_toy import SHAPE, ToyTrainer, toy_context
 
 N = 16

@@ -2,8 +2,8 @@
 
 import torch
 
-from agents.prior_memory import PriorMemory, invert_augmentation
-from targets.loader import apply_augmentation, augment_batch
+from learned_at.agents.prior_memory import PriorMemory, invert_augmentation
+from learned_at.targets.loader import apply_augmentation, augment_batch
 
 
 def test_invert_augmentation_round_trip_on_covered_pixels():

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.base import make_policy
-from agents.dynamic import DynamicConfig
-from agents.las_at.policy import LasAtConfig
-from agents.spgd_at import FastLsL0Config, SpgdAtConfig
-from envs.attacks.saa import predict_labels
-from runners.config import compose_config
+from learned_at.agents.base import make_policy
+from learned_at.agents.dynamic import DynamicConfig
+from learned_at.agents.las_at.policy import LasAtConfig
+from learned_at.agents.spgd_at import FastLsL0Config, SpgdAtConfig
+from learned_at.envs.attacks.saa import predict_labels
+from learned_at.runners.config import compose_config
 from tests.helpers import attack, make_context
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -78,7 +78,7 @@ def test_las_at_chooses_per_sample_k_from_the_l0_grid(tiny_net, batch):
 
 
 def test_ppo_acts_on_the_same_l0_grids():
-    from agents.ppo.policy import PpoStrategyConfig
+    from learned_at.agents.ppo.policy import PpoStrategyConfig
 
     ppo = make_policy(PpoStrategyConfig(), _l0_context(4.0))
     las = make_policy(LasAtConfig(), _l0_context(4.0))

@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from envs.attack_env import AttackAction, AttackEnv, EnvConfig
-from envs.attack_loss import AttackLoss, attack_loss
-from envs.geometry import make_geometry
-from envs.requirements import BnMode, EnvRequirements, Extra
+from learned_at.envs.attack_env import AttackAction, AttackEnv, EnvConfig
+from learned_at.envs.attack_loss import AttackLoss, attack_loss
+from learned_at.envs.geometry import make_geometry
+from learned_at.envs.requirements import BnMode, EnvRequirements, Extra
 
 
 def _env(model, n=16, norm="linf", loss=AttackLoss.CE, bn_mode=BnMode.eval, **req):

@@ -6,9 +6,9 @@ import itertools
 import pytest
 import torch
 
-from envs.geometry import make_geometry
-from envs.geometry.l2 import fosc_l2, project_l2, random_init_l2
-from envs.geometry.linf import fosc_linf, project_linf, random_init_linf
+from learned_at.envs.geometry import make_geometry
+from learned_at.envs.geometry.l2 import fosc_l2, project_l2, random_init_l2
+from learned_at.envs.geometry.linf import fosc_linf, project_linf, random_init_linf
 
 
 def _data(n=6, shape=(2, 4, 4), seed=0):

@@ -6,10 +6,10 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.wrappers.vector import ArrayConversion, RecordEpisodeStatistics
 
-from envs.attack_env import AttackAction, AttackEnv, EnvConfig
-from envs.geometry import make_geometry
-from envs.requirements import EnvRequirements, Extra
-from targets.loader import Batch
+from learned_at.envs.attack_env import AttackAction, AttackEnv, EnvConfig
+from learned_at.envs.geometry import make_geometry
+from learned_at.envs.requirements import EnvRequirements, Extra
+from learned_at.targets.loader import Batch
 
 N = 8
 

@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from envs.geometry import make_geometry
-from envs.geometry.l0 import (L0, L0Config, changed_pixels, project_l0, random_init_l0,
-                              topk_mask)
+from learned_at.envs.geometry import make_geometry
+from learned_at.envs.geometry.l0 import (L0, L0Config, changed_pixels, project_l0, random_init_l0,
+                                         topk_mask)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from envs.attack_env import AttackEnv, EnvConfig
-from envs.attack_loss import AttackLoss, margin_loss
-from envs.episode import run_episode
-from envs.geometry import make_geometry
-from envs.pgd import FixedAttack, fgsm_attack, pgd_attack, pgd_attack_max_loss
-from envs.requirements import EnvRequirements
+from learned_at.envs.attack_env import AttackEnv, EnvConfig
+from learned_at.envs.attack_loss import AttackLoss, margin_loss
+from learned_at.envs.episode import run_episode
+from learned_at.envs.geometry import make_geometry
+from learned_at.envs.pgd import FixedAttack, fgsm_attack, pgd_attack, pgd_attack_max_loss
+from learned_at.envs.requirements import EnvRequirements
 from tests.helpers import SHAPE
 
 LINF = make_geometry("linf")

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from envs.attack_loss import AttackLoss, attack_loss
-from envs.attacks.saa import (SAA_STAGES, check_sparse, predict_labels, sparse_autoattack,
-                              sparse_rs_attack)
-from envs.attacks.sparse_rs import _new_colours, fraction_of_pixels, sparse_rs
-from envs.attacks.spgd import spgd_attack
-from envs.geometry.l0 import L0, changed_pixels
+from learned_at.envs.attack_loss import AttackLoss, attack_loss
+from learned_at.envs.attacks.saa import (SAA_STAGES, check_sparse, predict_labels,
+                                         sparse_autoattack, sparse_rs_attack)
+from learned_at.envs.attacks.sparse_rs import _new_colours, fraction_of_pixels, sparse_rs
+from learned_at.envs.attacks.spgd import spgd_attack
+from learned_at.envs.geometry.l0 import L0, changed_pixels
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from targets.datasets import load_dataset
+from learned_at.targets.datasets import load_dataset
 
 
 class DigitsMLP(nn.Module):
@@ -54,7 +54,7 @@ def run_interrupted(args: list[str], tracking_uri: str, monkeypatch: pytest.Monk
     """
     from mlflow.tracking import MlflowClient
 
-    from runners.cotrain import Cotrainer, cotrain
+    from learned_at.runners.cotrain import Cotrainer, cotrain
 
     calls = {"n": 0}
     original = Cotrainer.train_epoch
@@ -85,7 +85,7 @@ def interrupt_and_resume(args: list[str], tracking_uri: str, checkpoint_dir: str
     Returns:
         The id of the interrupted-then-resumed run (its status was KILLED before the resume).
     """
-    from runners.cotrain import cotrain
+    from learned_at.runners.cotrain import cotrain
 
     cut_id = run_interrupted(args, tracking_uri, monkeypatch)
     if resume:
@@ -114,7 +114,7 @@ def metric_histories(tracking_uri: str, run_id: str) -> dict[str, list[tuple[int
 
 def final_state(run_id: str, checkpoint_dir: str) -> dict:
     """The run's last checkpoint (model, policy, position)."""
-    from runners.run_loading import load_run_state
+    from learned_at.runners.run_loading import load_run_state
 
     return load_run_state(run_id, checkpoint_dir)
 
@@ -132,7 +132,7 @@ def sigterm_after_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
     """Send this process SIGTERM right after the training batch of global step ``step``."""
     import signal
 
-    from runners.cotrain import Cotrainer
+    from learned_at.runners.cotrain import Cotrainer
 
     original = Cotrainer.train_batch
 
@@ -149,7 +149,7 @@ def sigterm_after_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
 def reference_run(tmp_path_factory):
     """reference(args) -> (tracking uri, run id, checkpoint dir) of an uninterrupted run of
     ``args`` (cached per module). Call it inside the test, under the test's thread setting."""
-    from runners.cotrain import cotrain
+    from learned_at.runners.cotrain import cotrain
 
     root = tmp_path_factory.mktemp("reference")
     cache: dict[tuple[str, ...], tuple[str, str, str]] = {}

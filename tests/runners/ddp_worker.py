@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from runners.config import compose_config
-from runners.cotrain import Cotrainer
-from runners.distributed import exit_process, shutdown, world_from_env
+from learned_at.runners.config import compose_config
+from learned_at.runners.cotrain import Cotrainer
+from learned_at.runners.distributed import exit_process, shutdown, world_from_env
 
 
 def main(out_dir: str, jobs: list[str]) -> None:

@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-from envs.geometry import make_geometry
-from runners import autoattack_eval
-from runners.autoattack_eval import (AUTOATTACK_VERSION, STANDARD_ATTACKS, make_autoattack,
-                                     run_autoattack)
-from runners.robustness import evaluate
+from learned_at.envs.geometry import make_geometry
+from learned_at.runners import autoattack_eval
+from learned_at.runners.autoattack_eval import (AUTOATTACK_VERSION, STANDARD_ATTACKS,
+                                                make_autoattack, run_autoattack)
+from learned_at.runners.robustness import evaluate
 
 pytest.importorskip("pyautoattack")
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from runners import checkpoint
-from runners.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    restore_rng_state,
-    rng_state,
-    save_checkpoint,
-)
+from learned_at.runners import checkpoint
+from learned_at.runners.checkpoint import (
+                                           CheckpointError,
+                                           load_checkpoint,
+                                           restore_rng_state,
+                                           rng_state,
+                                           save_checkpoint,
+                                           )
 
 
 def _state(value: float) -> dict:

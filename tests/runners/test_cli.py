@@ -11,7 +11,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from runners import compare, cotrain, evaluate, inspect
+from learned_at.runners import compare, cotrain, evaluate, inspect
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIS = {"cotrain": cotrain.main, "evaluate": evaluate.main, "inspect": inspect.main,
@@ -80,7 +80,7 @@ def test_bad_input_through_the_interpreter_has_no_traceback(tmp_path):
     """The same through ``python -m`` (Hydra's multirun path included)."""
     env = {"PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin",
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
-    proc = subprocess.run([sys.executable, "-m", "runners.cotrain", "-m", "seed=0,1",
+    proc = subprocess.run([sys.executable, "-m", "learned_at.runners.cotrain", "-m", "seed=0,1",
                            "policy.stepz=3"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 2, proc.stderr

@@ -2,8 +2,8 @@
 
 from mlflow.tracking import MlflowClient
 
-from runners.co_monitor import MonitorConfig, detect_co
-from runners.cotrain import cotrain
+from learned_at.runners.co_monitor import MonitorConfig, detect_co
+from learned_at.runners.cotrain import cotrain
 
 
 def _flags(pgd, fgsm, config=MonitorConfig()):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from mlflow import MlflowClient
 
-from runners.compare import main
-from runners.tracking import Tracker
+from learned_at.runners.compare import main
+from learned_at.runners.tracking import Tracker
 
 
 def _make_run(uri, name, policy, at_loss, evals, epoch_times, checks=None, params=None,

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from runners.config import ConfigError, compose_config, resolve
+from learned_at.runners.config import ConfigError, compose_config, resolve
 
 
 def test_defaults_are_the_embedded_run():
@@ -43,7 +43,7 @@ def test_bad_overrides_name_the_problem_and_the_valid_choices(overrides, needle)
 
 
 def test_recipe_expands_first_so_later_overrides_win():
-    from runners.recipes import RECIPES, register_recipe
+    from learned_at.runners.recipes import RECIPES, register_recipe
 
     register_recipe("test_recipe", ["policy=pgd_at", "policy.steps=3", "epochs=7"], "a test")
     try:
@@ -61,10 +61,10 @@ def _numeric(field) -> bool:
 
 
 def _component_configs():
-    from agents.base import policy_registry
-    from envs.geometry.base import geometry_registry
-    from runners import config
-    from targets.losses.base import at_loss_registry
+    from learned_at.agents.base import policy_registry
+    from learned_at.envs.geometry.base import geometry_registry
+    from learned_at.runners import config
+    from learned_at.targets.losses.base import at_loss_registry
 
     yield from ((f"policy={n}", c) for n, (c, _) in policy_registry().items())
     yield from ((f"at_loss={n}", c) for n, (c, _) in at_loss_registry().items())
@@ -77,7 +77,7 @@ def _component_configs():
 def test_every_numeric_field_has_an_accepted_range():
     """A new component declares ``limits`` for its numeric fields (envs/options.py: Limit);
     a geometry's budget ``eps`` is checked by the geometry (check_budget)."""
-    from envs.geometry.base import GeometryConfig
+    from learned_at.envs.geometry.base import GeometryConfig
 
     missing = []
     for where, cls in _component_configs():
@@ -108,11 +108,11 @@ def test_values_out_of_range_name_the_field_the_value_and_the_range(overrides, n
 
 
 def test_legal_but_suspicious_budget_warns(caplog):
-    with caplog.at_level(logging.WARNING, logger="runners.config"):
+    with caplog.at_level(logging.WARNING, logger="learned_at.runners.config"):
         cfg = compose_config(["threat.eps=0.6"])
     assert cfg.threat.eps == 0.6
     assert "threat.eps=0.6 is at least 0.5" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="runners.config"):
+    with caplog.at_level(logging.WARNING, logger="learned_at.runners.config"):
         compose_config(["threat.eps=0.1"])
     assert caplog.text == ""

@@ -13,9 +13,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-from runners.cotrain import cotrain, main
-from runners.preemption import RunInterrupted
-from runners.tracking import Tracker, source_tags
+from learned_at.runners.cotrain import cotrain, main
+from learned_at.runners.preemption import RunInterrupted
+from learned_at.runners.tracking import Tracker, source_tags
 from tests.runners.conftest import (TINY_RUN, assert_same_training, final_state,
                                     interrupt_and_resume, metric_histories, sigterm_after_step)
 
@@ -32,7 +32,7 @@ def _metrics(uri, run_id):
 
 
 def test_tiny_run_logs_documented_metrics(tmp_path, tracking_uri, caplog, capsys, monkeypatch):
-    caplog.set_level(logging.INFO, logger="runners.cotrain")
+    caplog.set_level(logging.INFO, logger="learned_at.runners.cotrain")
     run_id = cotrain([*TINY, f"checkpoint_dir={tmp_path}/ck", "tracking.register_as=digits-test",
                       "tracking.system_metrics_interval_s=0.5"], tracking_uri)
     client = MlflowClient(tracking_uri)
@@ -52,7 +52,7 @@ def test_tiny_run_logs_documented_metrics(tmp_path, tracking_uri, caplog, capsys
         "distributions/eps.json", "distributions/steps.json"}
     assert client.list_artifacts(run_id, "plots") == []  # pgd_at's ε and K never change
     # per-epoch summaries through logging, progress bars off
-    summaries = [r.getMessage() for r in caplog.records if r.name == "runners.cotrain"]
+    summaries = [r.getMessage() for r in caplog.records if r.name == "learned_at.runners.cotrain"]
     assert [s.split("  ")[0] for s in summaries[:2]] == ["epoch 1/2", "epoch 2/2"]
     # what mlflow.start_run records, in a model-training experiment
     tags = run.data.tags
@@ -111,7 +111,7 @@ KILL_AT_CHECKPOINT = """
 import os, signal, sys
 import torch
 torch.set_num_threads(1)
-from runners.cotrain import Cotrainer, cotrain
+from learned_at.runners.cotrain import Cotrainer, cotrain
 original = Cotrainer.save
 def save(self, next_epoch, batch=0):
     written = original(self, next_epoch, batch)

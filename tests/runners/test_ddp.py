@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from runners.config import compose_config
-from runners.cotrain import Cotrainer
+from learned_at.runners.config import compose_config
+from learned_at.runners.cotrain import Cotrainer
 from tests.runners.tracking_server import free_port
 
 pytestmark = pytest.mark.ddp
@@ -105,9 +105,9 @@ def test_learned_policy_is_the_same_on_both_ranks(two_ranks, name):
 
 
 def _initial_weights(overrides: list[str]) -> dict[str, torch.Tensor]:
-    from targets.datasets import load_dataset
-    from targets.models import make_model
-    from runners.config import resolve
+    from learned_at.targets.datasets import load_dataset
+    from learned_at.targets.models import make_model
+    from learned_at.runners.config import resolve
 
     data = load_dataset("digits")
     torch.manual_seed(0)

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from runners.distributed import (DistributedConfigError, NullTracker, World, rank_seed,
-                                 world_from_env, wrap_model)
-from targets.distributed import (all_gather_cat, all_reduce_max, all_reduce_mean,
-                                 average_gradients, world_size)
+from learned_at.runners.distributed import (DistributedConfigError, NullTracker, World, rank_seed,
+                                            world_from_env, wrap_model)
+from learned_at.targets.distributed import (all_gather_cat, all_reduce_max, all_reduce_mean,
+                                            average_gradients, world_size)
 
 
 def test_one_process_world_without_torchrun(monkeypatch):

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from runners.distributions import (DistributionHistory, aligned_rows, distribution_table,
-                                   is_constant, log_distributions, rows_from_table)
-from runners.formatting import format_grid_value
-from runners.tracking import Tracker
+from learned_at.runners.distributions import (DistributionHistory, aligned_rows, distribution_table,
+                                              is_constant, log_distributions, rows_from_table)
+from learned_at.runners.formatting import format_grid_value
+from learned_at.runners.tracking import Tracker
 
 GRID = [2 / 255, 4 / 255, 8 / 255, 16 / 255]
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from envs.geometry import make_geometry
-from runners.evaluate import main
-from runners.robustness import AttackSpec, evaluate, parse_attack, worst_case
+from learned_at.envs.geometry import make_geometry
+from learned_at.runners.evaluate import main
+from learned_at.runners.robustness import AttackSpec, evaluate, parse_attack, worst_case
 
 
 def test_parse_attack_names():
@@ -89,7 +89,7 @@ def test_transfer_attacks_are_crafted_on_the_surrogate(digits_model, digits_tens
 
 def test_cli_logs_metrics_table_and_checks(tmp_path, tracking_uri, monkeypatch, capsys,
                                           one_thread):
-    from runners.cotrain import cotrain
+    from learned_at.runners.cotrain import cotrain
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     ck = f"checkpoint_dir={tmp_path}/ck"
@@ -132,7 +132,7 @@ def test_cli_logs_metrics_table_and_checks(tmp_path, tracking_uri, monkeypatch, 
                                                    "worst_case"]
     assert all(r["n"] == 32 and r["eps"] == pytest.approx(0.2) for r in rows["rows"])
     # runners.compare reads the evaluation over the run's own final numbers
-    from runners.compare import main as compare
+    from learned_at.runners.compare import main as compare
 
     assert compare([f"run_ids=[{run_id}]", f"tracking_uri={tracking_uri}", "pgd=pgd3x2"]) == 0
     line = capsys.readouterr().out.splitlines()[2]

@@ -8,9 +8,9 @@ import torch
 from mlflow import MlflowClient
 from tqdm.auto import tqdm
 
-from runners.config import ConfigError, compose_config
-from runners.cotrain import Cotrainer, cotrain, main
-from runners.evaluate import budget_prefix, main as evaluate_main, parse_budget
+from learned_at.runners.config import ConfigError, compose_config
+from learned_at.runners.cotrain import Cotrainer, cotrain, main
+from learned_at.runners.evaluate import budget_prefix, main as evaluate_main, parse_budget
 
 TINY = ["at_loss=fast_bat", "policy=fgsm_rs", "epochs=1", "batch_size=64",
         "data.train_subset=192", "eval.test_subset=32", "eval.final_pgd_steps=2",

@@ -12,11 +12,11 @@ from collections import Counter
 import pytest
 import torch
 
-from envs.geometry.linf import Linf
-from envs.pgd import pgd_attack
-from runners.config import compose_config
-from runners.cotrain import Cotrainer
-from runners.fast_path import CompileMode, PerfConfig
+from learned_at.envs.geometry.linf import Linf
+from learned_at.envs.pgd import pgd_attack
+from learned_at.runners.config import compose_config
+from learned_at.runners.cotrain import Cotrainer
+from learned_at.runners.fast_path import CompileMode, PerfConfig
 
 TINY = ["batch_size=64", "data.train_subset=128", "data.test_subset=64", "eval.test_subset=32",
         "epochs=1", "monitor.enabled=false", "progress=false", "device=cpu"]
@@ -159,5 +159,6 @@ def test_cuda_batch_syncs_once_with_every_switch_on():
             trainer.train_batch(batches[1], 0)
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    syncs = [w for w in caught if "synchroniz" in str(w.message)]
-    assert len(syncs) == 1, [str(w.message) for w in syncs]
+    # torch also warns once that the detector is a prototype: count the detections only
+    syncs = [w for w in caught if "called a synchronizing CUDA operation" in str(w.message)]
+    assert len(syncs) == 1, [str(w.message) for w in caught]

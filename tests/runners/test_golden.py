@@ -7,7 +7,7 @@ below select the preset of the recording, which must still reproduce it exactly.
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runners.cotrain import cotrain
+from learned_at.runners.cotrain import cotrain
 
 TINY = ["epochs=2", "batch_size=128", "eval.test_subset=64", "eval.final_pgd_steps=3",
         "progress=false", "tracking.log_model=false", "tracking.system_metrics=false"]

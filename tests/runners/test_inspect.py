@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from runners.inspect import format_distribution_table, main
+from learned_at.runners.inspect import format_distribution_table, main
 
 CATEGORICAL = [
     {"epoch": 0, "values": [2 / 255, 8 / 255], "fractions": [0.25, 0.75], "mean": 0.0255, "n": 4},
@@ -65,8 +65,8 @@ def test_cli_rejects_unknown_tokens(capsys):
 def test_cli_prints_tables(tmp_path, monkeypatch, capsys):
     import torch
 
-    from runners.distributions import DistributionHistory, log_distributions
-    from runners.tracking import Tracker
+    from learned_at.runners.distributions import DistributionHistory, log_distributions
+    from learned_at.runners.tracking import Tracker
 
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path}/mlflow.db"

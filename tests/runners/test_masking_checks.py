@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from envs.geometry import make_geometry
-from runners.robustness import evaluate
-from runners.masking_checks import (CheckConfig, check_autoattack_le_pgd,
-                                    check_blackbox_ge_whitebox, check_eps_monotone,
-                                    check_large_eps, check_stronger_not_better,
-                                    default_large_eps, noise_margin, report_checks,
-                                    run_masking_checks)
+from learned_at.envs.geometry import make_geometry
+from learned_at.runners.robustness import evaluate
+from learned_at.runners.masking_checks import (CheckConfig, check_autoattack_le_pgd,
+                                               check_blackbox_ge_whitebox, check_eps_monotone,
+                                               check_large_eps, check_stronger_not_better,
+                                               default_large_eps, noise_margin, report_checks,
+                                               run_masking_checks)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from runners import compare
-from runners.cotrain import main
-from runners.multirun import SWEEP_TAG, compare_command, new_sweep_id, sweep_runs
+from learned_at.runners import compare
+from learned_at.runners.cotrain import main
+from learned_at.runners.multirun import SWEEP_TAG, compare_command, new_sweep_id, sweep_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["epochs=1", "batch_size=64", "data.train_subset=128", "data.test_subset=64",
@@ -70,7 +70,7 @@ def test_sweep_through_submitit_local_executor(tmp_path, tracking_uri, capsys):
                         reason="needs the cluster extra: pip install -e '.[cluster]'")
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "runners.cotrain", "-m", "policy=pgd_at,fgsm_rs", *TINY,
+    cmd = [sys.executable, "-m", "learned_at.runners.cotrain", "-m", "policy=pgd_at,fgsm_rs", *TINY,
            f"checkpoint_dir={tmp_path}/ck", "hydra/launcher=submitit_local",
            "hydra.launcher.timeout_min=10"]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,

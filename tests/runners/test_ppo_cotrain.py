@@ -6,8 +6,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from runners.cotrain import cotrain
-from runners.run_loading import load_run_state
+from learned_at.runners.cotrain import cotrain
+from learned_at.runners.run_loading import load_run_state
 from tests.runners.conftest import interrupt_and_resume
 
 TINY = ["policy=ppo_strategy", "data.train_subset=192", "batch_size=64", "epochs=2",

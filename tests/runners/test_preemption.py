@@ -10,9 +10,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from runners.config import ConfigError
-from runners.cotrain import Cotrainer, NonFiniteError, cotrain, main
-from runners.preemption import RunInterrupted
+from learned_at.runners.config import ConfigError
+from learned_at.runners.cotrain import Cotrainer, NonFiniteError, cotrain, main
+from learned_at.runners.preemption import RunInterrupted
 from tests.runners.conftest import (TINY_RUN, assert_same_training, final_state,
                                     metric_histories, sigterm_after_step)
 
@@ -75,7 +75,7 @@ def test_failed_checkpoint_write_keeps_the_previous_one_and_the_run_resumable(
         tmp_path, tracking_uri, monkeypatch, reference_run):
     ref_uri, ref_id, ref_ck = reference_run(PLAIN)
     ck = tmp_path / "ck"
-    import runners.checkpoint as checkpoint
+    import learned_at.runners.checkpoint as checkpoint
 
     real_save = torch.save
     calls = {"n": 0}

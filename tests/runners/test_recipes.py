@@ -2,9 +2,9 @@
 
 import pytest
 
-from runners.config import compose_config, resolve
-from runners.paper_recipes import PAPER_RECIPES
-from runners.schedule import lr_multiplier
+from learned_at.runners.config import compose_config, resolve
+from learned_at.runners.paper_recipes import PAPER_RECIPES
+from learned_at.runners.schedule import lr_multiplier
 
 #: recipe -> (epochs, decay epochs) of the reference (docs/seeds.md §1.7, §2.3, §3.3, §4.3, §8).
 DECAYS = {

@@ -7,10 +7,10 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from envs.geometry import make_geometry
-from runners.masking_checks import CheckConfig, run_masking_checks
-from runners.robustness import AttackSpec, evaluate, parse_attack
-from runners.run_loading import load_run_state
+from learned_at.envs.geometry import make_geometry
+from learned_at.runners.masking_checks import CheckConfig, run_masking_checks
+from learned_at.runners.robustness import AttackSpec, evaluate, parse_attack
+from learned_at.runners.run_loading import load_run_state
 from tests.runners.conftest import interrupt_and_resume
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -71,8 +71,8 @@ def test_l0_masking_checks_use_whole_pixels_sparse_rs_and_saa(digits_model, digi
 
 
 def test_fast_ls_l0_cotrains_tracked_and_evaluates(tmp_path, tracking_uri, monkeypatch, capsys):
-    from runners.cotrain import cotrain
-    from runners.evaluate import main
+    from learned_at.runners.cotrain import cotrain
+    from learned_at.runners.evaluate import main
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     ck = f"checkpoint_dir={tmp_path}/ck"
@@ -98,7 +98,7 @@ def test_fast_ls_l0_cotrains_tracked_and_evaluates(tmp_path, tracking_uri, monke
 
 @pytest.mark.slow
 def test_las_at_under_l0_logs_chosen_k_distributions(tmp_path, tracking_uri):
-    from runners.cotrain import cotrain
+    from learned_at.runners.cotrain import cotrain
 
     run_id = cotrain([*L0_TINY, "policy=las_at", "epochs=1", "monitor.enabled=false",
                       f"checkpoint_dir={tmp_path}/ck"], tracking_uri)
@@ -127,6 +127,6 @@ def test_resume_with_soft_labels_is_exact(tmp_path, tracking_uri, monkeypatch):
 
 
 def cotrain_run(args: list[str], tracking_uri: str) -> str:
-    from runners.cotrain import cotrain
+    from learned_at.runners.cotrain import cotrain
 
     return cotrain(args, tracking_uri)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from runners import threads
-from runners.config import compose_config
+from learned_at.runners import threads
+from learned_at.runners.config import compose_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,17 +57,17 @@ def _python(code: str, **env: str) -> str:
 
 
 def test_wait_policy_is_set_before_torch_loads_unless_the_user_chose_one():
-    probe = ("import runners, os, runners.threads as t; "
+    probe = ("import learned_at.runners, os, learned_at.runners.threads as t; "
              "print(os.environ.get('OMP_WAIT_POLICY'), t.wait_policy_applied())")
     assert _python(probe) == "PASSIVE True"
     assert _python(probe, OMP_WAIT_POLICY="active") == "active True"
     # torch first: too late for OpenMP, and the module knows it
-    assert _python("import torch; " + probe.replace("import runners, ", "import ")) \
+    assert _python("import torch; " + probe.replace("import learned_at.runners, ", "import ")) \
         .endswith("False")
 
 
 def test_negative_threads_is_a_config_error(capsys):
-    from runners.cotrain import main
+    from learned_at.runners.cotrain import main
 
     assert main(["threads=-1", "progress=false"]) == 2
     assert "threads=-1" in capsys.readouterr().err

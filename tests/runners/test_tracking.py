@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from runners.tracking import ParamConflictError, Tracker, UnknownRunError, flatten_config
+from learned_at.runners.tracking import ParamConflictError, Tracker, UnknownRunError, flatten_config
 
 
 @pytest.fixture()
@@ -122,7 +122,7 @@ def test_context_manager_marks_failed_and_killed(uri):
 
 
 def test_artifacts_and_tags(uri, tmp_path):
-    from runners import plots
+    from learned_at.runners import plots
 
     local = tmp_path / "note.txt"
     local.write_text("hello")

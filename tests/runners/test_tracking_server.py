@@ -20,9 +20,9 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from runners import compare, evaluate, inspect
-from runners.cotrain import cotrain
-from runners.run_loading import load_run_state
+from learned_at.runners import compare, evaluate, inspect
+from learned_at.runners.cotrain import cotrain
+from learned_at.runners.run_loading import load_run_state
 from tests.runners.conftest import run_interrupted
 from tests.runners.tracking_server import mlflow_server, postgres_cluster, postgres_missing
 
@@ -50,8 +50,9 @@ def server():
 def _start(args: list[str], uri: str, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, "-m", "runners.cotrain", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen([sys.executable, "-m", "learned_at.runners.cotrain", *args],
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
 
 
 def _run_id(output: str) -> str:

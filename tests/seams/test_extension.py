@@ -12,21 +12,21 @@ import torch
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-import agents.base as agents_base
-import envs.geometry.base as geometry_base
-import targets.losses.base as losses_base
-from agents.base import Policy, PolicyConfig, register_policy
-from agents.fixed import uniform_action
-from envs.attack_env import AttackAction, Obs
-from envs.attack_loss import AttackLoss
-from envs.geometry.base import (Geometry, GeometryConfig, Scalar, clip_to_box, flat_norm,
-                                per_sample, register_geometry)
-from envs.requirements import EnvRequirements, Extra
-from envs.result import AttackResult
-from runners.cotrain import cotrain
-from targets.inputs import TargetInputs
-from targets.losses.base import ATLoss, ATLossConfig, ATLossOutput, register_at_loss
-from targets.losses.base import soft_cross_entropy
+import learned_at.agents.base as agents_base
+import learned_at.envs.geometry.base as geometry_base
+import learned_at.targets.losses.base as losses_base
+from learned_at.agents.base import Policy, PolicyConfig, register_policy
+from learned_at.agents.fixed import uniform_action
+from learned_at.envs.attack_env import AttackAction, Obs
+from learned_at.envs.attack_loss import AttackLoss
+from learned_at.envs.geometry.base import (Geometry, GeometryConfig, Scalar, clip_to_box, flat_norm,
+                                           per_sample, register_geometry)
+from learned_at.envs.requirements import EnvRequirements, Extra
+from learned_at.envs.result import AttackResult
+from learned_at.runners.cotrain import cotrain
+from learned_at.targets.inputs import TargetInputs
+from learned_at.targets.losses.base import ATLoss, ATLossConfig, ATLossOutput, register_at_loss
+from learned_at.targets.losses.base import soft_cross_entropy
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ def _sources(package: str):
 
 
 def _module(path: Path) -> str:
-    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(("learned_at", *parts)).removesuffix(".__init__")
 
 
 def test_no_norm_branching_outside_the_geometries():
@@ -67,8 +68,9 @@ def test_runners_have_no_import_cycle():
 
 def test_configuration_does_not_import_evaluation():
     imports = _imports(ROOT / "runners" / "config.py")
-    assert not {m for m in imports if m.startswith(("runners.robustness", "runners.co_monitor",
-                                                    "envs.pgd", "runners.evaluate"))}
+    assert not {m for m in imports if m.startswith(tuple(
+        f"learned_at.{m}" for m in ("runners.robustness", "runners.co_monitor", "envs.pgd",
+                                    "runners.evaluate")))}
 
 
 def test_one_lookahead_and_one_shadow():

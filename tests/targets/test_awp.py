@@ -4,10 +4,10 @@ import copy
 
 import torch
 
-from envs.result import AttackResult
-from targets.inputs import TargetInputs
-from targets.losses.awp import AwpConfig, weight_perturbation
-from targets.losses.base import make_at_loss
+from learned_at.envs.result import AttackResult
+from learned_at.targets.inputs import TargetInputs
+from learned_at.targets.losses.awp import AwpConfig, weight_perturbation
+from learned_at.targets.losses.base import make_at_loss
 
 
 def test_perturbation_is_gamma_times_each_weight_norm_along_the_loss_gradient(tiny_net, batch):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from targets.datasets import DataSetError, load_dataset
+from learned_at.targets.datasets import DataSetError, load_dataset
 
 
 def test_digits_shapes_range_and_fixed_split() -> None:

@@ -8,12 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from envs.geometry import make_geometry
-from envs.geometry.linf import inactive_mask_linf
-from envs.result import AttackResult
-from targets.inputs import TargetInputs
-from targets.losses.base import make_at_loss
-from targets.losses.fast_bat import FastBat, FastBatConfig, attack_gradient, reference_step
+from learned_at.envs.geometry import make_geometry
+from learned_at.envs.geometry.linf import inactive_mask_linf
+from learned_at.envs.result import AttackResult
+from learned_at.targets.inputs import TargetInputs
+from learned_at.targets.losses.base import make_at_loss
+from learned_at.targets.losses.fast_bat import (FastBat, FastBatConfig, attack_gradient,
+                                                reference_step)
 
 LINF = make_geometry("linf")
 SHAPE = (2, 3, 3)  # 18 inputs: small enough for a full finite-difference gradient
@@ -244,8 +245,8 @@ def test_implicit_off_gives_zero_term_and_bad_fields_name_themselves(one_thread)
 
 
 def test_refused_settings_name_the_fix():
-    from agents.fixed import FgsmRsConfig, NoAttackConfig, PgdAtConfig
-    from agents.las_at.policy import LasAtConfig
+    from learned_at.agents.fixed import FgsmRsConfig, NoAttackConfig, PgdAtConfig
+    from learned_at.agents.las_at.policy import LasAtConfig
 
     loss = make_at_loss(FastBatConfig(z_from="raw_step"))
     assert "policy=fgsm_rs" in loss.check_setting(PgdAtConfig(), LINF)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from targets.datasets import DataSplit
-from targets.loader import DeviceLoader, apply_augmentation, augment_batch
+from learned_at.targets.datasets import DataSplit
+from learned_at.targets.loader import DeviceLoader, apply_augmentation, augment_batch
 
 
 def _split(n: int = 23, shape: tuple[int, int, int] = (3, 8, 8)) -> DataSplit:

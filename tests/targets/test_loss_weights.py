@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from envs.result import AttackResult
-from targets.inputs import TargetInputs
-from targets.losses.base import at_loss_registry, make_at_loss
+from learned_at.envs.result import AttackResult
+from learned_at.targets.inputs import TargetInputs
+from learned_at.targets.losses.base import at_loss_registry, make_at_loss
 
 
 @pytest.mark.parametrize("name", ["ce", "trades", "awp", "pgi"])

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from targets.models import MODELS, Normalize, make_model
+from learned_at.targets.models import MODELS, Normalize, make_model
 
 NATURAL_SHAPE = {"digits_cnn": (1, 8, 8), "mnist_cnn": (1, 28, 28)}
 
@@ -56,8 +56,8 @@ def test_normalize() -> None:
 
 
 def test_digits_cnn_trains_above_97_percent() -> None:
-    from targets.datasets import load_dataset
-    from targets.loader import DeviceLoader
+    from learned_at.targets.datasets import load_dataset
+    from learned_at.targets.loader import DeviceLoader
 
     torch.manual_seed(0)
     data = load_dataset("digits")

@@ -4,11 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from envs.result import AttackResult
-from targets.inputs import TargetInputs
-from targets.losses.base import make_at_loss, soft_cross_entropy
-from targets.losses.ce import CrossEntropyConfig
-from targets.losses.pgi import PgiLossConfig
+from learned_at.envs.result import AttackResult
+from learned_at.targets.inputs import TargetInputs
+from learned_at.targets.losses.base import make_at_loss, soft_cross_entropy
+from learned_at.targets.losses.ce import CrossEntropyConfig
+from learned_at.targets.losses.pgi import PgiLossConfig
 
 
 def _result(x, y, x_adv, x_init=None):

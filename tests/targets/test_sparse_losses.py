@@ -10,15 +10,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from envs.attack_loss import AttackLoss, kl_loss
-from envs.geometry import make_geometry
-from envs.result import AttackResult
-from targets.inputs import TargetInputs
-from targets.losses.base import LossContext, make_at_loss
-from targets.losses.ce import CrossEntropyConfig
-from targets.losses.soft_labels import SoftLabelConfig, SoftLabels
-from targets.losses.tradeoff import TradeoffConfig
-from targets.losses.trades import TradesConfig
+from learned_at.envs.attack_loss import AttackLoss, kl_loss
+from learned_at.envs.geometry import make_geometry
+from learned_at.envs.result import AttackResult
+from learned_at.targets.inputs import TargetInputs
+from learned_at.targets.losses.base import LossContext, make_at_loss
+from learned_at.targets.losses.ce import CrossEntropyConfig
+from learned_at.targets.losses.soft_labels import SoftLabelConfig, SoftLabels
+from learned_at.targets.losses.tradeoff import TradeoffConfig
+from learned_at.targets.losses.trades import TradesConfig
 from tests.helpers import target_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -136,7 +136,7 @@ def test_soft_label_state_round_trips_weights_only(tiny_net, batch):
 
 
 def test_soft_labels_are_refused_where_unsupported_and_need_the_run():
-    from targets.losses.pgi import PgiLossConfig
+    from learned_at.targets.losses.pgi import PgiLossConfig
 
     on = SoftLabelConfig(enabled=True)
     with pytest.raises(ValueError, match="does not take soft labels"):

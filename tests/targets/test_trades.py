@@ -5,16 +5,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from agents.fixed import FgsmAt, FgsmAtConfig
-from envs.attack_env import AttackEnv, EnvConfig
-from envs.attack_loss import AttackLoss, kl_loss
-from envs.episode import run_episode
-from envs.geometry import make_geometry
-from envs.requirements import EnvRequirements
-from envs.result import AttackResult
-from targets.inputs import TargetInputs
-from targets.losses.base import make_at_loss
-from targets.losses.trades import TRADES_START_NOISE, TradesConfig
+from learned_at.agents.fixed import FgsmAt, FgsmAtConfig
+from learned_at.envs.attack_env import AttackEnv, EnvConfig
+from learned_at.envs.attack_loss import AttackLoss, kl_loss
+from learned_at.envs.episode import run_episode
+from learned_at.envs.geometry import make_geometry
+from learned_at.envs.requirements import EnvRequirements
+from learned_at.envs.result import AttackResult
+from learned_at.targets.inputs import TargetInputs
+from learned_at.targets.losses.base import make_at_loss
+from learned_at.targets.losses.trades import TRADES_START_NOISE, TradesConfig
 from tests.helpers import SHAPE, make_context
 
 

@@ -1,0 +1,106 @@
+"""Import names: the project imports as ``learned_at.*`` everywhere, so a user's own ``envs``,
+``agents``, ``targets`` or ``runners`` package cannot shadow it (learned_at/__init__.py)."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FOLDERS = ("envs", "agents", "targets", "runners")
+SOURCE_DIRS = (*FOLDERS, "benchmarks", "tests", "learned_at")
+
+#: run in a fresh interpreter whose sys.path starts with decoy packages of the four names
+PROBE = """
+import envs, runners
+assert envs.DECOY and runners.DECOY                     # the user's packages are importable
+import learned_at.runners.cotrain as cotrain
+from learned_at.envs.attack_env import AttackEnv
+from learned_at.envs.geometry.base import make_geometry
+import learned_at.envs as project_envs
+assert not hasattr(project_envs, "DECOY"), project_envs.__file__
+assert project_envs.__file__.startswith({where!r}), project_envs.__file__
+assert cotrain.main(["--help"]) == 0
+print("PROBE-OK", project_envs.__file__)
+"""
+
+
+def _decoys(folder: Path) -> Path:
+    for name in FOLDERS:
+        (folder / name).mkdir(parents=True)
+        (folder / name / "__init__.py").write_text("DECOY = True\n")
+    return folder
+
+
+def _probe(pythonpath: list[Path], cwd: Path, where: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, pythonpath)),
+           "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", PROBE.format(where=str(where))], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_no_module_imports_the_folders_as_top_level_packages():
+    offenders = []
+    for folder in SOURCE_DIRS:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module or ""] if isinstance(node, ast.ImportFrom) and
+                         node.level == 0 else [])
+                offenders += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names
+                              if n.split(".")[0] in FOLDERS]
+    assert not offenders, offenders
+
+
+def test_package_list_names_every_package_folder():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = sorted("learned_at." + ".".join(p.parent.relative_to(ROOT).parts)
+                     for name in FOLDERS for p in (ROOT / name).rglob("__init__.py"))
+    assert sorted(config["packages"]) == sorted(["learned_at", *folders])
+    assert config["package-dir"] == {"learned_at": "learned_at",
+                                     **{f"learned_at.{n}": n for n in FOLDERS}}
+
+
+def test_source_checkout_imports_the_project_beside_a_users_decoy_packages(tmp_path):
+    decoys = _decoys(tmp_path / "user")
+    done = _probe([decoys, ROOT], cwd=tmp_path, where=ROOT)
+    assert done.returncode == 0 and "PROBE-OK" in done.stdout, done.stderr[-3000:]
+
+
+@pytest.mark.packaging
+def test_installed_wheel_imports_the_project_beside_a_users_decoy_packages(tmp_path):
+    """Build the wheel, unpack it as site-packages would hold it, and import it from a folder
+    that is not the checkout, with decoy packages first on sys.path."""
+    wheels = tmp_path / "wheels"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                            "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
+                           capture_output=True, text=True, timeout=600)
+    if build.returncode != 0 and "No module named" in build.stderr:
+        pytest.skip(f"cannot build a wheel here: {build.stderr.strip().splitlines()[-1]}")
+    assert build.returncode == 0, build.stderr[-3000:]
+    (wheel,) = wheels.glob("learned_at-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+        names = archive.namelist()
+    assert not {n.split("/")[0] for n in names} & set(FOLDERS)  # no top-level envs/ etc.
+    assert "learned_at/envs/geometry/l0.py" in names
+    decoys = _decoys(tmp_path / "user")
+    done = _probe([decoys, site], cwd=tmp_path, where=site)
+    assert done.returncode == 0 and "PROBE-OK" in done.stdout, done.stderr[-3000:]
+
+
+def test_readme_commands_run_from_the_repository_root():
+    """``python -m runners.cotrain`` (the README's form) hands over to the package's module, so
+    its per-epoch log lines come from ``learned_at.runners.cotrain``, not ``__main__``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
+    done = subprocess.run([sys.executable, "-m", "runners.cotrain", "--help"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "console script: lat-cotrain" in done.stdout, done.stderr
