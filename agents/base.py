@@ -43,6 +43,7 @@ from torch import nn
 from learned_at.envs.attack_env import AttackAction, Obs
 from learned_at.envs.attack_loss import AttackLoss
 from learned_at.envs.geometry.base import Geometry
+from learned_at.envs.registry import Registry
 from learned_at.envs.requirements import EnvRequirements
 from learned_at.envs.result import AttackResult
 from learned_at.targets.inputs import TargetInputs
@@ -184,28 +185,17 @@ class PolicyConfig:
     at_loss_defaults: ClassVar[tuple[str, ...]] = ()
 
 
-_POLICIES: dict[str, tuple[type[PolicyConfig], type[Policy]]] = {}
+POLICIES: Registry[PolicyConfig, Policy] = Registry("policy", "learned_at.agents.catalog")
 
 
 def register_policy(config_cls: type[PolicyConfig]) -> Callable[[type[Policy]], type[Policy]]:
-    """Class decorator: register ``policy_cls`` under ``config_cls().name``."""
-
-    def wrap(policy_cls: type[Policy]) -> type[Policy]:
-        key = config_cls().name
-        if key in _POLICIES and _POLICIES[key][1] is not policy_cls:
-            raise ValueError(f"policy {key!r} registered twice")
-        policy_cls.name = key
-        _POLICIES[key] = (config_cls, policy_cls)
-        return policy_cls
-
-    return wrap
+    """Class decorator: register a policy class under ``config_cls().name``."""
+    return POLICIES.register(config_cls)
 
 
 def policy_registry() -> dict[str, tuple[type[PolicyConfig], type[Policy]]]:
     """All registered policies: id -> (config class, policy class). Imports the built-ins."""
-    import learned_at.agents.catalog  # noqa: F401  (registers the built-in policies)
-
-    return dict(_POLICIES)
+    return POLICIES.entries()
 
 
 def make_policy(config: PolicyConfig | Any, context: PolicyContext) -> Policy:

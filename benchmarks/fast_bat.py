@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=0.2, help="peak of the cyclic schedule")
     p.add_argument("--eps", type=float, nargs="+", default=[8.0, 16.0], help="in 1/255")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--speed-rounds", type=int, default=6)
     p.add_argument("--speed-k", type=int, default=1)
     p.add_argument("--skip-speed", action="store_true")
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         a.speed_rounds, a.batch_size, a.seeds, a.eps = 1, 32, [0], a.eps[:1]
     torch.set_num_threads(a.threads)
     n = a.test_subset
-    base = [f"data={a.data}", f"batch_size={a.batch_size}", "progress=false", "device=cpu",
+    base = [f"data={a.data}", f"batch_size={a.batch_size}", "progress=false", f"device={a.device}",
             f"data.train_subset={a.train_subset}", f"data.test_subset={a.clean_subset}",
             f"eval.test_subset={n}", f"monitor.test_subset={n}",
             f"monitor.train_subset={a.monitor_train}", f"optim.lr={a.lr}",
@@ -171,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"conditions: torch threads={torch.get_num_threads()}, data={a.data}, "
           f"target={a.target if a.data != 'digits' else 'auto'}, train_subset={a.train_subset}, "
           f"PGD/FGSM test subset={n}, clean subset={a.clean_subset}, batch={a.batch_size}, "
-          f"epochs={a.epochs}, cyclic lr peak {a.lr}, seeds={a.seeds}, eps={a.eps}/255",
+          f"epochs={a.epochs}, cyclic lr peak {a.lr}, seeds={a.seeds}, eps={a.eps}/255, "
+          f"device={a.device}",
           flush=True)
     results: dict[str, object] = {"args": vars(a)}
     if not a.skip_speed:

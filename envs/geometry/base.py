@@ -37,6 +37,7 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from learned_at.envs.options import check_limits
+from learned_at.envs.registry import Registry
 
 Scalar = float | torch.Tensor
 
@@ -318,29 +319,19 @@ class Geometry:
         return type(self).inactive_mask is not Geometry.inactive_mask
 
 
-_GEOMETRIES: dict[str, tuple[type[GeometryConfig], type[Geometry]]] = {}
+GEOMETRIES: Registry[GeometryConfig, Geometry] = Registry(
+    "geometry", "learned_at.envs.geometry.catalog")
 
 
 def register_geometry(config_cls: type[GeometryConfig]
                       ) -> Callable[[type[Geometry]], type[Geometry]]:
     """Class decorator: register a geometry under ``config_cls().name``."""
-
-    def wrap(cls: type[Geometry]) -> type[Geometry]:
-        key = config_cls().name
-        if key in _GEOMETRIES and _GEOMETRIES[key][1] is not cls:
-            raise ValueError(f"geometry {key!r} registered twice")
-        cls.name = key
-        _GEOMETRIES[key] = (config_cls, cls)
-        return cls
-
-    return wrap
+    return GEOMETRIES.register(config_cls)
 
 
 def geometry_registry() -> dict[str, tuple[type[GeometryConfig], type[Geometry]]]:
     """All geometries: id -> (config class, geometry class). Imports the built-in ones."""
-    import learned_at.envs.geometry.catalog  # noqa: F401  (registers the built-in geometries)
-
-    return dict(_GEOMETRIES)
+    return GEOMETRIES.entries()
 
 
 def make_geometry(config: GeometryConfig | str | Any) -> Geometry:

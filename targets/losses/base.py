@@ -27,6 +27,7 @@ from torch import nn
 from learned_at.envs.attack_loss import AttackLoss
 from learned_at.envs.geometry.base import Geometry
 from learned_at.envs.options import PROBABILITY, Limit
+from learned_at.envs.registry import Registry
 from learned_at.envs.requirements import EnvRequirements
 from learned_at.envs.result import AttackResult
 from learned_at.targets.inputs import TargetInputs
@@ -224,28 +225,18 @@ class ATLoss:
             self.soft_labels.load_state_dict(state["soft_labels"])
 
 
-_AT_LOSSES: dict[str, tuple[type, type[ATLoss]]] = {}
+AT_LOSSES: Registry[ATLossConfig, ATLoss] = Registry(
+    "AT loss", "learned_at.targets.losses.catalog")
 
 
 def register_at_loss(config_cls: type) -> Callable[[type[ATLoss]], type[ATLoss]]:
     """Class decorator registering an AT loss under ``config_cls().name``."""
-
-    def wrap(cls: type[ATLoss]) -> type[ATLoss]:
-        key = config_cls().name
-        if key in _AT_LOSSES and _AT_LOSSES[key][1] is not cls:
-            raise ValueError(f"AT loss {key!r} registered twice")
-        cls.name = key
-        _AT_LOSSES[key] = (config_cls, cls)
-        return cls
-
-    return wrap
+    return AT_LOSSES.register(config_cls)
 
 
 def at_loss_registry() -> dict[str, tuple[type, type[ATLoss]]]:
     """All AT losses: id -> (config class, loss class). Imports the built-in ones."""
-    import learned_at.targets.losses.catalog  # noqa: F401
-
-    return dict(_AT_LOSSES)
+    return AT_LOSSES.entries()
 
 
 def make_at_loss(config: Any, context: LossContext | None = None) -> ATLoss:

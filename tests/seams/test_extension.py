@@ -117,9 +117,9 @@ def toys():
     register_policy(ThreeStepsConfig)(ThreeSteps)
     register_at_loss(StartAwareConfig)(StartAware)
     yield
-    geometry_base._GEOMETRIES.pop("toy_half_box")
-    agents_base._POLICIES.pop("toy_three_steps")
-    losses_base._AT_LOSSES.pop("toy_start_aware")
+    geometry_base.GEOMETRIES.unregister("toy_half_box")
+    agents_base.POLICIES.unregister("toy_three_steps")
+    losses_base.AT_LOSSES.unregister("toy_start_aware")
 
 
 def test_toy_geometry_policy_and_loss_co_train_with_no_runner_change(toys, tmp_path,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -78,9 +79,16 @@ def test_source_checkout_imports_the_project_beside_a_users_decoy_packages(tmp_p
 def test_installed_wheel_imports_the_project_beside_a_users_decoy_packages(tmp_path):
     """Build the wheel, unpack it as site-packages would hold it, and import it from a folder
     that is not the checkout, with decoy packages first on sys.path."""
+    source = tmp_path / "source"  # a copy: setuptools builds inside the source folder
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("learned_at", *FOLDERS):
+        shutil.copytree(ROOT / name, source / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     wheels = tmp_path / "wheels"
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                            "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
+                            "--no-build-isolation", "-q", "-w", str(wheels), str(source)],
                            capture_output=True, text=True, timeout=600)
     if build.returncode != 0 and "No module named" in build.stderr:
         pytest.skip(f"cannot build a wheel here: {build.stderr.strip().splitlines()[-1]}")
