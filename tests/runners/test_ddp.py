@@ -34,6 +34,7 @@ LOSSES = {"pgd": [], "awp": ["at_loss=awp"],  # AWP: the proxy's step is average
 LEARNED = {"las": ["policy=las_at", "policy.interval=1"],  # a REINFORCE step every batch
            "sdi": ["policy=fgsm_sdi", "policy.update_every=1"],  # generator + gradient memory
            "pgi": ["policy=fgsm_pgi"]}  # per-sample prior memory
+CONSTANT_LR = ["optim.schedule=constant"]  # a run extended by resume= keeps its learning rate
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def two_ranks(tmp_path_factory) -> Path:
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "MPLBACKEND": "Agg"}
     jobs = [f"{name}={','.join([*TINY, *extra, f'checkpoint_dir={tmp}/ck'])}"
             for name, extra in (*((k, [*PGD, *v]) for k, v in LOSSES.items()),
-                                *LEARNED.items())]
+                                *LEARNED.items(), ("resume", [*PGD, *CONSTANT_LR]))]
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1",
                "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={free_port()}",
                str(ROOT / "tests" / "runners" / "ddp_worker.py"), str(tmp), *jobs]
@@ -113,3 +114,25 @@ def _initial_weights(overrides: list[str]) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     return make_model(resolve(compose_config(overrides)).target, data.image_shape,
                       data.num_classes).state_dict()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_two_rank_checkpoint_resumes_in_one_process(two_ranks, tmp_path, tracking_uri):
+    """Checkpoints hold the whole state: the 2-rank run's last checkpoint (1 epoch), extended
+    to 2 epochs in one process, ends with the weights of a 2-epoch one-process run."""
+    from learned_at.runners.checkpoint import load_checkpoint
+    from learned_at.runners.cotrain import resume
+
+    rank0 = _load(two_ranks, "resume", 0)
+    run_id = resume(rank0["run_id"], ["epochs=2", "progress=false"], str(two_ranks / "ck"),
+                    f"sqlite:///{two_ranks}/mlflow.db")
+    resumed = load_checkpoint(two_ranks / "ck" / run_id / "last.pt")["model"]
+    overrides = [*(o for o in TINY if not o.startswith("epochs=")), "epochs=2", *PGD,
+                 *CONSTANT_LR, f"checkpoint_dir={tmp_path}/ck"]
+    one = Cotrainer(compose_config(overrides), overrides, tracking_uri)
+    one.run()
+    reference = {k: v.detach().cpu() for k, v in one.model.state_dict().items()}
+    assert _max_difference(rank0["model"], reference) > 1e-4  # epoch 2 moved the weights
+    difference = _max_difference(resumed, reference)
+    print(f"2 ranks (epoch 1) -> 1 process (epoch 2): max |w - w_1process| = {difference:.3g}")
+    assert difference < 1e-5
