@@ -43,7 +43,7 @@ import statistics
 
 import torch
 
-from benchmarks.interleaved import epoch_rows, make_trainer, speed, speed_table
+from benchmarks.interleaved import epoch_rows, make_trainer, speed_part
 from learned_at.runners.robustness import evaluate
 
 METHODS = {
@@ -177,10 +177,8 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     results: dict[str, object] = {"args": vars(a)}
     if not a.skip_speed:
-        ratios = speed([*base, "epochs=1"], {**METHODS, **SPEED_EXTRA}, a.speed_rounds, a.speed_k,
-                       "fgsm_rs")
-        results["speed"] = ratios
-        print("\n" + speed_table(ratios, "fgsm_rs") + "\n", flush=True)
+        results["speed"] = speed_part(base, {**METHODS, **SPEED_EXTRA}, a.speed_rounds,
+                                      a.speed_k, "fgsm_rs")
         _write(a.out, results)
     if not a.skip_training:
         for e in a.eps:

@@ -27,7 +27,7 @@ import json
 
 import torch
 
-from benchmarks.interleaved import epoch_rows, make_trainer, speed, speed_table
+from benchmarks.interleaved import epoch_rows, make_trainer, speed_part
 
 METHODS = {
     "fgsm_rs": ["policy=fgsm_rs"],
@@ -102,10 +102,8 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     results: dict[str, object] = {"args": vars(a)}
     if not a.skip_speed:
-        ratios = speed([*base, "epochs=1"], {**METHODS, **SPEED_EXTRA}, a.speed_rounds, a.speed_k,
-                       "fgsm_rs")
-        results["speed"] = ratios
-        print("\n" + speed_table(ratios, "fgsm_rs") + "\n", flush=True)
+        results["speed"] = speed_part(base, {**METHODS, **SPEED_EXTRA}, a.speed_rounds,
+                                      a.speed_k, "fgsm_rs")
     if not a.skip_co:
         for e in a.eps:
             rows = co_run(base, e / 255, a.epochs)

@@ -97,6 +97,15 @@ def epoch_rows(trainers: dict[str, Cotrainer], epochs: int, reference: str, labe
     return rows
 
 
+def speed_part(base: list[str], methods: dict[str, list[str]], rounds: int, k: int,
+               reference: str) -> dict[str, dict[str, float]]:
+    """:func:`speed` on one epoch's configuration of each method, its table printed; returns
+    the ratios (for a benchmark's JSON results)."""
+    ratios = speed([*base, "epochs=1"], methods, rounds, k, reference)
+    print("\n" + speed_table(ratios, reference) + "\n", flush=True)
+    return ratios
+
+
 def speed_table(ratios: dict[str, dict[str, float]], reference: str) -> str:
     """Markdown table of :func:`speed`'s ratios, wall and CPU time."""
     lines = [f"| method | wall time per batch / {reference} | CPU time per batch / {reference} |",

@@ -157,10 +157,7 @@ class Cotrainer:
         torch.manual_seed(cfg.seed)  # model initialisation is the only global-RNG consumer
         model = make_model(r.target, self.data.image_shape, self.data.num_classes)
         prepare_model(model.to(self.device), cfg.perf)
-        self.geometry = make_geometry(cfg.threat)
-        problem = self.geometry.check_budget(r.eps, self.data.image_shape)
-        if problem is not None:
-            raise ConfigError(problem)
+        self.geometry = make_geometry(cfg.threat)  # its budget was checked by compose_config
         try:
             train_module = wrap_model(model, self.world, self.device, cfg.sync_batchnorm)
         except DistributedConfigError as error:

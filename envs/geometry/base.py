@@ -146,6 +146,7 @@ class Geometry:
         blackbox_attack: the black-box attack kind the masking checks run (with a query
             budget) to compare against the gradient attacks; None where it has none.
         budget_symbol: how tables and check messages name the budget (``ε``, ``k``).
+        budget_setting: the override that sets the budget, as messages name it.
         at_loss_defaults: AT-loss id -> {config field: value} for fields the user left at
             None (e.g. L0: sTRADES' β = 3 and a CE attack).
     """
@@ -155,6 +156,7 @@ class Geometry:
     autoattack_norm: ClassVar[str | None] = None
     eval_attacks: ClassVar[tuple[str, ...]] = ()
     default_budgets: ClassVar[dict[str, float]] = {}
+    budget_setting: ClassVar[str] = "threat.eps=<value>"
     has_corner_init: ClassVar[bool] = False
     ensemble_attack: ClassVar[str | None] = None
     blackbox_attack: ClassVar[str | None] = None
@@ -191,7 +193,7 @@ class Geometry:
         """The data set's nominal budget; unknown data sets name the field to set."""
         if data not in self.default_budgets:
             raise ValueError(f"no default budget for data={data} under threat={self.name}; set "
-                             f"threat.eps=<value> (presets: {', '.join(self.default_budgets)})")
+                             f"{self.budget_setting} (presets: {', '.join(self.default_budgets)})")
         return float(self.default_budgets[data])
 
     def check_budget(self, eps: float, image_shape: tuple[int, int, int]) -> str | None:
@@ -207,8 +209,9 @@ class Geometry:
         budget (:meth:`check_budget`). Run when the run's config is composed, before any work;
         a geometry with fields of its own checks them here (or declares their ``limits``)."""
         problems = check_limits(self.config, "threat")
-        if self.config.eps is not None and not problems:
-            problem = self.check_budget(float(self.config.eps), image_shape)
+        budget = self.nominal_budget()
+        if budget is not None and not problems:
+            problem = self.check_budget(budget, image_shape)
             if problem:
                 problems.append(problem)
         return problems

@@ -213,6 +213,7 @@ class L0(Geometry):
     ensemble_attack: ClassVar[str | None] = "sparse_autoattack"
     blackbox_attack: ClassVar[str | None] = "sparse_rs"
     budget_symbol: ClassVar[str] = "k"
+    budget_setting: ClassVar[str] = "threat.k=<pixels>"
     at_loss_defaults: ClassVar[dict[str, dict[str, Any]]] = {
         "trades": {"beta": 3.0, "attack": "ce"}}  # sTRADES (docs/seeds.md §6.3)
 
@@ -232,12 +233,6 @@ class L0(Geometry):
     # -- budgets -----------------------------------------------------------------------
     def nominal_budget(self) -> float | None:
         return None if self.config.k is None else float(self.config.k)
-
-    def default_budget(self, data: str) -> float:
-        if data not in self.default_budgets:
-            raise ValueError(f"no default budget for data={data} under threat=l0; set "
-                             f"threat.k=<pixels> (presets: {', '.join(self.default_budgets)})")
-        return float(self.default_budgets[data])
 
     def check_budget(self, eps: float, image_shape: tuple[int, int, int]) -> str | None:
         pixels = image_shape[-2] * image_shape[-1]
