@@ -32,12 +32,13 @@ Departures from the reference code (dynamic_adv_training@470210e, see docs/seeds
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import torch
 
-from learned_at.agents.base import Policy, PolicyConfig, PolicyContext, register_policy
+from learned_at.agents.base import (Policy, PolicyConfig, PolicyContext, PresetContext,
+                                   register_policy)
 from learned_at.agents.fixed import uniform_action
 from learned_at.envs.attack_env import AttackAction, Obs
 from learned_at.envs.attack_loss import AttackLoss
@@ -95,6 +96,18 @@ class DynamicConfig(PolicyConfig):
     final_fosc: bool = True
     reweight: bool = False
 
+    def resolve(self, preset: PresetContext) -> DynamicConfig:
+        """``c_max`` from :data:`C_MAX_PRESETS` (data set, threat) when it is None."""
+        if self.c_max is not None or not preset.geometry.has_fosc:
+            return self  # (the policy refuses a geometry without FOSC when it is built)
+        key = (preset.data, preset.geometry.name)
+        if key not in C_MAX_PRESETS:
+            known = ", ".join(f"{d}/{n}" for d, n in C_MAX_PRESETS)
+            raise ValueError(f"no c_max preset for data={key[0]} threat={key[1]} (presets: "
+                             f"{known}); set policy.c_max=<value> (measure it with "
+                             "python -m benchmarks.fosc_preset)")
+        return replace(self, c_max=C_MAX_PRESETS[key])
+
 
 @register_policy(DynamicConfig)
 class DynamicAt(Policy):
@@ -102,10 +115,6 @@ class DynamicAt(Policy):
 
     def __init__(self, config: DynamicConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
-        if config.steps < 1:
-            raise ValueError(f"policy.steps must be >= 1, got {config.steps}")
-        if not 0 < config.ramp_fraction:
-            raise ValueError(f"policy.ramp_fraction must be > 0, got {config.ramp_fraction}")
         self.fosc_reference = parse_option(FoscReference, config.fosc_reference,
                                            "policy.fosc_reference")
         if not context.geometry.has_fosc:
@@ -116,26 +125,8 @@ class DynamicAt(Policy):
             raise ValueError("policy.reweight=true weights by the final example's adversarial "
                              "CE: it needs policy.final_fosc=true and a CE attack (at_loss=ce, "
                              "awp or pgi)")
-        self.c_max = self._resolve_c_max(config, context)
-        if self.c_max < 0:
-            raise ValueError(f"policy.c_max must be >= 0, got {self.c_max}")
+        self.c_max = float(config.c_max)
         self.ramp_epochs = config.ramp_fraction * context.epochs
-
-    def resolved_presets(self) -> dict[str, Any]:
-        """The threshold at epoch 0 (the data set's preset when ``c_max`` is None)."""
-        return {"c_max": self.c_max}
-
-    @staticmethod
-    def _resolve_c_max(config: DynamicConfig, context: PolicyContext) -> float:
-        if config.c_max is not None:
-            return float(config.c_max)
-        key = (context.data, context.geometry.name)
-        if key not in C_MAX_PRESETS:
-            known = ", ".join(f"{d}/{n}" for d, n in C_MAX_PRESETS)
-            raise ValueError(f"no c_max preset for data={key[0]} threat={key[1]} (presets: "
-                             f"{known}); set policy.c_max=<value> (measure it with "
-                             "python -m benchmarks.fosc_preset)")
-        return C_MAX_PRESETS[key]
 
     @property
     def threshold(self) -> float:

@@ -23,17 +23,18 @@ sAA equals Table 3's "1-step sTRADES + SAT & N-FGSM"): 1-step sPGD with N-FGSM n
 noise-to-step ratio), and, unless the command line picks ``at_loss`` itself, the policy's
 default AT loss ``at_loss=trades at_loss.soft_labels.enabled=true`` (sTRADES with
 Self-Adaptive Training soft labels), applied by the config composer
-(:attr:`agents.base.PolicyConfig.at_loss_defaults`).
+(:attr:`agents.base.PolicyConfig.default_at_loss`, ``soft_labels``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
 
-from learned_at.agents.base import Policy, PolicyConfig, PolicyContext, register_policy
+from learned_at.agents.base import (Policy, PolicyConfig, PolicyContext, PresetContext,
+                                   register_policy)
 from learned_at.agents.fixed import uniform_action
 from learned_at.envs.attack_env import AttackAction, Obs
 from learned_at.envs.geometry.base import BudgetUnit
@@ -66,15 +67,9 @@ class SpgdAtConfig(PolicyConfig):
     alpha_ratio: float = 0.25
     early_stop: bool = True
 
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"policy.steps must be >= 1, got {self.steps}")
-        if self.k is not None and self.k < 0:
-            raise ValueError(f"policy.k must be >= 0 pixels, got {self.k}")
-        if not self.noise >= 0:
-            raise ValueError(f"policy.noise must be >= 0, got {self.noise}")
-        if not self.alpha_ratio > 0:
-            raise ValueError(f"policy.alpha_ratio must be > 0, got {self.alpha_ratio}")
+    def resolve(self, preset: PresetContext) -> SpgdAtConfig:
+        """``k`` = the run's budget (``threat.k``) when it is None."""
+        return self if self.k is not None else replace(self, k=int(preset.eps))
 
 
 @register_policy(SpgdAtConfig)
@@ -129,8 +124,8 @@ class FastLsL0Config(SpgdAtConfig):
     steps: int = 1
     noise: float = 2.0
     early_stop: bool = False
-    at_loss_defaults: ClassVar[tuple[str, ...]] = ("at_loss=trades",
-                                                   "at_loss.soft_labels.enabled=true")
+    default_at_loss: ClassVar[str | None] = "trades"
+    soft_labels: ClassVar[bool] = True
 
 
 @register_policy(FastLsL0Config)

@@ -37,13 +37,14 @@ Choices and departures from the reference code (docs/seeds.md §3.3), each delib
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, ClassVar
 
 import torch
 
-from learned_at.agents.base import Policy, PolicyConfig, PolicyContext, StepInfo, register_policy
+from learned_at.agents.base import (Policy, PolicyConfig, PolicyContext, PresetContext,
+                                   StepInfo, register_policy)
 from learned_at.agents.fixed import uniform_action
 from learned_at.agents.init_stats import describe_init
 from learned_at.agents.prior_memory import MemoryDtype, PriorMemory
@@ -95,9 +96,9 @@ class FgsmPgiConfig(PolicyConfig):
             (reference code: 40 for CIFAR-10); 0 = only at the start.
         init: start of a fresh prior: ``uniform`` (U(−ε, ε), poster) or ``corners``
             (ε·sign(U), reference code; L∞ only).
-        true_class_prob: label smoothing of the target's AT loss (the policy passes it to the
-            AT loss, overriding ``at_loss.true_class_prob``); 0.6 is the reference recipe
-            (docs/seeds.md §0.2), 1.0 turns smoothing off.
+        true_class_prob: label smoothing of the target's AT loss (one setting with
+            ``at_loss.true_class_prob``: set either); None = the reference recipe's 0.6
+            (docs/seeds.md §0.2); 1.0 turns smoothing off.
         memory_dtype: storage of the per-sample memories (``float32``, ``float16``,
             ``bfloat16``); CIFAR-10 needs 614 MB per memory in float32.
     """
@@ -113,8 +114,13 @@ class FgsmPgiConfig(PolicyConfig):
     momentum_form: MomentumForm = MomentumForm.sign
     reset_every: int = 40
     init: InitKind = InitKind.uniform
-    true_class_prob: float = 0.6
+    true_class_prob: float | None = None
     memory_dtype: MemoryDtype = MemoryDtype.float32
+    target_smoothing: ClassVar[bool] = True
+
+    def resolve(self, preset: PresetContext) -> FgsmPgiConfig:
+        """``true_class_prob``: the reference recipe's 0.6 when it is None."""
+        return self if self.true_class_prob is not None else replace(self, true_class_prob=0.6)
 
 
 @register_policy(FgsmPgiConfig)
@@ -131,8 +137,6 @@ class FgsmPgi(Policy):
         if self.init_kind is InitKind.corners and not context.geometry.has_corner_init:
             raise ValueError(f"policy.init=corners is not defined for threat="
                              f"{context.geometry.name}; use policy.init=uniform")
-        if config.reset_every < 0:
-            raise ValueError(f"policy.reset_every must be >= 0, got {config.reset_every}")
         shape, dev = context.image_shape, context.device
         if self.prior is not Prior.bp:
             self.delta_memory = PriorMemory(context.num_train, shape, dev, config.memory_dtype)
@@ -181,10 +185,6 @@ class FgsmPgi(Policy):
         eps = self.context.eps
         alpha = self.context.geometry.step_size(eps, self.config.alpha_ratio)
         return uniform_action(obs, eps, alpha, 1, eta)
-
-    def target_inputs(self, result: AttackResult) -> TargetInputs:
-        """The preset label smoothing for the target's AT loss."""
-        return TargetInputs(true_class_prob=self.config.true_class_prob)
 
     # -- learning the priors -------------------------------------------------------------
     def momentum_step(self, momentum: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:

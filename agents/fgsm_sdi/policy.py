@@ -35,7 +35,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from learned_at.agents.base import Policy, PolicyConfig, PolicyContext, StepInfo, register_policy
+from learned_at.agents.base import (Policy, PolicyConfig, PolicyContext, PresetContext,
+                                   StepInfo, register_policy)
 from learned_at.agents.fgsm_sdi.generator import InitGenerator
 from learned_at.agents.fixed import uniform_action
 from learned_at.agents.init_stats import describe_init
@@ -72,8 +73,8 @@ class FgsmSdiConfig(PolicyConfig):
             point, computed every batch) or ``previous`` (at the sample's FGSM point of the
             previous epoch, stored per sample; no extra target pass; see the module doc).
         true_class_prob: label smoothing of the generator's objective *and* the target's AT
-            loss (the policy passes it to the AT loss, overriding ``at_loss.true_class_prob``);
-            0.5 is the reference recipe (docs/seeds.md §0.2), 1.0 turns smoothing off.
+            loss (one setting with ``at_loss.true_class_prob``: set either); None = the
+            reference recipe's 0.5 (docs/seeds.md §0.2); 1.0 turns smoothing off.
     """
 
     limits: ClassVar[dict[str, Limit]] = {
@@ -87,7 +88,12 @@ class FgsmSdiConfig(PolicyConfig):
     weight_decay: float = 5e-4
     width: int = 64
     grad_input: GradInput = GradInput.clean
-    true_class_prob: float = 0.5
+    true_class_prob: float | None = None
+    target_smoothing: ClassVar[bool] = True
+
+    def resolve(self, preset: PresetContext) -> FgsmSdiConfig:
+        """``true_class_prob``: the reference recipe's 0.5 when it is None."""
+        return self if self.true_class_prob is not None else replace(self, true_class_prob=0.5)
 
 
 @register_policy(FgsmSdiConfig)
@@ -96,11 +102,6 @@ class FgsmSdi(Policy):
 
     def __init__(self, config: FgsmSdiConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
-        if config.update_every < 1:
-            raise ValueError(f"policy.update_every must be >= 1, got {config.update_every}")
-        if not 0.0 < config.true_class_prob <= 1.0:
-            raise ValueError("policy.true_class_prob must be in (0, 1], got "
-                             f"{config.true_class_prob}")
         self.grad_input = parse_option(GradInput, config.grad_input, "policy.grad_input")
         if self.grad_input is GradInput.previous:
             self.grad_memory = PriorMemory(context.num_train, context.image_shape,
@@ -134,10 +135,6 @@ class FgsmSdi(Policy):
             return None
         with torch.no_grad():  # the training attack needs no graph; update() builds its own
             return self._action(obs)
-
-    def target_inputs(self, result: AttackResult) -> TargetInputs:
-        """The preset label smoothing for the target's AT loss."""
-        return TargetInputs(true_class_prob=self.config.true_class_prob)
 
     def update(self, result: AttackResult, view: TargetView, out: ATLossOutput,
                info: StepInfo) -> dict[str, torch.Tensor]:

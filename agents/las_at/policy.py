@@ -58,13 +58,16 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from learned_at.agents.base import Policy, PolicyConfig, PolicyContext, StepInfo, register_policy
+from learned_at.agents.base import (Policy, PolicyConfig, PolicyContext, PresetContext,
+                                   StepInfo, register_policy)
 from learned_at.agents.las_at.net import (StrategyNet, Trunk, categorical_entropy,
-                                          categorical_log_prob, sample_categorical)
+                                          categorical_log_prob, resolve_trunk,
+                                          sample_categorical)
 from learned_at.agents.las_at.preset import preset_settings
 from learned_at.agents.strategy.lookahead import (LookaheadConfig, RewardAttack, RewardTerms,
                                                   lookahead_terms)
-from learned_at.agents.strategy.space import Variant, make_strategy_space, resolve_variant
+from learned_at.agents.strategy.space import (Variant, make_strategy_space, resolve_variant,
+                                              resolved_grids)
 from learned_at.envs.attack_env import AttackAction, Obs
 from learned_at.envs.attack_loss import AttackLoss
 from learned_at.envs.options import (COUNT, FINITE, FRACTION, MOMENTUM, NON_NEGATIVE,
@@ -172,6 +175,33 @@ class LasAtConfig(PolicyConfig):
     final_clip: bool | None = None
 
 
+    target_smoothing: ClassVar[bool] = True
+
+    def resolve(self, preset: PresetContext) -> LasAtConfig:
+        """Every ``None`` / ``auto`` field from the variant's and data set's preset
+        (agents/las_at/preset.py) and the strategy grids (agents/strategy/space.py)."""
+        variant = resolve_variant(self.variant, preset.at_loss_name)
+        s = preset_settings(preset.data, variant)
+        grids = resolved_grids(preset.geometry, preset.data, variant, preset.eps,
+                               eps_grid=self.eps_grid, alpha_grid=self.alpha_grid,
+                               steps_grid=self.steps_grid, beta_grid=self.beta_grid)
+        return replace(
+            self, variant=variant, trunk=resolve_trunk(self.trunk, preset.image_shape), **grids,
+            interval=int(_pick(self.interval, s["interval"])),
+            lr=float(_pick(self.lr, s["lr"])),
+            momentum=float(_pick(self.momentum, s["momentum"])),
+            weight_decay=float(_pick(self.weight_decay, s["weight_decay"])),
+            lr_milestones=[float(m) for m in _pick(self.lr_milestones, s["lr_milestones"])],
+            reward_weights=[float(w) for w in _pick(self.reward_weights, s["weights"])],
+            r1_clamp=float(_pick(self.r1_clamp, s["r1_clamp"])),
+            reward_mode=parse_option(RewardMode, _pick(self.reward_mode, s["reward_mode"]),
+                                     "policy.reward_mode"),
+            baseline=parse_option(Baseline, _pick(self.baseline, s["baseline"]),
+                                  "policy.baseline"),
+            true_class_prob=float(_pick(self.true_class_prob, s["true_class_prob"])),
+            final_clip=bool(_pick(self.final_clip, s["final_clip"])))
+
+
 def _pick(value: Any, preset: Any) -> Any:
     return preset if value is None else value
 
@@ -182,35 +212,28 @@ class LasAt(Policy):
 
     def __init__(self, config: LasAtConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
-        self.variant = resolve_variant(config.variant, context.at_loss_name)
-        s = preset_settings(context.data, resolve_variant(config.variant, context.at_loss_name))
-        self.reward_mode = parse_option(RewardMode, _pick(config.reward_mode, s["reward_mode"]),
-                                        "policy.reward_mode")
-        self.baseline = parse_option(Baseline, _pick(config.baseline, s["baseline"]),
-                                     "policy.baseline")
+        self.variant = Variant(config.variant)
+        self.reward_mode = RewardMode(config.reward_mode)
+        self.baseline = Baseline(config.baseline)
         self.reward_form = parse_option(RewardForm, config.reward_form, "policy.reward_form")
         reward_attack = parse_option(RewardAttack, config.reward_attack, "policy.reward_attack")
         self.space = make_strategy_space(
             context.geometry, context.data, self.variant, context.eps,
             eps_grid=config.eps_grid, alpha_grid=config.alpha_grid,
             steps_grid=config.steps_grid, beta_grid=config.beta_grid)
-        self.interval = int(_pick(config.interval, s["interval"]))
-        if self.interval < 1:
-            raise ValueError(f"policy.interval must be >= 1, got {self.interval}")
-        weights = tuple(_pick(config.reward_weights, s["weights"]))
+        self.interval = int(config.interval)
+        weights = tuple(config.reward_weights)
         if len(weights) != 2:
             raise ValueError(f"policy.reward_weights must be [a, b], got {list(weights)}")
         self.weights = (float(weights[0]), float(weights[1]))
-        self.r1_clamp = float(_pick(config.r1_clamp, s["r1_clamp"]))
-        self.lr = float(_pick(config.lr, s["lr"]))
-        self.lr_milestones = tuple(_pick(config.lr_milestones, s["lr_milestones"]))
-        self.true_class_prob = self._smoothing(config.true_class_prob, s["true_class_prob"])
-        self.final_clip = bool(_pick(config.final_clip, s["final_clip"]))
+        self.r1_clamp = float(config.r1_clamp)
+        self.lr = float(config.lr)
+        self.lr_milestones = tuple(config.lr_milestones)
+        self.final_clip = bool(config.final_clip)
         self.net = StrategyNet(context.image_shape, self.space.nvec, config.trunk)
-        self.optimizer = torch.optim.SGD(
-            self.net.parameters(), lr=self.lr, momentum=float(_pick(config.momentum,
-                                                                    s["momentum"])),
-            weight_decay=float(_pick(config.weight_decay, s["weight_decay"])))
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=self.lr,
+                                         momentum=float(config.momentum),
+                                         weight_decay=float(config.weight_decay))
         self.register_buffer("baseline_value", torch.zeros(()))
         self.register_buffer("baseline_ready", torch.zeros((), dtype=torch.bool))
         self.lookahead = LookaheadConfig(config.reward_pgd_steps, config.reward_pgd_restarts,
@@ -222,15 +245,6 @@ class LasAt(Policy):
         self._clip: tuple[torch.Tensor, torch.Tensor, set[int]] | None = None
         self._entropy = torch.zeros(len(self.space.nvec))
         self._entropy_batches = 0
-
-    @staticmethod
-    def _smoothing(value: float | None, preset: float) -> float | None:
-        """The policy's label smoothing for TargetInputs (None: leave the loss's own)."""
-        if value is None:
-            return None if preset == 1.0 else float(preset)
-        if not 0.0 < value <= 1.0:
-            raise ValueError(f"policy.true_class_prob must be in (0, 1], got {value}")
-        return float(value)
 
     # -- acting ----------------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> None:
@@ -277,10 +291,9 @@ class LasAt(Policy):
         return AttackAction(eps=eps.clone())
 
     def target_inputs(self, result: AttackResult) -> TargetInputs:
-        """β per sample for LAS-TRADES, the label smoothing (target step and ŵ step alike); on
-        learning batches the target's look-ahead ŵ."""
-        return TargetInputs(beta=self._beta, true_class_prob=self.true_class_prob,
-                            lookahead=self._log_prob is not None)
+        """β per sample for LAS-TRADES; on learning batches the target's look-ahead ŵ (its
+        step takes the AT loss's label smoothing, which is this policy's)."""
+        return TargetInputs(beta=self._beta, lookahead=self._log_prob is not None)
 
     # -- learning --------------------------------------------------------------------
     def reward_parts(self, terms: RewardTerms) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -377,16 +390,6 @@ class LasAt(Policy):
         for h, head in enumerate(self.space.heads):
             out[f"policy/entropy_{head}"] = per_head[h]
         return out
-
-    def resolved_presets(self) -> dict[str, Any]:
-        """The variant, the grids, the learning schedule and the reward actually used."""
-        grids = {f"{head}_grid": list(grid) for head, grid in self.space.heads.items()}
-        grids["steps_grid"] = [int(k) for k in grids["steps_grid"]]
-        group = self.optimizer.param_groups[0]
-        return {"variant": self.variant.value, **grids,
-                "interval": self.interval, "lr": self.lr, "momentum": group["momentum"],
-                "weight_decay": group["weight_decay"], "lr_milestones": list(self.lr_milestones),
-                "reward_weights": list(self.weights), "r1_clamp": self.r1_clamp}
 
     def extra_state(self) -> dict[str, Any]:
         """Policy optimiser state, the batch counter (which batches learn) and this epoch's

@@ -42,7 +42,7 @@ Departures from LAS-AT's reference code (docs/seeds.md §1), on purpose:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, ClassVar
 
@@ -53,12 +53,13 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.logger import KVWriter, Logger
 
-from learned_at.agents.base import Policy, PolicyConfig, PolicyContext, StepInfo, register_policy
+from learned_at.agents.base import (Policy, PolicyConfig, PolicyContext, PresetContext,
+                                   StepInfo, register_policy)
 from learned_at.agents.ppo.buffer import DeviceRolloutBuffer
 from learned_at.agents.ppo.extractor import SmallCnnExtractor
 from learned_at.agents.strategy.lookahead import LookaheadConfig, lookahead_terms
 from learned_at.agents.strategy.space import (StrategySpace, Variant, make_strategy_space,
-                                              resolve_variant)
+                                              resolve_variant, resolved_grids)
 from learned_at.envs.attack_env import AttackAction, Obs
 from learned_at.envs.options import (COUNT, FINITE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, Limit,
                                      parse_option)
@@ -155,10 +156,13 @@ class PpoStrategyConfig(PolicyConfig):
     def __post_init__(self) -> None:
         for f in self.features:
             parse_option(Feature, f, "policy.features")
-        if self.n_steps < 1 or self.n_epochs < 1:
-            raise ValueError("policy.n_steps and policy.n_epochs must be >= 1")
-        if self.minibatch_size < 2:
-            raise ValueError("policy.minibatch_size must be >= 2 (advantage normalisation)")
+
+    def resolve(self, preset: PresetContext) -> PpoStrategyConfig:
+        """The variant (``auto``: from the AT loss) and the grids (LAS-AT's presets)."""
+        variant = resolve_variant(self.variant, preset.at_loss_name)
+        return replace(self, variant=variant, **resolved_grids(
+            preset.geometry, preset.data, variant, preset.eps, eps_grid=self.eps_grid,
+            alpha_grid=self.alpha_grid, steps_grid=self.steps_grid, beta_grid=self.beta_grid))
 
 
 class CaptureOutput(KVWriter):
@@ -218,7 +222,7 @@ class PpoStrategy(Policy):
 
     def __init__(self, config: PpoStrategyConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
-        self.variant = resolve_variant(config.variant, context.at_loss_name)
+        self.variant = Variant(config.variant)
         self.space: StrategySpace = make_strategy_space(
             context.geometry, context.data, self.variant, context.eps,
             eps_grid=config.eps_grid, alpha_grid=config.alpha_grid,
@@ -386,12 +390,6 @@ class PpoStrategy(Policy):
         return {k: list(v) for k, v in self.space.heads.items()}
 
     # -- checkpointing ---------------------------------------------------------------
-    def resolved_presets(self) -> dict[str, Any]:
-        """The LAS-AT variant and the grids PPO acts on."""
-        grids = {f"{head}_grid": list(grid) for head, grid in self.space.heads.items()}
-        grids["steps_grid"] = [int(k) for k in grids["steps_grid"]]
-        return {"variant": self.variant.value, **grids}
-
     def extra_state(self) -> dict[str, Any]:
         """Adam state of the strategy net, PPO counters, the partial rollout and this epoch's
         PPO update records (a checkpoint may fall in the middle of an epoch)."""

@@ -30,6 +30,7 @@ broadcast to all samples). Inputs are images in ``[0, 1]``; ``delta = x_adv - x`
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, ClassVar
@@ -175,6 +176,11 @@ class Geometry:
         None for the data set's preset (:meth:`default_budget`)."""
         eps = getattr(self.config, "eps", None)
         return None if eps is None else float(eps)
+
+    def with_budget(self, budget: float) -> Geometry:
+        """This geometry with its config's nominal budget set to ``budget`` (a run's resolved
+        threat; L0 sets ``threat.k``)."""
+        return type(self)(dataclasses.replace(self.config, eps=float(budget)))
 
     def step_size(self, eps: Scalar, ratio: float) -> Scalar:
         """The step size that is ``ratio`` of this geometry's step scale, per sample.

@@ -231,6 +231,9 @@ class L0(Geometry):
         return L0(dataclasses.replace(self.config, **changes))
 
     # -- budgets -----------------------------------------------------------------------
+    def with_budget(self, budget: float) -> L0:
+        return L0(dataclasses.replace(self.config, k=int(budget)))
+
     def nominal_budget(self) -> float | None:
         return None if self.config.k is None else float(self.config.k)
 

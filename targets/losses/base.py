@@ -11,13 +11,14 @@ the union of the policy's and the loss's requirements, so adding such a loss is 
 Registry ids select them (``at_loss=ce``, ``at_loss=trades``, ...). :func:`make_at_loss` binds
 the loss to the run (:class:`LossContext`: training-set size, classes, schedule, device,
 geometry), which per-sample memories (soft labels, :mod:`targets.losses.soft_labels`) and
-per-geometry defaults (:attr:`envs.geometry.base.Geometry.at_loss_defaults`) need. The target
+per-geometry defaults (:attr:`envs.geometry.base.Geometry.at_loss_defaults`, applied by
+:meth:`ATLossConfig.resolve`) need. The target
 calls :meth:`ATLoss.end_step` after each of its own optimiser steps (never after a look-ahead).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -92,7 +93,9 @@ class ATLossConfig:
 
     Attributes:
         name: registry id.
-        true_class_prob: label smoothing as the probability put on the true class (1.0 = off).
+        true_class_prob: label smoothing as the probability put on the true class (1.0 =
+            off); None = the policy's (LAS-AT, FGSM-SDI, FGSM-PGI carry their recipe's),
+            else 1.0 (runners/presets.py makes the two one setting).
         soft_labels: Self-Adaptive Training soft labels (``at_loss.soft_labels.enabled=true``;
             losses that support them: ce, trades, tradeoff, awp).
     """
@@ -100,8 +103,21 @@ class ATLossConfig:
     limits: ClassVar[dict[str, Limit]] = {"true_class_prob": PROBABILITY}
 
     name: str = "ce"
-    true_class_prob: float = 1.0
+    true_class_prob: float | None = None
     soft_labels: SoftLabelConfig = field(default_factory=SoftLabelConfig)
+
+    def resolve(self, geometry: Geometry, epochs: int) -> ATLossConfig:
+        """Every preset field filled: the geometry's defaults for this loss
+        (:attr:`envs.geometry.base.Geometry.at_loss_defaults`, e.g. L0's sTRADES β = 3) where
+        a field is None, then the loss's own fallbacks (:attr:`fallbacks`), and the soft
+        labels' warm-up for a run of ``epochs`` epochs. ``true_class_prob`` is the runner's
+        business (it depends on the policy)."""
+        defaults = {**self.fallbacks, **geometry.at_loss_defaults.get(self.name, {})}
+        filled = {k: v for k, v in defaults.items() if getattr(self, k, 0) is None}
+        return replace(self, **filled, soft_labels=self.soft_labels.resolve(epochs))
+
+    #: field -> value for ``None`` fields the geometry leaves open (class attribute).
+    fallbacks: ClassVar[dict[str, Any]] = {}
 
 
 @dataclass(frozen=True)
@@ -153,16 +169,6 @@ class ATLoss:
         self.soft_labels = SoftLabels(option, context.num_train, context.num_classes,
                                       context.epochs, context.batches_per_epoch, context.device)
 
-    def setting(self, name: str, fallback: Any) -> Any:
-        """A config field, where None means the geometry's default for this loss (e.g. L0's
-        sTRADES β = 3), else ``fallback``."""
-        value = getattr(self.config, name, None)
-        if value is not None:
-            return value
-        geometry = self.context.geometry
-        defaults = getattr(geometry, "at_loss_defaults", {}).get(self.name, {})
-        return defaults.get(name, fallback)
-
     def soft_targets(self, model: nn.Module, result: AttackResult,
                      clean_logits: torch.Tensor | None, adv_logits: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -189,10 +195,11 @@ class ATLoss:
         if self.soft_labels is not None:
             self.soft_labels.end_step()
 
-    def true_class_prob(self, inputs: TargetInputs) -> float:
-        """Label smoothing: the policy's preset (FGSM-SDI 0.5, ...) wins over the config's."""
-        preset = inputs.true_class_prob
-        return self.config.true_class_prob if preset is None else float(preset)
+    @property
+    def true_class_prob(self) -> float:
+        """Label smoothing of the loss's CE terms (1.0 where the config leaves it None)."""
+        value = self.config.true_class_prob
+        return 1.0 if value is None else float(value)
 
     def compute(self, model: nn.Module, result: AttackResult, inputs: TargetInputs
                 ) -> ATLossOutput:

@@ -43,7 +43,7 @@ class CrossEntropy(ATLoss):
         logits = model(result.x_adv)
         soft = self.soft_targets(model, result, None, logits)
         if soft is None:
-            per = soft_cross_entropy(logits, result.y, self.true_class_prob(inputs))
+            per = soft_cross_entropy(logits, result.y, self.true_class_prob)
         else:
             per = soft_target_ce(logits, soft[0]) * soft[1]
         loss = weighted_mean(per, inputs.weight)

@@ -386,7 +386,7 @@ class FastBat(ATLoss):
         """The upper level's training forward at δ* (ℓ_tr)."""
         d = lower.delta_star.detach().requires_grad_(True)
         logits = model(result.x + d)
-        per = soft_cross_entropy(logits, result.y, self.true_class_prob(inputs))
+        per = soft_cross_entropy(logits, result.y, self.true_class_prob)
         weight = inputs.weight
         train_loss = per.mean() if weight is None else (per * weight.to(per.dtype)).mean()
         return _UpperForward(train_loss, d, lower.direction, logits, per)

@@ -76,7 +76,7 @@ class PgiLoss(ATLoss):
         with torch.set_grad_enabled(self.config.prior_grad and torch.is_grad_enabled()):
             z_init = model(result.x_init)
         logits = model(result.x_adv)
-        ce = soft_cross_entropy(logits, result.y, self.true_class_prob(inputs))
+        ce = soft_cross_entropy(logits, result.y, self.true_class_prob)
         sq = (logits - z_init).pow(2)
         reg_per = sq.mean(1) if self.reduction is Reduction.mean else sq.sum(1)  # (N,)
         per = ce + self.config.lam * reg_per

@@ -54,7 +54,7 @@ class Tradeoff(ATLoss):
         clean, adv = model(result.x), model(result.x_adv)
         soft = self.soft_targets(model, result, clean, adv)
         if soft is None:
-            tcp = self.true_class_prob(inputs)
+            tcp = self.true_class_prob
             ce_clean = soft_cross_entropy(clean, result.y, tcp)
             ce_adv = soft_cross_entropy(adv, result.y, tcp)
         else:

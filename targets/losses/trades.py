@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -82,6 +82,8 @@ class TradesConfig(ATLossConfig):
     attack: TradesAttack | None = None
     joint_pass: bool = False
 
+    fallbacks: ClassVar[dict[str, Any]] = {"beta": DEFAULT_BETA, "attack": TradesAttack.kl}
+
     def __post_init__(self) -> None:
         if self.attack is not None:
             object.__setattr__(self, "attack", parse_option(TradesAttack, self.attack,
@@ -99,15 +101,15 @@ class Trades(ATLoss):
 
     def bind(self, context: LossContext) -> None:
         super().bind(context)
-        attack = TradesAttack(self.setting("attack", TradesAttack.kl))
+        attack = TradesAttack(self.config.attack or TradesAttack.kl)
         kl = attack is TradesAttack.kl
         self.attack_loss = AttackLoss.KL if kl else AttackLoss.CE
         self.env_requirements = EnvRequirements(start_noise=TRADES_START_NOISE if kl else 0.0)
 
     @property
     def beta(self) -> float:
-        """The configured β, else the geometry's, else 6."""
-        return float(self.setting("beta", DEFAULT_BETA))
+        """The configured β (resolved: the geometry's, else 6, when it was None)."""
+        return float(DEFAULT_BETA if self.config.beta is None else self.config.beta)
 
     def logits(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,7 +125,7 @@ class Trades(ATLoss):
         clean, adv = self.logits(model, result.x, result.x_adv)
         soft = self.soft_targets(model, result, clean, adv)
         if soft is None:
-            ce = soft_cross_entropy(clean, result.y, self.true_class_prob(inputs))
+            ce = soft_cross_entropy(clean, result.y, self.true_class_prob)
         else:
             ce = soft_target_ce(clean, soft[0]) * soft[1]
         kl = kl_loss(adv, clean)
