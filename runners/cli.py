@@ -35,7 +35,8 @@ from learned_at.runners.preemption import RunInterrupted
 from learned_at.runners.tracking import UnknownRunError
 from learned_at.targets.datasets import DataSetError
 
-__all__ = ["HYDRA_FLAGS", "USAGE_ERRORS", "UsageError", "configure_logging", "run_cli"]
+__all__ = ["HYDRA_FLAGS", "USAGE_ERRORS", "UsageError", "configure_logging", "exit_on_error",
+           "run_cli"]
 
 
 class UsageError(ValueError):
@@ -53,7 +54,7 @@ HYDRA_FLAGS = ("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--re
 """The flags of Hydra's command line (``--hydra-help`` lists them)."""
 
 
-def run_cli(prog: str, task: Callable[[], Any],
+def run_cli(prog: str, task: Callable[[], Any], config_name: str,
             failures: tuple[type[BaseException], ...] = (),
             log_level: int = logging.INFO) -> int:
     """Run a ``hydra.main`` task on ``sys.argv``; returns the exit status (module docstring).
@@ -61,6 +62,7 @@ def run_cli(prog: str, task: Callable[[], Any],
     Args:
         prog: the command's name in messages (``runners.cotrain``).
         task: the ``hydra.main``-decorated function.
+        config_name: its primary config (for the valid keys in messages).
         failures: exceptions that end a run as failed (one line, status 1).
         log_level: of the project's loggers (ranks > 0 of a torchrun job: warnings only).
     """
@@ -77,7 +79,8 @@ def run_cli(prog: str, task: Callable[[], Any],
     except (HydraException, OmegaConfBaseException) as error:
         from learned_at.runners.compose import explain
 
-        return _fail(prog, explain(error, [a for a in sys.argv[1:] if not a.startswith("-")]))
+        overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
+        return _fail(prog, explain(error, overrides, config_name))
     except USAGE_ERRORS as error:
         return _fail(prog, str(error))
     except failures as error:
@@ -97,6 +100,24 @@ def run_cli(prog: str, task: Callable[[], Any],
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = previous
+
+
+def exit_on_error(prog: str, body: Callable[[], Any],
+                  failures: tuple[type[BaseException], ...] = ()) -> Any:
+    """Run a task's body; bad input ends it with one line and ``SystemExit(2)``, a failure
+    with one line and ``SystemExit(1)``, a stop signal with ``SystemExit(128 + signal)``.
+
+    Inside a ``hydra.main`` task an exception would reach Hydra, which writes its own lines
+    before raising it again; a ``SystemExit`` passes through untouched."""
+    try:
+        return body()
+    except USAGE_ERRORS as error:
+        raise SystemExit(_fail(prog, str(error))) from None
+    except failures as error:
+        print(f"{prog}: {' '.join(str(error).split())}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except RunInterrupted as stop:
+        raise SystemExit(stop.exit_code) from None
 
 
 def _fail(prog: str, message: str) -> int:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import typing
+from enum import Enum
 from collections.abc import Sequence
 
 from hydra import compose, initialize
@@ -21,7 +23,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from learned_at.runners.config import ConfigError, CotrainConfig
+from learned_at.runners.config import GROUP_NAMES, ConfigError, CotrainConfig
 from learned_at.runners.config_store import CONFIG_NAME, register_configs
 from learned_at.runners.presets import DATA_PRESETS
 from learned_at.runners.validation import validate_config
@@ -89,21 +91,19 @@ def explain(error: BaseException, overrides: Sequence[str], config_name: str = C
 
 
 def _expected(overrides: Sequence[str], key: str, config_name: str) -> str:
-    """What the field at ``key`` accepts, from its node's type."""
-    from omegaconf.nodes import BooleanNode, EnumNode, FloatNode, IntegerNode
-
+    """What the field at ``key`` accepts, from its declared type."""
     base = _base(overrides, config_name)
-    node = base._get_node(key) if base is not None and OmegaConf.select(
-        base, key, throw_on_missing=False) is not None else None
-    if isinstance(node, EnumNode):
-        return "unknown option; valid: " + ", ".join(m.value for m in node.enum_type)
-    if isinstance(node, BooleanNode):
-        return "expected true or false"
-    if isinstance(node, IntegerNode):
-        return "expected an integer"
-    if isinstance(node, FloatNode):
-        return "expected a number"
-    return "a value of the wrong type"
+    parent, _, leaf = key.rpartition(".")
+    node = None if base is None else (OmegaConf.select(base, parent) if parent else base)
+    cls = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+    hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+    kinds = [t for t in typing.get_args(hints.get(leaf)) or [hints.get(leaf)]
+             if t is not type(None)]
+    kind = kinds[0] if kinds else None
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        return "unknown option; valid: " + ", ".join(str(m.value) for m in kind)
+    names = {bool: "expected true or false", int: "expected an integer", float: "expected a number"}
+    return names.get(kind, "a value of the wrong type")  # type: ignore[arg-type]
 
 
 def _valid_keys(overrides: Sequence[str], parent: str, config_name: str) -> list[str]:
@@ -116,8 +116,8 @@ def _valid_keys(overrides: Sequence[str], parent: str, config_name: str) -> list
 
 def _base(overrides: Sequence[str], config_name: str) -> DictConfig | None:
     """The config composed from the group choices alone (what the other overrides act on)."""
-    choices = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0]
-               and not o.startswith(("+", "~"))]
+    groups = (*GROUP_NAMES, "recipe")
+    choices = [o for o in overrides if o.split("=", 1)[0] in groups]
     try:
         return _compose(choices, config_name)
     except (HydraException, OmegaConfBaseException):

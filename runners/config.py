@@ -150,8 +150,6 @@ class TrackingConfig:
                               "monitor.keep_best) as an MLflow model of the run")
     register_as: str = setting("", "also register the final model in the Model Registry "
                                "under this name (empty = not registered)")
-    sweep_id: str = setting("", "the id of the -m sweep this run belongs to (set by the "
-                            "sweep; the run is tagged sweep_id)")
 
 
 #: the order of the groups in the defaults list: ``at_loss`` before ``policy`` (a policy's

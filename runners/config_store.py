@@ -5,7 +5,7 @@ included):
 
 * the primary config ``cotrain``: the :class:`~runners.config.CotrainConfig` schema, plus
   the Hydra settings of the project's commands (no output folder and no working-directory
-  change for a single run, the project's help text, its sweeper, quiet job logging);
+  change for a single run, the project's help text, its sweep callback, quiet job logging);
 * the ``data``, ``target``, ``at_loss``, ``threat`` and ``policy`` options from the data
   presets, the model registry and the component registries; a policy's option selects its
   :attr:`~agents.base.PolicyConfig.default_at_loss` through its defaults list;
@@ -24,10 +24,11 @@ from learned_at.runners.config import GROUP_NAMES, CotrainConfig, DataConfig, Ta
 from learned_at.runners.config import structured_node
 from learned_at.runners.presets import DATA_PRESETS
 from learned_at.runners.recipes import RECIPES, recipe_node
-from learned_at.runners.sweeper import SweeperConf
+from learned_at.runners.sweeper import callback_config
 from learned_at.targets.losses.base import at_loss_registry
 
-__all__ = ["CONFIG_NAME", "group_options", "hydra_settings", "register_configs"]
+__all__ = ["CONFIG_NAME", "group_options", "hydra_settings", "register_command",
+           "register_configs"]
 
 CONFIG_NAME = "cotrain"
 
@@ -38,7 +39,9 @@ HYDRA_LOGGING = {
     "formatters": {"simple": {"format": "[%(asctime)s][HYDRA] %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "simple",
                              "stream": "ext://sys.stdout"}},
-    "loggers": {"hydra": {"level": "INFO", "handlers": ["console"], "propagate": False}},
+    "loggers": {"hydra": {"level": "INFO", "handlers": ["console"], "propagate": False},
+                # "Error executing job ...": the command reports the error in one line itself
+                "hydra.core.utils": {"level": "CRITICAL"}},
     "root": {"level": "WARNING"},
     "disable_existing_loggers": False,
 }
@@ -49,10 +52,10 @@ def hydra_settings(command: str) -> dict[str, Any]:
     (defaults-list entries) and Hydra settings (the ``hydra`` node)."""
     return {
         "defaults": [{"override hydra/job_logging": "none"},
-                     {"override hydra/hydra_logging": "learned_at"},
-                     {"override hydra/sweeper": "learned_at"}, "_self_"],
+                     {"override hydra/hydra_logging": "learned_at"}, "_self_"],
         "hydra": {"run": {"dir": "."}, "output_subdir": None, "job": {"chdir": False},
-                  "sweep": {"dir": "multirun", "subdir": "${hydra.job.num}"},
+                  "sweep": {"dir": "multirun"},
+                  "callbacks": callback_config(f"runners.{command}"),
                   "help": {"app_name": command, "template": f"${{lat_help:{command}}}"}},
     }
 
@@ -65,7 +68,6 @@ def register_configs() -> None:
     register_help_resolver()
     cs = ConfigStore.instance()
     cs.store(group="hydra/hydra_logging", name="learned_at", node=HYDRA_LOGGING)
-    cs.store(group="hydra/sweeper", name="learned_at", node=SweeperConf)
     cs.store(name=f"{CONFIG_NAME}_schema", node=structured_node(CotrainConfig))
     settings = hydra_settings(CONFIG_NAME)
     cs.store(name=CONFIG_NAME, node={**settings, "defaults": [f"{CONFIG_NAME}_schema",
@@ -87,6 +89,20 @@ def register_configs() -> None:
     for name, recipe in RECIPES.items():
         cs.store(group="recipe", name=name, package="_global_",
                  node=recipe_node(recipe, GROUP_NAMES))
+
+
+def register_command(command: str, args_cls: type) -> None:
+    """Store the primary config of a command without config groups (evaluate, inspect,
+    compare): its arguments dataclass, with the commands' Hydra settings."""
+    from learned_at.runners.help import register_help_resolver
+
+    register_help_resolver()
+    cs = ConfigStore.instance()
+    cs.store(group="hydra/hydra_logging", name="learned_at", node=HYDRA_LOGGING)
+    cs.store(name=f"{command}_schema", node=structured_node(args_cls))
+    settings = hydra_settings(command)
+    cs.store(name=command, node={**settings, "defaults": [f"{command}_schema",
+                                                          *settings["defaults"]]})
 
 
 def group_options() -> dict[str, list[str]]:

@@ -33,7 +33,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from learned_at.runners.checkpoint import Checkpointer, Position, one_line, safe_tag
-from learned_at.runners.cli import USAGE_ERRORS, run_cli
+from learned_at.runners.cli import USAGE_ERRORS, exit_on_error, run_cli
 from learned_at.runners.compose import compose_config, to_config
 from learned_at.runners.config import config_to_dict
 from learned_at.runners.config_store import CONFIG_NAME, register_configs
@@ -43,6 +43,7 @@ from learned_at.runners.preemption import RunInterrupted, StopSignals
 from learned_at.runners.resume import Resumed, resume_run
 from learned_at.runners.run import Run, build_run
 from learned_at.runners.run_naming import resolved_yaml, run_name
+from learned_at.runners.sweeper import current_sweep_id
 from learned_at.runners.tracking import Tracker, flatten_config
 from learned_at.runners.train import NonFiniteError, final_evaluation, train
 from learned_at.targets.datasets import DataSet
@@ -111,8 +112,8 @@ def open_tracker(run: Run, tracking_uri: str | None, resumed: Resumed | None = N
     c = run.config
     tags = {"policy": c.policy.name, "target": c.target.name, "data": c.data.name,
             "at_loss": c.at_loss.name, "threat": c.threat.name}
-    if c.tracking.sweep_id:
-        tags["sweep_id"] = c.tracking.sweep_id
+    if current_sweep_id():
+        tags["sweep_id"] = current_sweep_id()
     if resumed is not None and resumed.replanned:
         tags["epochs_replanned"] = resumed.replanned
     tracker = Tracker(c.experiment, run_id=resumed.run_id if resumed else None,
@@ -187,16 +188,13 @@ def _tracking_uri() -> str | None:
     return os.environ.get("MLFLOW_TRACKING_URI") or None
 
 
-def _check(cfg: DictConfig) -> None:
-    """A sweep's check of one combination (the sweeper calls it for every job first)."""
-    to_config(cfg)
-
-
 def _job(cfg: DictConfig) -> int:
     """Hydra's task: one run (or one job of a sweep, which reports its exit status)."""
     overrides = list(HydraConfig.get().overrides.task)
     if HydraConfig.get().mode is not RunMode.MULTIRUN:
-        print(f"run_id={cotrain_from(cfg, overrides)}")
+        run_id = exit_on_error(PROG, lambda: cotrain_from(cfg, overrides),
+                               (NonFiniteError, CheckpointWriteError))
+        print(f"run_id={run_id}")
         return 0
     try:  # one job of a sweep: a bad combination or a failure ends it with one line
         print(f"run_id={cotrain_from(cfg, overrides)}", flush=True)
@@ -211,19 +209,6 @@ def _job(cfg: DictConfig) -> int:
         raise SystemExit(stop.exit_code) from None
 
 
-def _summarize_sweep(sweep_id: str) -> str:
-    """The sweep's outcome in one line, with the command that tabulates it."""
-    from learned_at.runners.sweeper import compare_command, sweep_runs
-
-    runs = sweep_runs(sweep_id, _tracking_uri())
-    states = sorted({r.info.status for r in runs})
-    counts = ", ".join(f"{sum(r.info.status == s for r in runs)} {s}" for s in states)
-    return (f"sweep {sweep_id}: {len(runs)} runs ({counts or 'none found'}); compare them "
-            f"with: {compare_command(sweep_id)}")
-
-
-_job.check_config = _check  # type: ignore[attr-defined]  # the sweeper's hooks
-_job.summarize_sweep = _summarize_sweep  # type: ignore[attr-defined]
 _task = hydra.main(config_path=None, config_name=CONFIG_NAME, version_base="1.3")(_job)
 
 
@@ -245,7 +230,7 @@ def main() -> int:
     """
     register_configs()
     world = world_from_env()
-    code = run_cli(PROG, _task, failures=(NonFiniteError, CheckpointWriteError),
+    code = run_cli(PROG, _task, CONFIG_NAME, failures=(NonFiniteError, CheckpointWriteError),
                    **({"log_level": logging.WARNING} if world.rank else {}))
     shutdown(world)
     return exit_process(code, world)

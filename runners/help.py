@@ -45,7 +45,7 @@ class CommandHelp:
 FLAGS = [
     "  -m, --multirun         a sweep: key=a,b (or range(), choice()) runs every combination;",
     "                         all are checked before the first one runs (runners/sweeper.py)",
-    "  --cfg job              print the composed config as YAML and exit (with -m: the first)",
+    "  --cfg job              print the composed config as YAML and exit (not with -m)",
     "  --help, -h             this text; with group=option, that option's fields",
     "  --hydra-help, --info   Hydra's own help and information",
 ]
@@ -128,8 +128,12 @@ def help_text(command: str, cfg: DictConfig) -> str:
     nested = [str(k) for k in cfg.keys() if k != "hydra" and isinstance(cfg[k], DictConfig)]
     if spec.groups:
         lines += _group_lines(cfg)
-    lines += ["fields (key=value: the current value, then what it is):", "  run:",
-              *_fields(cfg, "", skip=("hydra",))]
+    if spec.groups:
+        lines += ["fields (key=value: the current value, then what it is):", "  run:",
+                  *_fields(cfg, "", skip=("hydra",))]
+    else:
+        lines += ["arguments (key=value: the current value, then what it is):",
+                  *_fields(cfg, "", skip=("hydra",), indent=2)]
     for key in nested:
         node = cfg[key]
         chosen = f" ({key}={node.name})" if "name" in node else ""

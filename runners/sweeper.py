@@ -1,28 +1,27 @@
 """Sweeps: ``python -m runners.cotrain -m a=1,2 b=x,y [hydra/launcher=...]``.
 
-Hydra expands the grid and a Hydra *launcher* runs its jobs: the basic launcher (one after
-another in this process) by default, or, for a cluster, the submitit launcher plugin (extra
-``cluster``: ``pip install -e ".[cluster]"``), which submits every job to SLURM or runs them as
-local subprocesses with the same code path::
+Hydra's basic sweeper expands the grid (``a=1,2``, ``range(0,3)``, ``choice(...)``,
+``glob(...)``) and a Hydra *launcher* runs its jobs: the basic launcher (one after another in
+this process) by default, or, for a cluster, the submitit launcher plugin (extra ``cluster``:
+``pip install -e ".[cluster]"``), which submits every job to SLURM or runs them as local
+subprocesses with the same code path::
 
     python -m runners.cotrain -m policy=pgd_at,fgsm_rs seed=0,1 hydra/launcher=submitit_slurm \\
         hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=1 hydra.launcher.timeout_min=600
     python -m runners.cotrain -m policy=pgd_at,fgsm_rs hydra/launcher=submitit_local
 
-:class:`CheckedSweeper` is the project's Hydra sweeper (a plugin through Hydra's public
-``Sweeper`` interface, registered with ``Plugins.register``): the grid of Hydra's basic sweeper
-(``a=1,2``, ``range(0,3)``, ``choice(...)``, ``glob(...)``), with two additions:
+:class:`SweepCallback` (a Hydra callback, Hydra's public extension point for this) adds what the
+project's sweeps promise:
 
-* every combination is composed *and checked* (the task function's ``check_config``: ranges,
-  options, budgets) before the first job starts, so a bad value anywhere in the grid is one
-  line before any training, not a failure in the middle of the sweep;
-* the task function's jobs return their exit status: a bad combination found only when it
-  runs (2) or a failed run (1) does not stop the others, and the sweep exits with the worst;
-  the task's ``summarize_sweep`` prints the grid's outcome at the end;
-* every job gets ``tracking.sweep_id=<id>`` (printed first, also the name of the sweep's folder
-  ``multirun/<id>``), so one filter finds the grid wherever its jobs ran::
-
-      python -m runners.compare sweep_id=<id>
+* every combination is composed *and checked* (ranges, options, budgets:
+  :func:`runners.compose.to_config`) before the first job starts, so a bad value anywhere in
+  the grid is one line and exit status 2 before any training, not a failure mid-sweep;
+* the sweep gets an id (``<UTC date>-<time>-<6 hex>``, printed first) that names its folder
+  ``multirun/<id>`` (unless ``hydra.sweep.dir=`` is given: then that folder's name is the id),
+  and every run of the sweep carries it as the tag ``sweep_id``, so one command finds the grid
+  wherever its jobs ran: ``python -m runners.compare sweep_id=<id>``;
+* a job stopped by bad input found only when it runs (exit status 2) or by a failure (1)
+  does not stop the others; the sweep ends with one summary line and the worst status.
 
 Jobs on other machines must reach the same tracking store: set ``MLFLOW_TRACKING_URI`` to a
 tracking server (README, "Team tracking server"); a local sqlite file only works when all jobs
@@ -32,36 +31,38 @@ share its filesystem.
 from __future__ import annotations
 
 import itertools
+import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.plugins import Plugins
+from hydra.core.utils import JobStatus
 from hydra.errors import HydraException
-from hydra.plugins.sweeper import Sweeper
-from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, read_write
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, open_dict, read_write
 
-__all__ = ["CheckedSweeper", "SWEEP_TAG", "SweeperConf", "compare_command", "new_sweep_id",
-           "sweep_combinations", "sweep_runs"]
+__all__ = ["SWEEP_TAG", "SweepCallback", "callback_config", "compare_command",
+           "current_sweep_id", "new_sweep_id", "sweep_combinations", "sweep_runs"]
 
 SWEEP_TAG = "sweep_id"
 """Run tag holding the sweep's id (the same value on every run of one multirun)."""
 
 
-@dataclass
-class SweeperConf:
-    """``hydra/sweeper=learned_at``: the project's sweeper (no settings of its own)."""
-
-    _target_: str = "learned_at.runners.sweeper.CheckedSweeper"
-
-
 def new_sweep_id() -> str:
     """A sortable, unique sweep id: ``<UTC date>-<time>-<6 hex>``."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+def current_sweep_id() -> str:
+    """Inside a job of a ``-m`` sweep: the sweep's id (the name of its folder); else ""."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode.name != "MULTIRUN":
+        return ""
+    return Path(HydraConfig.get().sweep.dir).name
 
 
 def compare_command(sweep_id: str) -> str:
@@ -80,7 +81,7 @@ def sweep_runs(sweep_id: str, tracking_uri: str | None = None) -> list[Any]:
 
 
 def sweep_combinations(arguments: Sequence[str], config_loader: Any = None) -> list[list[str]]:
-    """Every combination of a sweep's overrides, in Hydra's order (one override list each).
+    """Every combination of a sweep's overrides, in the basic sweeper's order.
 
     Raises:
         HydraException: a sweep kind a grid cannot expand (intervals are for optimisers).
@@ -99,49 +100,71 @@ def sweep_combinations(arguments: Sequence[str], config_loader: Any = None) -> l
     return [list(combination) for combination in itertools.product(*axes)]
 
 
-class CheckedSweeper(Sweeper):
-    """The grid sweeper that checks every combination first (see the module docstring)."""
+class SweepCallback(Callback):
+    """The project's sweep bookkeeping (module docstring); inert in a single run.
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.hydra_context: HydraContext | None = None
-        self.config: DictConfig | None = None
-        self.launcher: Any = None
-        self.check: Callable[[DictConfig], Any] | None = None
-        self.summarize: Callable[[str], str] | None = None
+    Args:
+        command: the command's name in messages (``runners.cotrain``).
+    """
+
+    def __init__(self, command: str = "runners.cotrain") -> None:
+        self.command = command
         self.sweep_id = ""
+        self.codes: list[int] = []
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
-              config: DictConfig) -> None:
-        self.hydra_context, self.config = hydra_context, config
-        self.check = getattr(task_function, "check_config", None)
-        self.summarize = getattr(task_function, "summarize_sweep", None)
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config)
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from learned_at.runners.cli import USAGE_ERRORS
+        from learned_at.runners.compose import explain, to_config
 
-    def sweep(self, arguments: list[str]) -> Any:
-        assert self.hydra_context is not None and self.config is not None
-        loader = self.hydra_context.config_loader
-        self.sweep_id = new_sweep_id()
-        if not any(o.startswith("hydra.sweep.dir=") for o in self.config.hydra.overrides.hydra):
-            with read_write(self.config.hydra):  # the launcher reads it when it launches
-                self.config.hydra.sweep.dir = f"multirun/{self.sweep_id}"
-        jobs = [[*combo, f"tracking.{SWEEP_TAG}={self.sweep_id}"]
-                for combo in sweep_combinations(arguments, loader)]
-        for job in jobs:  # compose and check every job before the first one runs
-            composed = loader.load_sweep_config(master_config=self.config,
-                                                sweep_overrides=list(job))
-            if self.check is not None:
-                self.check(composed)
+        hydra_overrides = list(config.hydra.overrides.hydra)
+        if any(o.startswith("hydra.sweep.dir=") for o in hydra_overrides):
+            self.sweep_id = Path(config.hydra.sweep.dir).name
+        else:
+            self.sweep_id = new_sweep_id()
+            with read_write(config.hydra):  # every job's config is composed with these
+                config.hydra.sweep.dir = f"multirun/{self.sweep_id}"
+                config.hydra.overrides.hydra.append(f"hydra.sweep.dir={config.hydra.sweep.dir}")
+        loader = GlobalHydra.instance().config_loader()
+        task = list(config.hydra.overrides.task)
+        try:  # compose and check every job before the first one runs
+            for combination in sweep_combinations(task, loader):
+                job = loader.load_sweep_config(config, combination)
+                with read_write(job), open_dict(job):
+                    del job["hydra"]  # as Hydra hands a job its config
+                to_config(job)
+        except USAGE_ERRORS as error:
+            self._stop(str(error))
+        except Exception as error:  # Hydra's and OmegaConf's composition errors
+            self._stop(explain(error, task))
         print(f"{SWEEP_TAG}={self.sweep_id}", flush=True)
-        results = self.launcher.launch(jobs, initial_job_idx=0)
-        codes = [r.return_value for r in results]  # raises a job's unexpected exception
-        if self.summarize is not None:
-            print(self.summarize(self.sweep_id), flush=True)
-        code = 2 if 2 in codes else max((c for c in codes if isinstance(c, int)), default=0)
-        if code:  # a job stopped on bad input (2) or failed (1): the sweep's exit status
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if self.sweep_id:  # a job of this process's sweep (the basic launcher)
+            ok = job_return.status == JobStatus.COMPLETED
+            value = job_return.return_value if ok else None
+            self.codes.append(value if isinstance(value, int) else (0 if ok else 1))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        import os
+
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or None
+        runs = sweep_runs(self.sweep_id, uri)
+        states = sorted({r.info.status for r in runs})
+        counts = ", ".join(f"{sum(r.info.status == s for r in runs)} {s}" for s in states)
+        print(f"sweep {self.sweep_id}: {len(runs)} runs ({counts or 'none found'}); compare "
+              f"them with: {compare_command(self.sweep_id)}", flush=True)
+        code = 2 if 2 in self.codes else max(self.codes, default=0)
+        if not code and any(r.info.status == "FAILED" for r in runs):
+            code = 1  # jobs in other processes (submitit) report through their runs
+        if code:
             raise SystemExit(code)
-        return results
+
+    def _stop(self, message: str) -> None:
+        print(f"{self.command}: {' '.join(message.split())}", file=sys.stderr)
+        raise SystemExit(2)
 
 
-Plugins.instance().register(CheckedSweeper)
+def callback_config(command: str) -> dict[str, Any]:
+    """The ``hydra.callbacks`` entry of a command's primary config."""
+    return {"sweep": {"_target_": f"{__name__}.SweepCallback", "command": command}}
+
