@@ -134,7 +134,7 @@ def evaluate_run(args: EvaluateArgs) -> None:
                              f"{other.data.image_shape}, target on {loaded.data.name} "
                              f"{loaded.data.image_shape}; pick a surrogate of the same data set")
         surrogate = other.model
-    elif any(s.transfer for s in specs):
+    elif any(s.needs_surrogate for s in specs):
         raise UsageError("transfer_* attacks need surrogate=<run id>")
     x, y = loaded.test_tensors(args.n_examples)
     gen = torch.Generator(device=x.device).manual_seed(args.seed)

@@ -17,10 +17,13 @@ A geometry owns everything norm-specific about an attack:
   the nominal budget its own config sets (:meth:`Geometry.nominal_budget`), its per-data-set
   default budget, the step size that is a given fraction of its step scale
   (:meth:`Geometry.step_size`), the budget that can erase any image (masking checks), the
-  grids learned strategies search over, which evaluation attacks apply and which of them play
-  the roles of the gradient-masking checks (:attr:`Geometry.ensemble_attack`,
-  :attr:`Geometry.blackbox_attack`), and per-geometry defaults of AT-loss fields
+  grids learned strategies search over, AutoAttack's name for its norm
+  (:attr:`Geometry.autoattack_norm`), and per-geometry defaults of AT-loss fields
   (:attr:`Geometry.at_loss_defaults`, e.g. sTRADES' β = 3 for L0).
+
+Which evaluation attacks apply to a geometry, and which of them play the roles of the
+gradient-masking checks, is registered per geometry id in :mod:`envs.attacks.registry` (the
+built-in ones in :mod:`envs.attacks.catalog`), not here.
 
 Nothing outside ``envs/geometry/`` branches on the geometry's kind: callers ask it.
 
@@ -137,15 +140,9 @@ class Geometry:
         name: registry id (set by :func:`register_geometry`).
         budget_unit: what the budget counts.
         autoattack_norm: AutoAttack's name for this norm (``"Linf"``, ``"L2"``) or None when the
-            standard AutoAttack does not apply.
-        eval_attacks: the evaluation attack families (runners/robustness.py) that apply.
+            standard AutoAttack does not apply (envs/attacks/autoattack.py reads it).
         default_budgets: data set -> nominal budget.
         has_corner_init: :meth:`corner_init` is defined (FGSM-PGI's reference start).
-        ensemble_attack: the evaluation attack kind (runners/robustness.py) of the strong
-            ensemble that must not be weaker than any single gradient attack (masking checks);
-            None where the geometry has none.
-        blackbox_attack: the black-box attack kind the masking checks run (with a query
-            budget) to compare against the gradient attacks; None where it has none.
         budget_symbol: how tables and check messages name the budget (``ε``, ``k``).
         budget_setting: the override that sets the budget, as messages name it.
         at_loss_defaults: AT-loss id -> {config field: value} for fields the user left at
@@ -155,12 +152,9 @@ class Geometry:
     name: ClassVar[str] = "base"
     budget_unit: ClassVar[BudgetUnit] = BudgetUnit.radius
     autoattack_norm: ClassVar[str | None] = None
-    eval_attacks: ClassVar[tuple[str, ...]] = ()
     default_budgets: ClassVar[dict[str, float]] = {}
     budget_setting: ClassVar[str] = "threat.eps=<value>"
     has_corner_init: ClassVar[bool] = False
-    ensemble_attack: ClassVar[str | None] = None
-    blackbox_attack: ClassVar[str | None] = None
     budget_symbol: ClassVar[str] = "ε"
     at_loss_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
 

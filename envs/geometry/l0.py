@@ -206,12 +206,8 @@ class L0(Geometry):
 
     budget_unit: ClassVar[BudgetUnit] = BudgetUnit.pixels
     autoattack_norm: ClassVar[str | None] = None
-    eval_attacks: ClassVar[tuple[str, ...]] = ("clean", "fgsm", "pgd", "spgd_p", "spgd_u",
-                                               "sparse_rs", "sparse_autoattack")
     default_budgets: ClassVar[dict[str, float]] = {"digits": 2, "mnist": 20, "cifar10": 20,
                                                    "cifar100": 20}
-    ensemble_attack: ClassVar[str | None] = "sparse_autoattack"
-    blackbox_attack: ClassVar[str | None] = "sparse_rs"
     budget_symbol: ClassVar[str] = "k"
     budget_setting: ClassVar[str] = "threat.k=<pixels>"
     at_loss_defaults: ClassVar[dict[str, dict[str, Any]]] = {

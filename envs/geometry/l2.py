@@ -69,10 +69,6 @@ class L2(Geometry):
     """‖δ‖₂ ≤ ε; PGD steps α·∇/‖∇‖₂."""
 
     autoattack_norm: ClassVar[str | None] = "L2"
-    eval_attacks: ClassVar[tuple[str, ...]] = ("clean", "fgsm", "pgd", "cw", "autoattack",
-                                               "square")
-    ensemble_attack: ClassVar[str | None] = "autoattack"
-    blackbox_attack: ClassVar[str | None] = "square"
     default_budgets: ClassVar[dict[str, float]] = {"digits": 1.0, "mnist": 2.0, "cifar10": 0.5,
                                                    "cifar100": 0.5}
 

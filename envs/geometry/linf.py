@@ -80,10 +80,6 @@ class Linf(Geometry):
     """‖δ‖∞ ≤ ε; PGD steps α·sign(∇)."""
 
     autoattack_norm: ClassVar[str | None] = "Linf"
-    eval_attacks: ClassVar[tuple[str, ...]] = ("clean", "fgsm", "pgd", "cw", "autoattack",
-                                               "square")
-    ensemble_attack: ClassVar[str | None] = "autoattack"
-    blackbox_attack: ClassVar[str | None] = "square"
     default_budgets: ClassVar[dict[str, float]] = {"digits": 0.2, "mnist": 0.3,
                                                    "cifar10": 8 / 255, "cifar100": 8 / 255}
     has_corner_init: ClassVar[bool] = True

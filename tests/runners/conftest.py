@@ -45,6 +45,17 @@ def digits_model(digits_tensors) -> nn.Module:
     return net.eval()
 
 
+class QuantisedInput(nn.Module):
+    """Rounds the input to ``levels`` grey levels first: zero input gradient everywhere."""
+
+    def __init__(self, net: nn.Module, levels: int = 4) -> None:
+        super().__init__()
+        self.net, self.levels = net, levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.round(x * self.levels) / self.levels)
+
+
 def run_interrupted(args: list[str], tracking_uri: str, monkeypatch: pytest.MonkeyPatch
                     ) -> str:
     """Run ``args``, interrupted (KeyboardInterrupt) at the start of its second epoch.
