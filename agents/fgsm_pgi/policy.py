@@ -53,7 +53,6 @@ from learned_at.envs.options import NON_NEGATIVE, NON_NEGATIVE_INT, PROBABILITY,
 from learned_at.envs.requirements import EnvRequirements, Extra
 from learned_at.envs.result import AttackResult
 from learned_at.targets.distributed import all_gather_cat
-from learned_at.targets.inputs import TargetInputs
 from learned_at.targets.losses.base import ATLossOutput
 from learned_at.targets.target import TargetView
 

@@ -46,7 +46,6 @@ from learned_at.envs.options import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, 
 from learned_at.envs.requirements import BnMode, EnvRequirements, Extra
 from learned_at.envs.result import AttackResult
 from learned_at.targets.distributed import average_buffers, average_gradients
-from learned_at.targets.inputs import TargetInputs
 from learned_at.targets.losses.base import ATLossOutput, soft_cross_entropy
 from learned_at.targets.target import TargetView
 
