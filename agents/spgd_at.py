@@ -38,34 +38,28 @@ from learned_at.agents.base import (Policy, PolicyConfig, PolicyContext, PresetC
 from learned_at.agents.fixed import uniform_action
 from learned_at.envs.attack_env import AttackAction, Obs
 from learned_at.envs.geometry.base import BudgetUnit
-from learned_at.envs.options import COUNT, NON_NEGATIVE, POSITIVE, Limit
+from learned_at.envs.options import setting, COUNT, NON_NEGATIVE, POSITIVE, Limit
 from learned_at.envs.requirements import EnvRequirements
 from learned_at.envs.result import AttackResult
 
 
 @dataclass(frozen=True)
 class SpgdAtConfig(PolicyConfig):
-    """sPGD adversarial training (``threat=l0``).
-
-    Attributes:
-        name: registry id.
-        steps: sPGD iterations per sample (reference 20; 1 = the fast form).
-        k: training budget in pixels; None = ``threat.k`` (the evaluation budget).
-        noise: N-FGSM-style noise: ⌊noise·k⌉ extra random pixels in the start and the budget
-            (0 = off).
-        alpha_ratio: magnitude step as a fraction of the magnitude bound 1 (sPGD 0.25).
-        early_stop: stop a sample at its first misclassified iterate (reference).
-    """
+    """sPGD adversarial training (``threat=l0``)."""
 
     limits: ClassVar[dict[str, Limit]] = {"steps": COUNT, "k": COUNT, "noise": NON_NEGATIVE,
                                           "alpha_ratio": POSITIVE}
 
-    name: str = "spgd_at"
-    steps: int = 20
-    k: int | None = None
-    noise: float = 0.0
-    alpha_ratio: float = 0.25
-    early_stop: bool = True
+    name: str = setting("spgd_at", "registry id.")
+    steps: int = setting(20, "sPGD iterations per sample (reference 20; 1 = the fast form).")
+    k: int | None = setting(None, "training budget in pixels; None = threat.k (the evaluation "
+                                  "budget).")
+    noise: float = setting(0.0, "N-FGSM-style noise: ⌊noise·k⌉ extra random pixels in the start "
+                                "and the budget (0 = off).")
+    alpha_ratio: float = setting(0.25, "magnitude step as a fraction of the magnitude bound 1 "
+                                       "(sPGD 0.25).")
+    early_stop: bool = setting(True, "stop a sample at its first misclassified iterate "
+                                     "(reference).")
 
     def resolve(self, preset: PresetContext) -> SpgdAtConfig:
         """``k`` = the run's budget (``threat.k``) when it is None."""
@@ -109,21 +103,12 @@ class SpgdAt(Policy):
 
 @dataclass(frozen=True)
 class FastLsL0Config(SpgdAtConfig):
-    """Fast-LS-ℓ0: 1-step sPGD with N-FGSM noise; its default AT loss is sTRADES with soft labels.
+    """Fast-LS-ℓ0: 1-step sPGD with N-FGSM noise; its default AT loss is sTRADES with soft labels."""
 
-    Attributes:
-        name: registry id.
-        steps: sPGD iterations (1).
-        k: training budget in pixels; None = ``threat.k``.
-        noise: N-FGSM-style noise (2: N-FGSM's default noise-to-step ratio).
-        alpha_ratio: magnitude step as a fraction of the magnitude bound 1.
-        early_stop: unused with one step.
-    """
-
-    name: str = "fast_ls_l0"
-    steps: int = 1
-    noise: float = 2.0
-    early_stop: bool = False
+    name: str = setting("fast_ls_l0", "registry id.")
+    steps: int = setting(1, "sPGD iterations (1).")
+    noise: float = setting(2.0, "N-FGSM-style noise (2: N-FGSM's default noise-to-step ratio).")
+    early_stop: bool = setting(False, "unused with one step.")
     default_at_loss: ClassVar[str | None] = "trades"
     soft_labels: ClassVar[bool] = True
 

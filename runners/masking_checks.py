@@ -43,6 +43,7 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
+from learned_at.envs.options import setting
 from learned_at.envs.attacks.base import AttackRole, EvalAttack
 from learned_at.envs.attacks.registry import GeometryAttacks, geometry_attacks
 from learned_at.envs.geometry.base import Geometry
@@ -56,25 +57,20 @@ __all__ = ["CheckConfig", "CheckResult", "check_autoattack_le_pgd",
 
 @dataclass(frozen=True)
 class CheckConfig:
-    """Settings of the gradient-masking checks.
+    """Settings of the gradient-masking checks."""
 
-    Attributes:
-        attack: gradient attack used for the ε sweep (and the white-box side of comparisons);
-            for L0 ``pgd<K>`` is K steps of the geometry's sPGD.
-        eps_factors: the sweep's budgets as multiples of the evaluation ε.
-        large_eps: the "everything breaks" budget; None = 0.5 (L∞) or 0.5·√(C·H·W) (L2).
-        large_eps_max_acc: highest accuracy accepted at ``large_eps``.
-        square_queries: queries of the geometry's black-box attack (Square; L0: Sparse-RS)
-            when none is in the evaluation (0 = do not run it).
-        z: noise tolerance in binomial standard errors.
-    """
-
-    attack: str = "pgd20"
-    eps_factors: tuple[float, ...] = (0.25, 0.5, 1.0)
-    large_eps: float | None = None
-    large_eps_max_acc: float = 0.1
-    square_queries: int = 1000
-    z: float = 2.0
+    attack: str = setting("pgd20", "gradient attack used for the ε sweep (and the white-box side "
+                                   "of comparisons); for L0 pgd<K> is K steps of the geometry's "
+                                   "sPGD.")
+    eps_factors: tuple[float, ...] = setting((0.25, 0.5, 1.0), "the sweep's budgets as multiples "
+                                                               "of the evaluation ε.")
+    large_eps: float | None = setting(None, "the 'everything breaks' budget; None = 0.5 (L∞) or "
+                                            "0.5·√(C·H·W) (L2).")
+    large_eps_max_acc: float = setting(0.1, "highest accuracy accepted at large_eps.")
+    square_queries: int = setting(1000, "queries of the geometry's black-box attack (Square; L0: "
+                                        "Sparse-RS) when none is in the evaluation (0 = do not "
+                                        "run it).")
+    z: float = setting(2.0, "noise tolerance in binomial standard errors.")
 
 
 @dataclass(frozen=True)

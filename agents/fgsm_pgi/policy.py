@@ -49,7 +49,7 @@ from learned_at.agents.fixed import uniform_action
 from learned_at.agents.init_stats import describe_init
 from learned_at.agents.prior_memory import MemoryDtype, PriorMemory
 from learned_at.envs.attack_env import AttackAction, Obs
-from learned_at.envs.options import NON_NEGATIVE, NON_NEGATIVE_INT, PROBABILITY, Limit, parse_option
+from learned_at.envs.options import setting, NON_NEGATIVE, NON_NEGATIVE_INT, PROBABILITY, Limit, parse_option
 from learned_at.envs.requirements import EnvRequirements, Extra
 from learned_at.envs.result import AttackResult
 from learned_at.targets.distributed import all_gather_cat
@@ -81,40 +81,35 @@ class InitKind(str, Enum):
 
 @dataclass(frozen=True)
 class FgsmPgiConfig(PolicyConfig):
-    """FGSM-PGI: prior-guided initialisation.
-
-    Attributes:
-        name: registry id.
-        prior: ``bp`` (previous batch), ``ep`` (previous epoch) or ``mep`` (momentum over
-            epochs; the reference code's only variant).
-        alpha_ratio: FGSM step α (and prior step) as a multiple of ε (reference: α = ε).
-        momentum: μ of ``mep`` (reference 0.3).
-        momentum_form: ``sign`` (poster: accumulate sign(∇)) or ``l1`` (reference code:
-            accumulate ∇ / ‖∇‖₁ of the whole batch).
-        reset_every: re-draw the priors (and zero the momenta) every this many epochs
-            (reference code: 40 for CIFAR-10); 0 = only at the start.
-        init: start of a fresh prior: ``uniform`` (U(−ε, ε), poster) or ``corners``
-            (ε·sign(U), reference code; L∞ only).
-        true_class_prob: label smoothing of the target's AT loss (one setting with
-            ``at_loss.true_class_prob``: set either); None = the reference recipe's 0.6
-            (docs/seeds.md §0.2); 1.0 turns smoothing off.
-        memory_dtype: storage of the per-sample memories (``float32``, ``float16``,
-            ``bfloat16``); CIFAR-10 needs 614 MB per memory in float32.
-    """
+    """FGSM-PGI: prior-guided initialisation."""
 
     limits: ClassVar[dict[str, Limit]] = {
         "alpha_ratio": NON_NEGATIVE, "momentum": NON_NEGATIVE, "reset_every": NON_NEGATIVE_INT,
         "true_class_prob": PROBABILITY}
 
-    name: str = "fgsm_pgi"
-    prior: Prior = Prior.mep
-    alpha_ratio: float = 1.0
-    momentum: float = 0.3
-    momentum_form: MomentumForm = MomentumForm.sign
-    reset_every: int = 40
-    init: InitKind = InitKind.uniform
-    true_class_prob: float | None = None
-    memory_dtype: MemoryDtype = MemoryDtype.float32
+    name: str = setting("fgsm_pgi", "registry id.")
+    prior: Prior = setting(Prior.mep, "bp (previous batch), ep (previous epoch) or mep (momentum "
+                                      "over epochs; the reference code's only variant).")
+    alpha_ratio: float = setting(1.0, "FGSM step α (and prior step) as a multiple of ε "
+                                      "(reference: α = ε).")
+    momentum: float = setting(0.3, "μ of mep (reference 0.3).")
+    momentum_form: MomentumForm = setting(MomentumForm.sign, "sign (poster: accumulate sign(∇)) "
+                                                             "or l1 (reference code: accumulate ∇ "
+                                                             "/ ‖∇‖₁ of the whole batch).")
+    reset_every: int = setting(40, "re-draw the priors (and zero the momenta) every this many "
+                                   "epochs (reference code: 40 for CIFAR-10); 0 = only at the "
+                                   "start.")
+    init: InitKind = setting(InitKind.uniform, "start of a fresh prior: uniform (U(−ε, ε), "
+                                               "poster) or corners (ε·sign(U), reference code; L∞ "
+                                               "only).")
+    true_class_prob: float | None = setting(None, "label smoothing of the target's AT loss (one "
+                                                  "setting with at_loss.true_class_prob: set "
+                                                  "either); None = the reference recipe's 0.6 "
+                                                  "(docs/seeds.md §0.2); 1.0 turns smoothing off.")
+    memory_dtype: MemoryDtype = setting(MemoryDtype.float32, "storage of the per-sample memories "
+                                                             "(float32, float16, bfloat16); "
+                                                             "CIFAR-10 needs 614 MB per memory in "
+                                                             "float32.")
     target_smoothing: ClassVar[bool] = True
 
     def resolve(self, preset: PresetContext) -> FgsmPgiConfig:

@@ -70,7 +70,7 @@ from learned_at.agents.strategy.space import (Variant, make_strategy_space, reso
                                               resolved_grids)
 from learned_at.envs.attack_env import AttackAction, Obs
 from learned_at.envs.attack_loss import AttackLoss
-from learned_at.envs.options import (COUNT, FINITE, FRACTION, MOMENTUM, NON_NEGATIVE,
+from learned_at.envs.options import (setting, COUNT, FINITE, FRACTION, MOMENTUM, NON_NEGATIVE,
                                      NON_NEGATIVE_INT, POSITIVE, PROBABILITY, Limit, parse_option)
 from learned_at.envs.result import AttackResult
 from learned_at.targets.distributed import all_reduce_mean, average_gradients
@@ -102,44 +102,7 @@ class RewardForm(str, Enum):
 
 @dataclass(frozen=True)
 class LasAtConfig(PolicyConfig):
-    """LAS-AT strategy policy; ``None`` fields take the preset (agents/las_at/preset.py).
-
-    Attributes:
-        name: registry id.
-        variant: ``auto`` (from the run's ``at_loss``: ce -> pgd_at, trades, awp), ``pgd_at``,
-            ``trades`` or ``awp``: selects grids, interval, reward weights, R1 clamp, optimiser.
-        trunk: strategy-network trunk: ``auto`` (resnet18 for >= 32x32, else small_cnn),
-            ``resnet18`` (reference) or ``small_cnn``.
-        eps_grid: ε values (input units); None = preset.
-        alpha_grid: step sizes (input units); None = preset.
-        steps_grid: iteration counts; None = preset.
-        beta_grid: TRADES β values (variant trades only); None = preset {5..9}.
-        interval: learn every ``interval`` batches (reference k); None = preset (20 / 1 / 1).
-        lr: policy SGD learning rate; None = preset (1e-4; digits 0.05).
-        momentum: policy SGD momentum; None = preset (0; trades 0.9).
-        weight_decay: policy SGD weight decay; None = preset (0; trades 5e-4).
-        lr_milestones: fractions of training where the policy lr is multiplied by 0.1;
-            None = preset (pgd_at none, trades [0.75, 0.9], awp [0.5, 0.75]).
-        grad_clip: max gradient norm of the strategy network per update.
-        reward_weights: (a, b) of reward = R1 + a·R2 + b·R3; None = preset.
-        r1_clamp: upper clamp of R1 (the AT loss); None = preset (10; trades 20).
-        reward_mode: ``batch`` (one scalar per batch, reference) or ``per_sample`` (departure);
-            None = preset (batch; digits per_sample).
-        baseline: ``none`` (reference) or ``moving_average`` (departure); None = preset
-            (none; digits moving_average).
-        baseline_momentum: EMA factor of the moving-average baseline.
-        reward_pgd_steps: PGD iterations of R2 (reference 10).
-        reward_pgd_restarts: PGD restarts of R2 (reference 2).
-        reward_form: ``accuracy`` (R2, R3 = ŵ's robust/clean accuracy; reference code) or
-            ``ce`` (−CE of ŵ on the PGD/clean inputs; the paper's L2, L3).
-        reward_attack: R2's PGD: ``eval`` (ŵ in eval mode) or ``reference`` (ŵ in train mode,
-            per-step early stop, max-loss restarts).
-        true_class_prob: label smoothing of the target's step and of the look-ahead ŵ's step
-            (probability on the true class); None = preset (LAS-PGD-AT 0.7, CIFAR-100 0.6;
-            LAS-TRADES/LAS-AWP: the AT loss's own setting); 1.0 = off.
-        final_clip: clip the final δ to the nominal ε (LAS-AWP's reference); None = preset
-            (on for awp only).
-    """
+    """LAS-AT strategy policy; ``None`` fields take the preset (agents/las_at/preset.py)."""
 
     limits: ClassVar[dict[str, Limit]] = {
         "eps_grid": NON_NEGATIVE, "alpha_grid": NON_NEGATIVE, "steps_grid": NON_NEGATIVE_INT,
@@ -149,30 +112,56 @@ class LasAtConfig(PolicyConfig):
         "reward_pgd_steps": NON_NEGATIVE_INT, "reward_pgd_restarts": COUNT,
         "true_class_prob": PROBABILITY}
 
-    name: str = "las_at"
-    variant: Variant = Variant.auto
-    trunk: Trunk = Trunk.auto
-    eps_grid: list[float] | None = None
-    alpha_grid: list[float] | None = None
-    steps_grid: list[int] | None = None
-    beta_grid: list[float] | None = None
-    interval: int | None = None
-    lr: float | None = None
-    momentum: float | None = None
-    weight_decay: float | None = None
-    lr_milestones: list[float] | None = None
-    grad_clip: float = 1.0
-    reward_weights: list[float] | None = None
-    r1_clamp: float | None = None
-    reward_mode: RewardMode | None = None
-    baseline: Baseline | None = None
-    baseline_momentum: float = 0.9
-    reward_pgd_steps: int = 10
-    reward_pgd_restarts: int = 2
-    reward_form: RewardForm = RewardForm.accuracy
-    reward_attack: RewardAttack = RewardAttack.eval
-    true_class_prob: float | None = None
-    final_clip: bool | None = None
+    name: str = setting("las_at", "registry id.")
+    variant: Variant = setting(Variant.auto, "auto (from the run's at_loss: ce -> pgd_at, trades, "
+                                             "awp), pgd_at, trades or awp: selects grids, "
+                                             "interval, reward weights, R1 clamp, optimiser.")
+    trunk: Trunk = setting(Trunk.auto, "strategy-network trunk: auto (resnet18 for >= 32x32, else "
+                                       "small_cnn), resnet18 (reference) or small_cnn.")
+    eps_grid: list[float] | None = setting(None, "ε values (input units); None = preset.")
+    alpha_grid: list[float] | None = setting(None, "step sizes (input units); None = preset.")
+    steps_grid: list[int] | None = setting(None, "iteration counts; None = preset.")
+    beta_grid: list[float] | None = setting(None, "TRADES β values (variant trades only); None = "
+                                                  "preset {5..9}.")
+    interval: int | None = setting(None, "learn every interval batches (reference k); None = "
+                                         "preset (20 / 1 / 1).")
+    lr: float | None = setting(None, "policy SGD learning rate; None = preset (1e-4; digits "
+                                     "0.05).")
+    momentum: float | None = setting(None, "policy SGD momentum; None = preset (0; trades 0.9).")
+    weight_decay: float | None = setting(None, "policy SGD weight decay; None = preset (0; trades "
+                                               "5e-4).")
+    lr_milestones: list[float] | None = setting(None, "fractions of training where the policy lr "
+                                                      "is multiplied by 0.1; None = preset "
+                                                      "(pgd_at none, trades [0.75, 0.9], awp "
+                                                      "[0.5, 0.75]).")
+    grad_clip: float = setting(1.0, "max gradient norm of the strategy network per update.")
+    reward_weights: list[float] | None = setting(None, "(a, b) of reward = R1 + a·R2 + b·R3; None "
+                                                       "= preset.")
+    r1_clamp: float | None = setting(None, "upper clamp of R1 (the AT loss); None = preset (10; "
+                                           "trades 20).")
+    reward_mode: RewardMode | None = setting(None, "batch (one scalar per batch, reference) or "
+                                                   "per_sample (departure); None = preset (batch; "
+                                                   "digits per_sample).")
+    baseline: Baseline | None = setting(None, "none (reference) or moving_average (departure); "
+                                              "None = preset (none; digits moving_average).")
+    baseline_momentum: float = setting(0.9, "EMA factor of the moving-average baseline.")
+    reward_pgd_steps: int = setting(10, "PGD iterations of R2 (reference 10).")
+    reward_pgd_restarts: int = setting(2, "PGD restarts of R2 (reference 2).")
+    reward_form: RewardForm = setting(RewardForm.accuracy, "accuracy (R2, R3 = ŵ's robust/clean "
+                                                           "accuracy; reference code) or ce (−CE "
+                                                           "of ŵ on the PGD/clean inputs; the "
+                                                           "paper's L2, L3).")
+    reward_attack: RewardAttack = setting(RewardAttack.eval, "R2's PGD: eval (ŵ in eval mode) or "
+                                                             "reference (ŵ in train mode, "
+                                                             "per-step early stop, max-loss "
+                                                             "restarts).")
+    true_class_prob: float | None = setting(None, "label smoothing of the target's step and of "
+                                                  "the look-ahead ŵ's step (probability on the "
+                                                  "true class); None = preset (LAS-PGD-AT 0.7, "
+                                                  "CIFAR-100 0.6; LAS-TRADES/LAS-AWP: the AT "
+                                                  "loss's own setting); 1.0 = off.")
+    final_clip: bool | None = setting(None, "clip the final δ to the nominal ε (LAS-AWP's "
+                                            "reference); None = preset (on for awp only).")
 
 
     target_smoothing: ClassVar[bool] = True

@@ -61,7 +61,7 @@ from learned_at.agents.strategy.lookahead import LookaheadConfig, lookahead_term
 from learned_at.agents.strategy.space import (StrategySpace, Variant, make_strategy_space,
                                               resolve_variant, resolved_grids)
 from learned_at.envs.attack_env import AttackAction, Obs
-from learned_at.envs.options import (COUNT, FINITE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, Limit,
+from learned_at.envs.options import (setting, COUNT, FINITE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, Limit,
                                      parse_option)
 from learned_at.envs.requirements import EnvRequirements, Extra
 from learned_at.envs.result import AttackResult
@@ -86,38 +86,7 @@ class StartPoint(str, Enum):
 
 @dataclass(frozen=True)
 class PpoStrategyConfig(PolicyConfig):
-    """PPO (stable-baselines3) learning LAS-AT's per-sample attack strategy.
-
-    Attributes:
-        name: registry id.
-        n_steps: target batches between PPO updates (rollout length; LAS-AT's interval k).
-        n_epochs: PPO epochs over each rollout.
-        minibatch_size: PPO minibatch size (transitions = samples).
-        learning_rate: Adam learning rate of the strategy network.
-        clip_range: PPO's clipping ε.
-        ent_coef: entropy bonus coefficient.
-        vf_coef: value loss coefficient.
-        max_grad_norm: gradient-norm clip of the strategy network.
-        features_dim: width of the CNN feature extractor's output.
-        net_arch: hidden layers of the policy and value heads on top of the extractor.
-        features: cheap per-sample target features in the observation, from
-            ``clean_loss`` (CE at the clean point, clamped to 10) and ``clean_confidence``
-            (softmax probability of the true class); empty = the image only.
-        variant: the LAS-AT variant whose grids PPO acts on (``auto``: from the AT loss; the
-            TRADES variant adds the β head, passed per sample to the TRADES loss).
-        eps_grid, alpha_grid, steps_grid, beta_grid: replace a preset grid (None = LAS-AT's).
-        init: random start: ``nominal`` (uniform in the run's ε ball, then projected into each
-            sample's chosen ball, as LAS-AT's reference), ``chosen`` (uniform in the chosen
-            ball) or ``none`` (start at the clean input).
-        reward_clip: R1 (the loss on the example) is clamped to [0, reward_clip] (LAS-AT: 10).
-        robust_weight: weight of R2, the look-ahead ŵ's PGD accuracy (LAS-PGD-AT: 4; 0 = off).
-            With R1 alone the learner drifts to the strongest attack (largest ε and K; see
-            benchmarks/ppo_strategy.py), which is what R2/R3 exist to counter.
-        clean_weight: weight of R3, the look-ahead ŵ's clean accuracy (LAS-PGD-AT: 2).
-        lookahead_steps: PGD steps of R2 (LAS-AT: 10), at the run's ε with α = ε/4.
-        lookahead_restarts: PGD restarts of R2 (LAS-AT: 2).
-        lookahead_per_sample: R2/R3 per sample (correctness) instead of batch accuracies.
-    """
+    """PPO (stable-baselines3) learning LAS-AT's per-sample attack strategy."""
 
     limits: ClassVar[dict[str, Limit]] = {
         "n_steps": COUNT, "n_epochs": COUNT, "minibatch_size": Limit(2, integer=True,
@@ -128,30 +97,50 @@ class PpoStrategyConfig(PolicyConfig):
         "reward_clip": POSITIVE, "robust_weight": FINITE, "clean_weight": FINITE,
         "lookahead_steps": NON_NEGATIVE_INT, "lookahead_restarts": COUNT}
 
-    name: str = "ppo_strategy"
-    n_steps: int = 8
-    n_epochs: int = 4
-    minibatch_size: int = 256
-    learning_rate: float = 3e-4
-    clip_range: float = 0.2
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    features_dim: int = 64
-    net_arch: list[int] = field(default_factory=lambda: [64])
-    features: list[Feature] = field(default_factory=lambda: list(Feature))
-    variant: Variant = Variant.auto
-    eps_grid: list[float] | None = None
-    alpha_grid: list[float] | None = None
-    steps_grid: list[int] | None = None
-    beta_grid: list[float] | None = None
-    init: StartPoint = StartPoint.nominal
-    reward_clip: float = 10.0
-    robust_weight: float = 0.0
-    clean_weight: float = 0.0
-    lookahead_steps: int = 10
-    lookahead_restarts: int = 2
-    lookahead_per_sample: bool = True
+    name: str = setting("ppo_strategy", "registry id.")
+    n_steps: int = setting(8, "target batches between PPO updates (rollout length; LAS-AT's "
+                              "interval k).")
+    n_epochs: int = setting(4, "PPO epochs over each rollout.")
+    minibatch_size: int = setting(256, "PPO minibatch size (transitions = samples).")
+    learning_rate: float = setting(3e-4, "Adam learning rate of the strategy network.")
+    clip_range: float = setting(0.2, "PPO's clipping ε.")
+    ent_coef: float = setting(0.01, "entropy bonus coefficient.")
+    vf_coef: float = setting(0.5, "value loss coefficient.")
+    max_grad_norm: float = setting(0.5, "gradient-norm clip of the strategy network.")
+    features_dim: int = setting(64, "width of the CNN feature extractor's output.")
+    net_arch: list[int] = setting(doc="hidden layers of the policy and value heads on top of the "
+                                      "extractor.", factory=lambda: [64])
+    features: list[Feature] = setting(doc="cheap per-sample target features in the observation, "
+                                          "from clean_loss (CE at the clean point, clamped to 10) "
+                                          "and clean_confidence (softmax probability of the true "
+                                          "class); empty = the image only.",
+                                         factory=lambda: list(Feature))
+    variant: Variant = setting(Variant.auto, "the LAS-AT variant whose grids PPO acts on (auto: "
+                                             "from the AT loss; the TRADES variant adds the β "
+                                             "head, passed per sample to the TRADES loss).")
+    eps_grid: list[float] | None = setting(None, "replace a preset grid (None = LAS-AT's).")
+    alpha_grid: list[float] | None = setting(None, "replace a preset grid (None = LAS-AT's).")
+    steps_grid: list[int] | None = setting(None, "replace a preset grid (None = LAS-AT's).")
+    beta_grid: list[float] | None = setting(None, "replace a preset grid (None = LAS-AT's).")
+    init: StartPoint = setting(StartPoint.nominal, "random start: nominal (uniform in the run's ε "
+                                                   "ball, then projected into each sample's "
+                                                   "chosen ball, as LAS-AT's reference), chosen "
+                                                   "(uniform in the chosen ball) or none (start "
+                                                   "at the clean input).")
+    reward_clip: float = setting(10.0, "R1 (the loss on the example) is clamped to [0, "
+                                       "reward_clip] (LAS-AT: 10).")
+    robust_weight: float = setting(0.0, "weight of R2, the look-ahead ŵ's PGD accuracy "
+                                        "(LAS-PGD-AT: 4; 0 = off). With R1 alone the learner "
+                                        "drifts to the strongest attack (largest ε and K; see "
+                                        "benchmarks/ppo_strategy.py), which is what R2/R3 exist "
+                                        "to counter.")
+    clean_weight: float = setting(0.0, "weight of R3, the look-ahead ŵ's clean accuracy "
+                                       "(LAS-PGD-AT: 2).")
+    lookahead_steps: int = setting(10, "PGD steps of R2 (LAS-AT: 10), at the run's ε with α = "
+                                       "ε/4.")
+    lookahead_restarts: int = setting(2, "PGD restarts of R2 (LAS-AT: 2).")
+    lookahead_per_sample: bool = setting(True, "R2/R3 per sample (correctness) instead of batch "
+                                               "accuracies.")
 
     def __post_init__(self) -> None:
         for f in self.features:

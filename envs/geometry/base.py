@@ -40,7 +40,7 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
-from learned_at.envs.options import check_limits
+from learned_at.envs.options import setting, check_limits
 from learned_at.envs.registry import Registry
 
 Scalar = float | torch.Tensor
@@ -118,15 +118,11 @@ class AttackState:
 
 @dataclass(frozen=True)
 class GeometryConfig:
-    """Fields shared by every geometry's config (``threat=<name>`` on the command line).
+    """Fields shared by every geometry's config (``threat=<name>`` on the command line)."""
 
-    Attributes:
-        name: registry id of the geometry.
-        eps: the nominal budget in the geometry's unit; None = the data set's preset.
-    """
-
-    name: str = "linf"
-    eps: float | None = None
+    name: str = setting("linf", "registry id of the geometry.")
+    eps: float | None = setting(None, "the nominal budget in the geometry's unit; None = the data "
+                                      "set's preset.")
 
 
 class Geometry:

@@ -27,7 +27,7 @@ from torch import nn
 
 from learned_at.envs.attack_loss import AttackLoss
 from learned_at.envs.geometry.base import Geometry
-from learned_at.envs.options import PROBABILITY, Limit
+from learned_at.envs.options import setting, PROBABILITY, Limit
 from learned_at.envs.registry import Registry
 from learned_at.envs.requirements import EnvRequirements
 from learned_at.envs.result import AttackResult
@@ -89,22 +89,20 @@ class ATLossOutput:
 
 @dataclass(frozen=True)
 class ATLossConfig:
-    """Fields shared by every AT loss config.
-
-    Attributes:
-        name: registry id.
-        true_class_prob: label smoothing as the probability put on the true class (1.0 =
-            off); None = the policy's (LAS-AT, FGSM-SDI, FGSM-PGI carry their recipe's),
-            else 1.0 (runners/presets.py makes the two one setting).
-        soft_labels: Self-Adaptive Training soft labels (``at_loss.soft_labels.enabled=true``;
-            losses that support them: ce, trades, tradeoff, awp).
-    """
+    """Fields shared by every AT loss config."""
 
     limits: ClassVar[dict[str, Limit]] = {"true_class_prob": PROBABILITY}
 
-    name: str = "ce"
-    true_class_prob: float | None = None
-    soft_labels: SoftLabelConfig = field(default_factory=SoftLabelConfig)
+    name: str = setting("ce", "registry id.")
+    true_class_prob: float | None = setting(None, "label smoothing as the probability put on the "
+                                                  "true class (1.0 = off); None = the policy's "
+                                                  "(LAS-AT, FGSM-SDI, FGSM-PGI carry their "
+                                                  "recipe's), else 1.0 (runners/presets.py makes "
+                                                  "the two one setting).")
+    soft_labels: SoftLabelConfig = setting(doc="Self-Adaptive Training soft labels "
+                                               "(at_loss.soft_labels.enabled=true; losses that "
+                                               "support them: ce, trades, tradeoff, awp).",
+                                              factory=SoftLabelConfig)
 
     def resolve(self, geometry: Geometry, epochs: int) -> ATLossConfig:
         """Every preset field filled: the geometry's defaults for this loss

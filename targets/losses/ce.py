@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from torch import nn
 
+from learned_at.envs.options import setting
 from learned_at.envs.attack_loss import AttackLoss
 from learned_at.envs.result import AttackResult
 from learned_at.targets.inputs import TargetInputs
@@ -18,14 +19,9 @@ from learned_at.targets.losses.soft_labels import soft_target_ce
 
 @dataclass(frozen=True)
 class CrossEntropyConfig(ATLossConfig):
-    """Cross-entropy AT: minimise CE(f(x_adv), y).
+    """Cross-entropy AT: minimise CE(f(x_adv), y)."""
 
-    Attributes:
-        name: registry id.
-        true_class_prob: label smoothing as the probability put on the true class (1.0 = off).
-    """
-
-    name: str = "ce"
+    name: str = setting("ce", "registry id.")
 
 
 @register_at_loss(CrossEntropyConfig)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from learned_at.envs.attack_loss import AttackLoss
-from learned_at.envs.options import NON_NEGATIVE, Limit, parse_option
+from learned_at.envs.options import setting, NON_NEGATIVE, Limit, parse_option
 from learned_at.envs.result import AttackResult
 from learned_at.targets.inputs import TargetInputs
 from learned_at.targets.losses.base import (ATLoss, ATLossConfig, ATLossOutput, register_at_loss,
@@ -43,21 +43,16 @@ class Reduction(str, Enum):
 
 @dataclass(frozen=True)
 class PgiLossConfig(ATLossConfig):
-    """CE AT plus FGSM-PGI's logit-pairing regulariser.
-
-    Attributes:
-        name: registry id.
-        lam: regulariser weight λ (reference 10).
-        reduction: ``mean`` over N×K (reference code) or ``sum`` over K, mean over N.
-        prior_grad: back-propagate through the prior branch f(x_init) too (reference).
-    """
+    """CE AT plus FGSM-PGI's logit-pairing regulariser."""
 
     limits: ClassVar[dict[str, Limit]] = {**ATLossConfig.limits, "lam": NON_NEGATIVE}
 
-    name: str = "pgi"
-    lam: float = 10.0
-    reduction: Reduction = Reduction.mean
-    prior_grad: bool = True
+    name: str = setting("pgi", "registry id.")
+    lam: float = setting(10.0, "regulariser weight λ (reference 10).")
+    reduction: Reduction = setting(Reduction.mean, "mean over N×K (reference code) or sum over K, "
+                                                   "mean over N.")
+    prior_grad: bool = setting(True, "back-propagate through the prior branch f(x_init) too "
+                                     "(reference).")
 
 
 @register_at_loss(PgiLossConfig)

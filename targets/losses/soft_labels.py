@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from learned_at.envs.options import MOMENTUM, NON_NEGATIVE_INT, Limit, parse_option
+from learned_at.envs.options import setting, MOMENTUM, NON_NEGATIVE_INT, Limit, parse_option
 from learned_at.targets.distributed import all_gather_cat, all_reduce_mean
 
 
@@ -44,24 +44,19 @@ class SoftLabelSource(str, Enum):
 
 @dataclass(frozen=True)
 class SoftLabelConfig:
-    """Self-Adaptive Training soft labels (``at_loss.soft_labels.enabled=true``).
-
-    Attributes:
-        enabled: replace the labels of the loss's CE terms by per-sample soft targets; None =
-            the policy's preset (``policy=fast_ls_l0``: on), else off.
-        momentum: m of tᵢ ← m·tᵢ + (1 − m)·p (SAT 0.9).
-        warmup_epochs: epochs with plain labels before the first update; None = 70 % of the
-            run (SAT's TRADES setting).
-        source: the prediction p: ``clean`` (SAT's reference) or ``adversarial``.
-    """
+    """Self-Adaptive Training soft labels (``at_loss.soft_labels.enabled=true``)."""
 
     limits: ClassVar[dict[str, Limit]] = {"momentum": MOMENTUM,
                                           "warmup_epochs": NON_NEGATIVE_INT}
 
-    enabled: bool | None = None
-    momentum: float = 0.9
-    warmup_epochs: int | None = None
-    source: SoftLabelSource = SoftLabelSource.clean
+    enabled: bool | None = setting(None, "replace the labels of the loss's CE terms by per-sample "
+                                         "soft targets; None = the policy's preset "
+                                         "(policy=fast_ls_l0: on), else off.")
+    momentum: float = setting(0.9, "m of tᵢ ← m·tᵢ + (1 − m)·p (SAT 0.9).")
+    warmup_epochs: int | None = setting(None, "epochs with plain labels before the first update; "
+                                              "None = 70 % of the run (SAT's TRADES setting).")
+    source: SoftLabelSource = setting(SoftLabelSource.clean, "the prediction p: clean (SAT's "
+                                                             "reference) or adversarial.")
 
     def resolve(self, epochs: int) -> SoftLabelConfig:
         """``warmup_epochs`` = 70 % of a run of ``epochs`` epochs (rounded) when None;

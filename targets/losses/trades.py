@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from learned_at.envs.attack_loss import AttackLoss, kl_loss
-from learned_at.envs.options import NON_NEGATIVE, Limit, parse_option
+from learned_at.envs.options import setting, NON_NEGATIVE, Limit, parse_option
 from learned_at.envs.requirements import EnvRequirements
 from learned_at.envs.result import AttackResult
 from learned_at.targets.inputs import TargetInputs
@@ -63,24 +63,19 @@ class TradesAttack(str, Enum):
 
 @dataclass(frozen=True)
 class TradesConfig(ATLossConfig):
-    """TRADES.
-
-    Attributes:
-        name: registry id.
-        beta: trade-off β; None = the geometry's default (L0 3, else 6); a policy may override
-            it per sample (``TargetInputs.beta``).
-        attack: what the attack maximises: ``kl`` or ``ce``; None = the geometry's default
-            (L0 ce, else kl).
-        joint_pass: forward clean and adversarial inputs as one concatenated batch (faster on
-            GPUs; BatchNorm then mixes their statistics). Default: two passes (reference).
-    """
+    """TRADES."""
 
     limits: ClassVar[dict[str, Limit]] = {**ATLossConfig.limits, "beta": NON_NEGATIVE}
 
-    name: str = "trades"
-    beta: float | None = None
-    attack: TradesAttack | None = None
-    joint_pass: bool = False
+    name: str = setting("trades", "registry id.")
+    beta: float | None = setting(None, "trade-off β; None = the geometry's default (L0 3, else "
+                                       "6); a policy may override it per sample "
+                                       "(TargetInputs.beta).")
+    attack: TradesAttack | None = setting(None, "what the attack maximises: kl or ce; None = the "
+                                                "geometry's default (L0 ce, else kl).")
+    joint_pass: bool = setting(False, "forward clean and adversarial inputs as one concatenated "
+                                      "batch (faster on GPUs; BatchNorm then mixes their "
+                                      "statistics). Default: two passes (reference).")
 
     fallbacks: ClassVar[dict[str, Any]] = {"beta": DEFAULT_BETA, "attack": TradesAttack.kl}
 
