@@ -142,7 +142,8 @@ class Policy(nn.Module):
 
     def __init__(self, config: Any, context: PolicyContext) -> None:
         super().__init__()
-        self.config = config
+        #: the config with its presets filled (:meth:`PolicyConfig.resolve`)
+        self.config = config.resolve(context.preset) if hasattr(config, "resolve") else config
         self.context = context
         self.epoch = 0
 
@@ -200,7 +201,8 @@ class PolicyConfig:
 
     * ``default_at_loss``: the AT loss its option selects (``policy=fast_ls_l0`` composes
       ``at_loss=trades``); ``at_loss=`` on the command line still wins.
-    * ``soft_labels``: the preset of ``at_loss.soft_labels.enabled`` (Fast-LS-ℓ0: on).
+    * ``soft_labels``: the preset of ``at_loss.soft_labels.enabled`` with the policy's own AT
+      loss (Fast-LS-ℓ0: on with sTRADES; ``at_loss=ce`` given by the user: off).
     * ``target_smoothing``: its ``true_class_prob`` field is also the label smoothing of the
       target's AT step (LAS-AT, FGSM-SDI, FGSM-PGI): it and ``at_loss.true_class_prob`` are
       one setting (runners/presets.py).
@@ -231,11 +233,10 @@ def policy_registry() -> dict[str, tuple[type[PolicyConfig], type[Policy]]]:
 
 
 def make_policy(config: PolicyConfig | Any, context: PolicyContext) -> Policy:
-    """Build the policy named by ``config.name`` from its resolved config
-    (:meth:`PolicyConfig.resolve`; resolving a resolved config changes nothing); unknown ids
-    list the valid ones."""
+    """Build the policy named by ``config.name`` (its presets are resolved when it is built:
+    :meth:`PolicyConfig.resolve`); unknown ids list the valid ones."""
     registry = policy_registry()
     name = config.name
     if name not in registry:
         raise ValueError(f"unknown policy {name!r}; valid: {', '.join(sorted(registry))}")
-    return registry[name][1](config.resolve(context.preset), context)
+    return registry[name][1](config, context)

@@ -109,6 +109,7 @@ class DynamicAt(Policy):
 
     def __init__(self, config: DynamicConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
+        config = self.config  # resolved: its presets filled
         self.fosc_reference = parse_option(FoscReference, config.fosc_reference,
                                            "policy.fosc_reference")
         if not context.geometry.has_fosc:

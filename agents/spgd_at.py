@@ -72,6 +72,7 @@ class SpgdAt(Policy):
 
     def __init__(self, config: SpgdAtConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
+        config = self.config  # resolved: its presets filled
         if context.geometry.budget_unit is not BudgetUnit.pixels:
             raise ValueError(f"policy={config.name} is sparse (L0) adversarial training: it "
                              f"needs threat=l0 (got threat={context.geometry.name})")

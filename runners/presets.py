@@ -10,7 +10,9 @@ One place per concept:
   and learner, Dynamic's c_max, ...);
 * the AT loss's: :meth:`targets.losses.base.ATLossConfig.resolve` (the geometry's defaults,
   e.g. sTRADES' β = 3 under L0; the soft labels' warm-up), the soft labels' ``enabled`` from
-  the policy (:attr:`agents.base.PolicyConfig.soft_labels`), and the label smoothing, which is
+  the policy when the run trains with the policy's own AT loss
+  (:attr:`agents.base.PolicyConfig.soft_labels`, ``default_at_loss``), and the label smoothing,
+  which is
   one setting shared by the AT loss and a policy that carries its recipe's
   (``target_smoothing``: LAS-AT, FGSM-SDI, FGSM-PGI): ``policy.true_class_prob`` and
   ``at_loss.true_class_prob`` may each be given; a preset yields to a value the user gave, and
@@ -70,9 +72,10 @@ def resolve_config(cfg: CotrainConfig) -> CotrainConfig:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     policy, at_loss = _shared_smoothing(cfg.policy, policy, at_loss)
-    if at_loss.soft_labels.enabled is None:
+    if at_loss.soft_labels.enabled is None:  # the policy's preset, with the policy's own loss
+        own = type(policy).soft_labels and at_loss.name == type(policy).default_at_loss
         at_loss = dataclasses.replace(at_loss, soft_labels=dataclasses.replace(
-            at_loss.soft_labels, enabled=type(policy).soft_labels))
+            at_loss.soft_labels, enabled=own))
     r = dataclasses.replace
     monitor, test_subset = cfg.monitor, cfg.eval.test_subset
     return r(cfg, policy=policy, at_loss=at_loss, epochs=epochs,

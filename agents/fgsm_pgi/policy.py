@@ -125,6 +125,7 @@ class FgsmPgi(Policy):
 
     def __init__(self, config: FgsmPgiConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
+        config = self.config  # resolved: its presets filled
         self.prior = parse_option(Prior, config.prior, "policy.prior")
         self.form = parse_option(MomentumForm, config.momentum_form, "policy.momentum_form")
         self.init_kind = parse_option(InitKind, config.init, "policy.init")

@@ -95,6 +95,7 @@ class FgsmSdi(Policy):
 
     def __init__(self, config: FgsmSdiConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
+        config = self.config  # resolved: its presets filled
         self.grad_input = parse_option(GradInput, config.grad_input, "policy.grad_input")
         if self.grad_input is GradInput.previous:
             self.grad_memory = PriorMemory(context.num_train, context.image_shape,

@@ -201,6 +201,7 @@ class LasAt(Policy):
 
     def __init__(self, config: LasAtConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
+        config = self.config  # resolved: its presets filled
         self.variant = Variant(config.variant)
         self.reward_mode = RewardMode(config.reward_mode)
         self.baseline = Baseline(config.baseline)

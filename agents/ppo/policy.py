@@ -211,6 +211,7 @@ class PpoStrategy(Policy):
 
     def __init__(self, config: PpoStrategyConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
+        config = self.config  # resolved: its presets filled
         self.variant = Variant(config.variant)
         self.space: StrategySpace = make_strategy_space(
             context.geometry, context.data, self.variant, context.eps,

@@ -156,8 +156,12 @@ class ATLoss:
         self.soft_labels: SoftLabels | None = None
 
     def bind(self, context: LossContext) -> None:
-        """Attach the run's context; builds the soft-label memory when the option is on."""
+        """Attach the run's context: the config's presets are resolved for its geometry
+        (:meth:`ATLossConfig.resolve`) and the soft-label memory is built when the option is
+        on."""
         self.context = context
+        if context.geometry is not None and hasattr(self.config, "resolve"):
+            self.config = self.config.resolve(context.geometry, context.epochs)
         option = getattr(self.config, "soft_labels", None)
         if option is None or not option.enabled:
             return
