@@ -40,7 +40,7 @@ from learned_at.runners.config_store import CONFIG_NAME, register_configs
 from learned_at.runners.distributed import (NullTracker, broadcast_object, exit_process, shutdown,
                                             world_from_env)
 from learned_at.runners.preemption import RunInterrupted, StopSignals
-from learned_at.runners.resume import Resumed, resume_run
+from learned_at.runners.resume import Resumed, resume_id, resume_run
 from learned_at.runners.run import Run, build_run
 from learned_at.runners.run_naming import resolved_yaml, run_name
 from learned_at.runners.sweeper import current_sweep_id
@@ -62,11 +62,10 @@ def cotrain(overrides: Sequence[str], tracking_uri: str | None = None, *,
             data: DataSet | None = None) -> str:
     """Co-train the run of ``overrides`` (or continue it, with ``resume=<id>``); returns the
     MLflow run id. ``data``: an in-memory data set instead of ``data=`` (tests, benchmarks)."""
-    cfg = compose_config(overrides)
-    if cfg.resume:
-        resumed = resume_run(cfg, overrides, tracking_uri)
+    if resume_id(overrides):
+        resumed = resume_run(overrides, tracking_uri)
         return execute(resumed.run, tracking_uri, resumed)
-    return execute(build_run(cfg, overrides, data), tracking_uri)
+    return execute(build_run(compose_config(overrides), overrides, data), tracking_uri)
 
 
 def execute(run: Run, tracking_uri: str | None = None, resumed: Resumed | None = None) -> str:
@@ -214,11 +213,7 @@ _task = hydra.main(config_path=None, config_name=CONFIG_NAME, version_base="1.3"
 
 def cotrain_from(cfg: DictConfig, overrides: list[str]) -> str:
     """Co-train the run Hydra composed (``overrides``: its command line)."""
-    typed = to_config(cfg)
-    if typed.resume:
-        resumed = resume_run(typed, overrides, _tracking_uri())
-        return execute(resumed.run, _tracking_uri(), resumed)
-    return execute(build_run(typed, overrides), _tracking_uri())
+    return execute(build_run(to_config(cfg), overrides), _tracking_uri())
 
 
 def main() -> int:
@@ -230,7 +225,13 @@ def main() -> int:
     """
     register_configs()
     world = world_from_env()
-    code = run_cli(PROG, _task, CONFIG_NAME, failures=(NonFiniteError, CheckpointWriteError),
+    task = _task
+    if resume_id(sys.argv[1:]):  # composed on top of the run's own command line
+        def task() -> None:
+            run_id = exit_on_error(PROG, lambda: cotrain(sys.argv[1:], _tracking_uri()),
+                                   (NonFiniteError, CheckpointWriteError))
+            print(f"run_id={run_id}")
+    code = run_cli(PROG, task, CONFIG_NAME, failures=(NonFiniteError, CheckpointWriteError),
                    **({"log_level": logging.WARNING} if world.rank else {}))
     shutdown(world)
     return exit_process(code, world)

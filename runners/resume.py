@@ -14,6 +14,7 @@ is refused.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ from learned_at.runners.run import Run, build_run
 from learned_at.runners.run_loading import find_checkpoint
 from learned_at.runners.tracking import get_run
 
-__all__ = ["RESUME_FIELDS", "Resumed", "resume_run"]
+__all__ = ["RESUME_FIELDS", "Resumed", "resume_id", "resume_run"]
 
 RESUME_FIELDS = ("resume", "epochs", "progress", "device", "threads", "checkpoint_dir",
                  "checkpoint_every_s", "tracking")
@@ -51,23 +52,31 @@ class Resumed:
     replanned: str = ""
 
 
-def resume_run(cfg: CotrainConfig, overrides: Sequence[str], tracking_uri: str | None = None
-               ) -> Resumed:
-    """Rebuild the run named by ``cfg.resume`` with the settings given now (module docstring).
+def resume_id(overrides: Sequence[str]) -> str:
+    """The run id of a ``resume=<id>`` among ``overrides`` ("" when there is none)."""
+    ids = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "resume"]
+    return ids[-1] if ids and ids[-1] not in ("", "null", "''") else ""
+
+
+def resume_run(overrides: Sequence[str], tracking_uri: str | None = None) -> Resumed:
+    """Rebuild the run named by ``resume=<id>`` in ``overrides`` with the other settings given
+    there (module docstring); the command line is composed on top of the run's own, so it
+    may name fields of the run's groups without naming the groups.
 
     Args:
-        cfg: the config of the command line that asked for the resume.
-        overrides: that command line.
+        overrides: the command line that asked for the resume.
         tracking_uri: the MLflow store that holds the run.
     """
     from mlflow import MlflowClient
 
-    run_id = cfg.resume
+    run_id = resume_id(overrides)
+    folders = [o.split("=", 1)[1] for o in overrides if o.startswith("checkpoint_dir=")]
     status = get_run(MlflowClient(tracking_uri), run_id).info.status
-    state = load_checkpoint(find_checkpoint(run_id, cfg.checkpoint_dir, tracking_uri))
+    state = load_checkpoint(find_checkpoint(run_id, folders[-1] if folders else
+                                            CotrainConfig.checkpoint_dir, tracking_uri))
     saved = [o for o in state.get("overrides", []) if not o.startswith("resume=")]
     given = [o for o in overrides if not o.startswith("resume=")]
-    merged = compose_config([*saved, *given])
+    merged = dataclasses.replace(compose_config([*saved, *given]), resume=run_id)
     _refuse_changes(config_to_dict(compose_config(saved)), config_to_dict(merged), run_id)
     planned = resolve_config(compose_config(saved)).epochs
     epochs = resolve_config(merged).epochs
