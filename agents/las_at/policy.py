@@ -126,7 +126,7 @@ class LasAtConfig(PolicyConfig):
     interval: int | None = setting(None, "learn every interval batches (reference k); None = "
                                          "preset (20 / 1 / 1).")
     lr: float | None = setting(None, "policy SGD learning rate; None = preset (1e-4; digits "
-                                     "0.05).")
+                                     "0.02).")
     momentum: float | None = setting(None, "policy SGD momentum; None = preset (0; trades 0.9).")
     weight_decay: float | None = setting(None, "policy SGD weight decay; None = preset (0; trades "
                                                "5e-4).")
