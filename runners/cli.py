@@ -67,10 +67,14 @@ def run_cli(prog: str, task: Callable[[], Any], config_name: str,
         log_level: of the project's loggers (ranks > 0 of a torchrun job: warnings only).
     """
     configure_logging(log_level)
-    flags = [a for a in sys.argv[1:] if a.startswith("-") and a.split("=", 1)[0] not in HYDRA_FLAGS]
+    args = sys.argv[1:]
+    flags = [a for a in args if a.startswith("-") and a.split("=", 1)[0] not in HYDRA_FLAGS]
     if flags:
         return _fail(prog, f"unknown option {flags[0]!r}; valid: --help, -m/--multirun, "
                            "--cfg job, --hydra-help (fields are key=value; see --help)")
+    if {"-m", "--multirun"} & set(args) and {"--cfg", "-c"} & set(args):
+        return _fail(prog, "--cfg job shows one config, not a sweep's: give one combination "
+                           "without -m")
     previous = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # composition errors as exceptions (module docstring)
     try:
