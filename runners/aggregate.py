@@ -171,7 +171,7 @@ def find_group(groups: Sequence[Group], token: str) -> Group:
     labels = "; ".join(g.label for g in groups)
     what = "no group" if not hits else f"{len(hits)} groups"
     raise ValueError(f"paired: {what} match {token!r} (join parts with '&', e.g. "
-                     f"pgd_at&epochs=30); groups: {labels}")
+                     f"'pgd_at&epochs=30', quoted on the command line); groups: {labels}")
 
 
 def per_seed(values: Sequence[float | None], group: Group) -> dict[str, float | None]:

@@ -24,7 +24,6 @@ from learned_at.runners.config import GROUP_NAMES, CotrainConfig, DataConfig, Ta
 from learned_at.runners.config import structured_node
 from learned_at.runners.presets import DATA_PRESETS
 from learned_at.runners.recipes import RECIPES, recipe_node
-from learned_at.runners.sweeper import callback_config
 from learned_at.targets.losses.base import at_loss_registry
 
 __all__ = ["CONFIG_NAME", "group_options", "hydra_settings", "register_command",
@@ -55,7 +54,8 @@ def hydra_settings(command: str) -> dict[str, Any]:
                      {"override hydra/hydra_logging": "learned_at"}, "_self_"],
         "hydra": {"run": {"dir": "."}, "output_subdir": None, "job": {"chdir": False},
                   "sweep": {"dir": "multirun"},
-                  "callbacks": callback_config(f"runners.{command}"),
+                  "callbacks": {"sweep": {"_target_": "learned_at.runners.sweeper.SweepCallback",
+                                          "command": f"runners.{command}"}},
                   "help": {"app_name": command, "template": f"${{lat_help:{command}}}"}},
     }
 
@@ -65,7 +65,7 @@ def register_configs() -> None:
     from learned_at.runners.help import register_help_resolver
     from learned_at.targets.models import MODELS
 
-    register_help_resolver()
+    register_help_resolver(_help_groups)
     cs = ConfigStore.instance()
     cs.store(group="hydra/hydra_logging", name="learned_at", node=HYDRA_LOGGING)
     cs.store(name=f"{CONFIG_NAME}_schema", node=structured_node(CotrainConfig))
@@ -96,7 +96,7 @@ def register_command(command: str, args_cls: type) -> None:
     compare): its arguments dataclass, with the commands' Hydra settings."""
     from learned_at.runners.help import register_help_resolver
 
-    register_help_resolver()
+    register_help_resolver(_help_groups)
     cs = ConfigStore.instance()
     cs.store(group="hydra/hydra_logging", name="learned_at", node=HYDRA_LOGGING)
     cs.store(name=f"{command}_schema", node=structured_node(args_cls))
@@ -114,3 +114,8 @@ def group_options() -> dict[str, list[str]]:
         "at_loss": sorted(at_loss_registry()), "threat": sorted(geometry_registry()),
         "policy": sorted(policy_registry()), "recipe": sorted(RECIPES),
     }
+
+
+def _help_groups() -> tuple[dict[str, list[str]], dict[str, str]]:
+    """What ``--help`` lists: each group's options, and each recipe's line."""
+    return group_options(), {name: recipe.doc for name, recipe in sorted(RECIPES.items())}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,7 +44,7 @@ from learned_at.runners.preemption import RunInterrupted, StopSignals
 from learned_at.runners.resume import Resumed, resume_id, resume_run
 from learned_at.runners.run import Run, build_run
 from learned_at.runners.run_naming import resolved_yaml, run_name
-from learned_at.runners.sweeper import current_sweep_id
+from learned_at.runners.sweeper import SWEEP_TAG
 from learned_at.runners.tracking import Tracker, flatten_config
 from learned_at.runners.train import NonFiniteError, final_evaluation, train
 from learned_at.targets.datasets import DataSet
@@ -68,10 +69,12 @@ def cotrain(overrides: Sequence[str], tracking_uri: str | None = None, *,
     return execute(build_run(compose_config(overrides), overrides, data), tracking_uri)
 
 
-def execute(run: Run, tracking_uri: str | None = None, resumed: Resumed | None = None) -> str:
+def execute(run: Run, tracking_uri: str | None = None, resumed: Resumed | None = None,
+            tags: dict[str, str] | None = None) -> str:
     """Train ``run`` (from a resumed position, if given), evaluate, log the model; returns the
-    run id. See the module docstring for how a run ends."""
-    tracker = open_tracker(run, tracking_uri, resumed)
+    run id (``tags``: extra tags of a new run, e.g. a sweep's ``sweep_id``). See the module
+    docstring for how a run ends."""
+    tracker = open_tracker(run, tracking_uri, resumed, tags)
     checkpoints = Checkpointer(run.config.checkpoint_dir, tracker, write=run.world.is_main)
     position = resumed.position if resumed else Position()
     if resumed and run.monitor is not None and run.world.is_main:
@@ -103,16 +106,15 @@ def execute(run: Run, tracking_uri: str | None = None, resumed: Resumed | None =
     return tracker.run_id
 
 
-def open_tracker(run: Run, tracking_uri: str | None, resumed: Resumed | None = None) -> Any:
+def open_tracker(run: Run, tracking_uri: str | None, resumed: Resumed | None = None,
+                 tags: dict[str, str] | None = None) -> Any:
     """The run's tracker: a new MLflow run with the resolved config as params and artifacts,
     or the resumed one. Under torchrun rank 0 writes MLflow, the others hold its run id."""
     if not run.world.is_main:
         return NullTracker(broadcast_object(None, run.world))
     c = run.config
     tags = {"policy": c.policy.name, "target": c.target.name, "data": c.data.name,
-            "at_loss": c.at_loss.name, "threat": c.threat.name}
-    if current_sweep_id():
-        tags["sweep_id"] = current_sweep_id()
+            "at_loss": c.at_loss.name, "threat": c.threat.name, **(tags or {})}
     if resumed is not None and resumed.replanned:
         tags["epochs_replanned"] = resumed.replanned
     tracker = Tracker(c.experiment, run_id=resumed.run_id if resumed else None,
@@ -190,13 +192,14 @@ def _tracking_uri() -> str | None:
 def _job(cfg: DictConfig) -> int:
     """Hydra's task: one run (or one job of a sweep, which reports its exit status)."""
     overrides = list(HydraConfig.get().overrides.task)
-    if HydraConfig.get().mode is not RunMode.MULTIRUN:
+    if HydraConfig.get().mode is not RunMode.MULTIRUN:  # one run
         run_id = exit_on_error(PROG, lambda: cotrain_from(cfg, overrides),
                                (NonFiniteError, CheckpointWriteError))
         print(f"run_id={run_id}")
         return 0
+    tags = {SWEEP_TAG: Path(HydraConfig.get().sweep.dir).name}  # the sweep's id: its folder
     try:  # one job of a sweep: a bad combination or a failure ends it with one line
-        print(f"run_id={cotrain_from(cfg, overrides)}", flush=True)
+        print(f"run_id={cotrain_from(cfg, overrides, tags)}", flush=True)
         return 0
     except USAGE_ERRORS as error:
         print(f"{PROG}: {' '.join(overrides)}: {one_line(error)}", file=sys.stderr)
@@ -211,9 +214,10 @@ def _job(cfg: DictConfig) -> int:
 _task = hydra.main(config_path=None, config_name=CONFIG_NAME, version_base="1.3")(_job)
 
 
-def cotrain_from(cfg: DictConfig, overrides: list[str]) -> str:
+def cotrain_from(cfg: DictConfig, overrides: list[str], tags: dict[str, str] | None = None
+                 ) -> str:
     """Co-train the run Hydra composed (``overrides``: its command line)."""
-    return execute(build_run(to_config(cfg), overrides), _tracking_uri())
+    return execute(build_run(to_config(cfg), overrides), _tracking_uri(), tags=tags)
 
 
 def main() -> int:

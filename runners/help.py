@@ -14,6 +14,7 @@ import dataclasses
 import textwrap
 from dataclasses import dataclass
 from enum import Enum
+from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -146,18 +147,15 @@ def help_text(command: str, cfg: DictConfig) -> str:
 
 
 def _group_lines(cfg: DictConfig) -> list[str]:
-    from learned_at.runners.config_store import group_options
-    from learned_at.runners.recipes import RECIPES
-
-    options = group_options()
+    options, recipes = _GROUPS[0]()
     lines = ["config groups (group=option; * = selected):"]
     for group in [g for g in options if g != "recipe"]:
         chosen = cfg[group].name
         names = ", ".join(f"*{o}" if o == chosen else o for o in options[group])
         lines.append(textwrap.fill(f"  {group:<10}{names}", WIDTH, subsequent_indent=" " * 12))
     lines += ["  recipe    a paper's setting, applied after the groups (overrides win):"]
-    for name, recipe in sorted(RECIPES.items()):
-        lines.append(textwrap.fill(f"    {name}: {recipe.doc}", WIDTH, subsequent_indent=" " * 6))
+    for name, doc in recipes.items():
+        lines.append(textwrap.fill(f"    {name}: {doc}", WIDTH, subsequent_indent=" " * 6))
     return [*lines, ""]
 
 
@@ -166,7 +164,14 @@ def _render(command: str, *, _root_: DictConfig) -> str:
     return help_text(command, _root_).replace("$", "$$")
 
 
-def register_help_resolver() -> None:
-    """Register the ``lat_help`` resolver (idempotent)."""
+#: what the groups section lists: () -> (group -> options, recipe -> its line)
+_GROUPS: list[Callable[[], tuple[dict[str, list[str]], dict[str, str]]]] = []
+
+
+def register_help_resolver(groups: Callable[[], tuple[dict[str, list[str]], dict[str, str]]]
+                           ) -> None:
+    """Register the ``lat_help`` resolver (idempotent); ``groups`` gives the co-training's
+    config groups with their options and the recipes with their lines."""
+    _GROUPS[:] = [groups]
     if not OmegaConf.has_resolver("lat_help"):
         OmegaConf.register_new_resolver("lat_help", _render)

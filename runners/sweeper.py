@@ -39,15 +39,14 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobStatus
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
-__all__ = ["SWEEP_TAG", "SweepCallback", "callback_config", "compare_command",
-           "current_sweep_id", "new_sweep_id", "sweep_combinations", "sweep_runs"]
+__all__ = ["SWEEP_TAG", "SweepCallback", "compare_command",
+           "new_sweep_id", "sweep_combinations", "sweep_runs"]
 
 SWEEP_TAG = "sweep_id"
 """Run tag holding the sweep's id (the same value on every run of one multirun)."""
@@ -56,13 +55,6 @@ SWEEP_TAG = "sweep_id"
 def new_sweep_id() -> str:
     """A sortable, unique sweep id: ``<UTC date>-<time>-<6 hex>``."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
-
-
-def current_sweep_id() -> str:
-    """Inside a job of a ``-m`` sweep: the sweep's id (the name of its folder); else ""."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode.name != "MULTIRUN":
-        return ""
-    return Path(HydraConfig.get().sweep.dir).name
 
 
 def compare_command(sweep_id: str) -> str:
@@ -162,9 +154,3 @@ class SweepCallback(Callback):
     def _stop(self, message: str) -> None:
         print(f"{self.command}: {' '.join(message.split())}", file=sys.stderr)
         raise SystemExit(2)
-
-
-def callback_config(command: str) -> dict[str, Any]:
-    """The ``hydra.callbacks`` entry of a command's primary config."""
-    return {"sweep": {"_target_": f"{__name__}.SweepCallback", "command": command}}
-

@@ -22,6 +22,7 @@ from learned_at.envs.geometry.base import Geometry
 from learned_at.runners.masking_checks import CheckConfig, run_masking_checks
 from learned_at.runners.robustness import evaluate, parse_attack
 from tests.runners.conftest import QuantisedInput
+from tests.helpers import run_command
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -133,10 +134,10 @@ def test_evaluation_cli_runs_the_new_attack(tmp_path, tracking_uri, monkeypatch,
                      tracking_uri)
     argv = [f"run_id={run_id}", "attacks=[clean,pgd3,noise30]", "n_examples=32", "checks=true",
             "check_attack=pgd3", "square_queries=0", "progress=false", ck]
-    assert main(argv) == 2  # not registered yet: refused before any work
+    assert run_command(main, argv) == 2  # not registered yet: refused before any work
     assert "unknown attack 'noise30'" in capsys.readouterr().err
     with noise_registered():
-        assert main(argv) == 0
+        assert run_command(main, argv) == 0
     out = capsys.readouterr().out
     assert re.search(r"^\| noise30 \| 0\.2 \| 32 \| ", out, re.MULTILINE), out
     assert re.search(r"^check blackbox_ge_whitebox +(PASS|FAIL) +black-box noise30 ", out, re.MULTILINE)

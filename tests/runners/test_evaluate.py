@@ -16,6 +16,7 @@ from learned_at.envs.attacks.gradient import CW, FGSM, PGD
 from learned_at.envs.attacks.square import Square
 from learned_at.envs.attacks.transfer import Transfer
 from learned_at.runners.robustness import evaluate, log_evaluation, parse_attack, worst_case
+from tests.helpers import run_command
 
 
 def test_parse_attack_names():
@@ -154,11 +155,11 @@ def test_cli_logs_metrics_table_and_checks(tmp_path, tracking_uri, monkeypatch, 
                       "policy.steps=1", "tracking.log_model=false", "tracking.system_metrics=false",
                       "eval.test_subset=32", "eval.final_pgd_steps=1", "progress=false", ck],
                      tracking_uri)
-    assert main([f"run_id={run_id}", "attacks=[pgd]", ck]) == 2
+    assert run_command(main, [f"run_id={run_id}", "attacks=[pgd]", ck]) == 2
     assert "unknown attack 'pgd'" in capsys.readouterr().err
     client = MlflowClient(tracking_uri)
     before = client.get_run(run_id)
-    assert main([f"run_id={run_id}", "attacks=[clean,pgd3,pgd3x2,transfer_fgsm]",
+    assert run_command(main, [f"run_id={run_id}", "attacks=[clean,pgd3,pgd3x2,transfer_fgsm]",
                  f"surrogate={run_id}", "n_examples=32", "checks=true", "square_queries=0",
                  "check_attack=pgd3", "progress=false", ck]) == 0
     out = capsys.readouterr().out
@@ -191,7 +192,8 @@ def test_cli_logs_metrics_table_and_checks(tmp_path, tracking_uri, monkeypatch, 
     # runners.compare reads the evaluation over the run's own final numbers
     from learned_at.runners.compare import main as compare
 
-    assert compare([f"run_ids=[{run_id}]", f"tracking_uri={tracking_uri}", "pgd=pgd3x2"]) == 0
+    assert run_command(compare, [f"run_ids=[{run_id}]", f"tracking_uri={tracking_uri}",
+                                 "pgd=pgd3x2"]) == 0
     line = capsys.readouterr().out.splitlines()[2]
     assert f"| {100 * m['eval/pgd3x2_acc']:.2f} |" in line
     assert f"| {100 * m['eval/clean_acc']:.2f} |" in line

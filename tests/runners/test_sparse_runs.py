@@ -13,6 +13,7 @@ from learned_at.envs.attacks.sparse import SparseAutoAttack, SparsePGDProjected,
 from learned_at.runners.robustness import evaluate, parse_attack
 from learned_at.runners.run_loading import load_run_state
 from tests.runners.conftest import interrupt_and_resume
+from tests.helpers import run_command
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -82,10 +83,10 @@ def test_fast_ls_l0_cotrains_tracked_and_evaluates(tmp_path, tracking_uri, monke
     run = MlflowClient(tracking_uri).get_run(run_id)
     assert run.data.params["at_loss.name"] == "trades"
     assert run.data.params["at_loss.soft_labels.enabled"] == "True"
-    assert run.data.params["resolved.eps"] == "4.0" and run.data.tags["threat"] == "l0"
+    assert run.data.params["threat.k"] == "4" and run.data.tags["threat"] == "l0"
     for key in ("test/pgd_acc", "monitor/test_fgsm_acc", "policy/pixels_mean", "eval/pgd3_acc"):
         assert key in run.data.metrics, key
-    assert main([f"run_id={run_id}", "attacks=[clean,sparse_autoattack5x30]", "n_examples=24",
+    assert run_command(main, [f"run_id={run_id}", "attacks=[clean,sparse_autoattack5x30]", "n_examples=24",
                  "checks=true", "check_attack=pgd3", "square_queries=30", "progress=false",
                  ck]) == 0
     out = capsys.readouterr().out

@@ -139,7 +139,7 @@ def test_toy_geometry_policy_and_loss_co_train_with_no_runner_change(toys, tmp_p
                       f"checkpoint_dir={tmp_path}/ck"], tracking_uri)
     run = MlflowClient(tracking_uri).get_run(run_id)
     assert run.data.tags["threat"] == "toy_half_box"
-    assert run.data.params["resolved.eps"] == "0.4"  # the geometry's own preset
+    assert run.data.params["threat.eps"] == "0.4"  # the geometry's own preset, resolved
     assert run.data.metrics["policy/steps_mean"] == pytest.approx(2.5)  # odd samples stop at 2
     assert len(SEEN["alpha"]) == 2  # two batches of 128
     torch.testing.assert_close(SEEN["alpha"][0], torch.full((128,), 0.4 / 3))
