@@ -33,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from learned_at.agents.base import StepInfo
+from learned_at.agents.ppo.vec_env import Driven
 from learned_at.envs.episode import run_episode
 from learned_at.runners.checkpoint import Checkpointer, Position, run_state
 from learned_at.runners.co_monitor import MonitorData, Verdict
@@ -46,8 +47,8 @@ from learned_at.runners.run import Run
 from learned_at.targets.distributed import all_gather_cat, all_reduce_max, all_reduce_mean
 from learned_at.targets.loader import Batch
 
-__all__ = ["NonFiniteError", "SYNC_EVERY", "evaluate_epoch", "final_evaluation", "train",
-           "train_step"]
+__all__ = ["NonFiniteError", "SYNC_EVERY", "evaluate_epoch", "final_evaluation", "sb3_driven",
+           "train", "train_step"]
 
 SYNC_EVERY = 10
 """Batches between two host reads of the running loss (progress line) and the NaN flag."""
@@ -132,6 +133,14 @@ def train_step(run: Run, batch: Batch, epoch: int, step: int
     metrics = run.policy.update(result, run.target.view(), out,
                                 StepInfo(step=step, epoch=epoch, generator=run.generators.policy))
     return stats, metrics or {}
+
+
+def sb3_driven(run: Run) -> Driven:
+    """``run`` as a co-training SB3 drives (``policy=ppo_strategy``:
+    :func:`agents.ppo.vec_env.learn_with_sb3`): each step is :func:`train_step`."""
+    steps = iter(range(1 << 62))
+    return Driven(run.policy, run.target.model, run.loader,
+                  lambda batch, epoch: train_step(run, batch, epoch, next(steps)))
 
 
 def epoch_batches(run: Run, progress: EpochProgress) -> Iterator[Batch]:

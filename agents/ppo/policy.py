@@ -14,9 +14,9 @@ Usage::
     python -m runners.cotrain policy=ppo_strategy                       # digits
     python -m runners.cotrain policy=ppo_strategy policy.n_steps=20 \\
         policy.robust_weight=4 policy.clean_weight=2                     # LAS-AT's look-ahead
-    # SB3 drives instead (same policy object, same runner code per batch):
-    #   trainer = Cotrainer(compose_config(["policy=ppo_strategy"]), [])
-    #   agents.ppo.vec_env.learn_with_sb3(trainer, total_batches=200)
+    # SB3 drives instead (same policy object, the runner's train_step per batch):
+    #   run = build_run(compose_config(["policy=ppo_strategy"]))
+    #   learn_with_sb3(runners.train.sb3_driven(run), total_batches=200)
 
 Two drivers share this class:
 
@@ -27,9 +27,9 @@ Two drivers share this class:
   per-sample rewards after the target's AT step and, every ``n_steps`` batches, calls PPO's
   own ``train()``. SB3's ``train/*`` logger values are reported as ``ppo/*`` epoch metrics.
 * SB3 drives (``model.learn``): :class:`agents.ppo.vec_env.StrategyVecEnv` wraps the same
-  runner; SB3 chooses the actions, the adapter injects them (:meth:`PpoStrategy.inject`), and
-  the runner's ``train_batch`` attacks, steps the target and computes the rewards with the same
-  code as above.
+  co-training; SB3 chooses the actions, the adapter injects them (:meth:`PpoStrategy.inject`),
+  and the runner's ``train_step`` attacks, steps the target and computes the rewards with the
+  same code as above.
 
 Departures from LAS-AT's reference code (docs/seeds.md §1), on purpose:
     * the learner is PPO (clipped surrogate, value baseline, advantage normalisation, entropy
