@@ -32,7 +32,7 @@ from learned_at.runners.checkpoint import CheckpointError
 from learned_at.runners.config import ConfigError
 from learned_at.runners.device import DeviceError
 from learned_at.runners.preemption import RunInterrupted
-from learned_at.runners.tracking import UnknownRunError
+from learned_at.runners.run_store import UnknownRunError
 from learned_at.targets.datasets import DataSetError
 
 __all__ = ["HYDRA_FLAGS", "USAGE_ERRORS", "UsageError", "configure_logging", "exit_on_error",

@@ -245,7 +245,7 @@ def format_paired(rows: list[ComparisonRow], a: Group, b: Group, pgd: str | None
 def find_runs(client: MlflowClient, run_ids: list[str], experiment: str,
               filter_string: str) -> list[Run]:
     """Runs by id (in the given order), or by experiment name and/or MLflow filter string."""
-    from learned_at.runners.tracking import get_run
+    from learned_at.runners.run_store import get_run
 
     if run_ids:
         return [get_run(client, r) for r in run_ids]

@@ -45,7 +45,8 @@ from learned_at.runners.resume import Resumed, resume_id, resume_run
 from learned_at.runners.run import Run, build_run
 from learned_at.runners.run_naming import resolved_yaml, run_name
 from learned_at.runners.sweeper import SWEEP_TAG
-from learned_at.runners.tracking import Tracker, flatten_config
+from learned_at.runners.run_store import flatten_config
+from learned_at.runners.tracking import Tracker
 from learned_at.runners.train import NonFiniteError, final_evaluation, train
 from learned_at.targets.datasets import DataSet
 

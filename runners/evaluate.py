@@ -176,7 +176,7 @@ def _known_run(run_id: str, tracking_uri: str | None) -> None:
     """An unknown run id fails here with one line (before any checkpoint search)."""
     from mlflow import MlflowClient
 
-    from learned_at.runners.tracking import get_run
+    from learned_at.runners.run_store import get_run
 
     get_run(MlflowClient(tracking_uri), run_id)
 

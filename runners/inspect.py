@@ -129,7 +129,7 @@ def inspect_run(args: InspectArgs) -> None:
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no download bars here
     from mlflow import MlflowClient
 
-    from learned_at.runners.tracking import get_run
+    from learned_at.runners.run_store import get_run
 
     client = MlflowClient(tracking_uri=args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
                           or None)

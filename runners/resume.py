@@ -25,7 +25,7 @@ from learned_at.runners.config import ConfigError, CotrainConfig, config_to_dict
 from learned_at.runners.presets import resolve_config
 from learned_at.runners.run import Run, build_run
 from learned_at.runners.run_loading import find_checkpoint
-from learned_at.runners.tracking import get_run
+from learned_at.runners.run_store import get_run
 
 __all__ = ["RESUME_FIELDS", "Resumed", "resume_id", "resume_run"]
 

@@ -28,7 +28,6 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -37,13 +36,13 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
-__all__ = ["ParamConflictError", "Tracker", "UnknownRunError", "flatten_config", "get_run",
-           "source_tags"]
+from learned_at.runners.host_values import host_values
+from learned_at.runners.run_store import flatten_config, get_run, source_tags
+
+__all__ = ["ParamConflictError", "Tracker"]
 
 _log = logging.getLogger(__name__)
 
-MAX_PARAM_VALUE_LENGTH = 6000
-"""MLflow's limit on the length of a param value."""
 PARAMS_PER_BATCH = 100
 METRICS_PER_BATCH = 1000
 LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"
@@ -51,71 +50,6 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 """MLflow 3's value for a model-training experiment (its other kind is ``genai_development``)."""
 PARENT_TAG = "mlflow.parentRunId"
-
-
-class UnknownRunError(ValueError):
-    """A run id that names no run of the tracking store."""
-
-
-def get_run(client: MlflowClient, run_id: str) -> Any:
-    """``client.get_run(run_id)``, or an :class:`UnknownRunError` with a one-line message."""
-    try:
-        return client.get_run(run_id)
-    except MlflowException as exc:
-        first = (exc.message or str(exc)).strip().splitlines()[0]
-        raise UnknownRunError(
-            f"no MLflow run {run_id!r} at tracking URI {client.tracking_uri!r} ({first}); check "
-            "the run id (python -m runners.compare experiment=<name> lists runs) and "
-            "MLFLOW_TRACKING_URI / tracking_uri=") from None
-
-
-def source_tags(path: str | os.PathLike | None = None) -> dict[str, str]:
-    """Git commit, branch, remote and dirty flag of the repository holding ``path`` (default:
-    this project's source), as run tags; ``{}`` outside a git checkout.
-
-    ``git.dirty`` is ``true`` when tracked files differ from the commit (untracked files do
-    not count), i.e. when the commit alone does not reproduce the code that ran.
-    """
-    try:
-        import git
-
-        repo = git.Repo(path or Path(__file__).resolve().parent, search_parent_directories=True)
-        tags = {"mlflow.source.git.commit": repo.head.commit.hexsha,
-                "git.dirty": str(repo.is_dirty(untracked_files=False)).lower()}
-        if not repo.head.is_detached:
-            tags["mlflow.source.git.branch"] = repo.active_branch.name
-        if repo.remotes:
-            tags["mlflow.source.git.repoURL"] = next(iter(repo.remotes[0].urls), "")
-        return tags
-    except Exception:  # no git, not a checkout, a bare clone: no source tags
-        return {}
-
-
-def flatten_config(cfg: Mapping, prefix: str = "") -> dict[str, str]:
-    """Flattens a nested mapping into dotted keys with string values.
-
-    Args:
-        cfg: Nested mapping (plain dicts, or any ``Mapping`` such as an OmegaConf ``DictConfig``).
-        prefix: Prefix for every key (without the trailing dot).
-
-    Returns:
-        ``{"a.b.c": "value"}``; lists appear as their repr, an empty nested mapping as ``"{}"``,
-        and values longer than 6000 characters (MLflow's limit) are truncated, ending in ``...``.
-        ``None`` values (a field left to its preset) are left out, not logged as "None".
-    """
-    out: dict[str, str] = {}
-    for key, value in cfg.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if value is None:
-            continue
-        if isinstance(value, Mapping) and len(value) > 0:
-            out.update(flatten_config(value, name))
-            continue
-        text = "{}" if isinstance(value, Mapping) else str(value)
-        if len(text) > MAX_PARAM_VALUE_LENGTH:
-            text = text[: MAX_PARAM_VALUE_LENGTH - 3] + "..."
-        out[name] = text
-    return out
 
 
 class ParamConflictError(ValueError):
@@ -317,7 +251,7 @@ class Tracker:
         if not self._buffer:
             return
         entries, self._buffer = self._buffer, []
-        values = _host_values([entry.value for entry in entries])
+        values = host_values([entry.value for entry in entries])
         metrics = [
             Metric(entry.key, value, entry.timestamp, entry.step)
             for entry, value in zip(entries, values)
@@ -488,40 +422,3 @@ def _mlflow_version() -> str:
     import mlflow
 
     return mlflow.__version__
-
-
-def _host_values(values: list[torch.Tensor | float]) -> list[float]:
-    """Converts buffered values to floats with one device-to-host transfer per device."""
-    out: list[float] = [0.0] * len(values)
-    by_device: dict[torch.device, list[int]] = {}
-    for index, value in enumerate(values):
-        if isinstance(value, torch.Tensor):
-            by_device.setdefault(value.device, []).append(index)
-        else:
-            out[index] = value
-    pending: list[tuple[list[int], torch.Tensor, Any]] = []
-    for device, indices in by_device.items():
-        dtype = torch.float32 if device.type == "mps" else torch.float64
-        # stack per dtype (torch.stack needs one dtype), then one tensor per device
-        by_dtype: dict[torch.dtype, list[int]] = {}
-        for index in indices:
-            by_dtype.setdefault(values[index].dtype, []).append(index)  # type: ignore[union-attr]
-        order: list[int] = []
-        parts: list[torch.Tensor] = []
-        for group in by_dtype.values():
-            order.extend(group)
-            parts.append(torch.stack([values[i] for i in group]).to(dtype))  # type: ignore[misc]
-        stacked = torch.cat(parts)
-        if device.type == "cuda":
-            host = stacked.to("cpu", non_blocking=True)
-            event = torch.cuda.Event()
-            event.record(torch.cuda.current_stream(device))
-            pending.append((order, host, event))
-        else:
-            pending.append((order, stacked.cpu(), None))
-    for order, host, event in pending:
-        if event is not None:
-            event.synchronize()
-        for index, value in zip(order, host.tolist()):
-            out[index] = float(value)
-    return out

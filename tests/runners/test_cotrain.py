@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 
 from learned_at.runners.cotrain import cotrain, main
 from learned_at.runners.preemption import RunInterrupted
-from learned_at.runners.tracking import Tracker, source_tags
+from learned_at.runners.run_store import source_tags
+from learned_at.runners.tracking import Tracker
 from tests.helpers import run_command
 from tests.runners.conftest import (TINY_RUN, assert_same_training, final_state,
                                     interrupt_and_resume, metric_histories, sigterm_after_step)
