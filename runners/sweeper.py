@@ -57,6 +57,18 @@ def new_sweep_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
+def _prepare_tracking_store() -> None:
+    """Create (or migrate) the tracking store's schema once, before jobs start in parallel:
+    jobs that each open a fresh sqlite store race on its schema migration (measured:
+    ``table _alembic_tmp_experiments already exists``); touching it here also fails fast when
+    a tracking server is unreachable."""
+    import os
+
+    from mlflow import MlflowClient
+
+    MlflowClient(os.environ.get("MLFLOW_TRACKING_URI") or None).search_experiments(max_results=1)
+
+
 def compare_command(sweep_id: str) -> str:
     """The command that tabulates a sweep's runs."""
     return f"python -m runners.compare {SWEEP_TAG}={sweep_id}"
@@ -128,6 +140,7 @@ class SweepCallback(Callback):
             self._stop(str(error))
         except Exception as error:  # Hydra's and OmegaConf's composition errors
             self._stop(explain(error, task))
+        _prepare_tracking_store()
         print(f"{SWEEP_TAG}={self.sweep_id}", flush=True)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
