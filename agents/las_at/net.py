@@ -115,6 +115,7 @@ class StrategyNet(nn.Module):
         self.trunk, width = make_trunk(trunk, image_shape)
         self.heads = nn.ModuleList(nn.Linear(width, n) for n in head_sizes)
         for head in self.heads:
+            assert isinstance(head, nn.Linear)
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
 

@@ -87,9 +87,11 @@ class EvalAttackRegistry:
         self._load()
         if ensemble and AttackRole.ENSEMBLE not in cls.roles:
             raise ValueError(f"{cls.__name__} is not an ensemble attack (AttackRole.ENSEMBLE)")
+        # with_queries is a classmethod: its bound method has __func__, which mypy's Callable
+        # type of it lacks (hence the ignore)
         if blackbox and (AttackRole.BLACKBOX not in cls.roles
                          or getattr(cls.with_queries, "__func__", None)
-                         is EvalAttack.with_queries.__func__):
+                         is EvalAttack.with_queries.__func__):  # type: ignore[attr-defined]
             raise ValueError(f"{cls.__name__} is not a query-based black-box attack "
                              "(AttackRole.BLACKBOX and with_queries)")
         for flag, table, what in ((ensemble, self._ensemble, "ensemble"),

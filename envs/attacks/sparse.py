@@ -30,7 +30,7 @@ from learned_at.envs.attacks.saa import (DEFAULT_RS_QUERIES, DEFAULT_SPGD_STEPS,
                                          check_sparse, sparse_autoattack, sparse_rs_attack)
 from learned_at.envs.attacks.spgd import spgd_attack
 from learned_at.envs.geometry.base import Geometry
-from learned_at.envs.geometry.l0 import SparseGradient
+from learned_at.envs.geometry.l0 import L0, SparseGradient
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class _SparsePGD(BatchAttack):
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, geometry: Geometry,
                 eps: float, generator: torch.Generator | None) -> torch.Tensor:
+        assert isinstance(geometry, L0)  # registered for threat=l0 only
         x_adv = spgd_attack(model, x, y, geometry=geometry, k=eps, steps=self.steps,
                             gradient=self.gradient, generator=generator)
         check_sparse(x, x_adv, eps, self.name)
@@ -149,8 +150,10 @@ class SparseAutoAttack(EvalAttack):
 
     def robust_mask(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                     geometry: Geometry, eps: float, context: AttackContext) -> AttackOutcome:
+        assert isinstance(geometry, L0)  # registered for threat=l0 only
         bs = context.batch_size
-        robust, stages = [], {s: [] for s in SAA_STAGES}
+        robust: list[torch.Tensor] = []
+        stages: dict[str, list[torch.Tensor]] = {s: [] for s in SAA_STAGES}
         seconds = dict.fromkeys(SAA_STAGES, 0.0)
         for i in tqdm(range(0, len(x), bs), desc=f"eval {self.name}", leave=False,
                       disable=not context.progress):

@@ -207,6 +207,7 @@ class L0(Geometry):
     budget_setting: ClassVar[str] = "threat.k=<pixels>"
     at_loss_defaults: ClassVar[dict[str, dict[str, Any]]] = {
         "trades": {"beta": 3.0, "attack": "ce"}}  # sTRADES (docs/seeds.md §6.3)
+    config: L0Config  # set by Geometry.__init__, always an L0Config here
 
     def __init__(self, config: L0Config | None = None) -> None:
         super().__init__(config if config is not None else L0Config())

@@ -80,7 +80,7 @@ def add_to_weights(model: nn.Module, perturbation: dict[str, torch.Tensor], sign
 class Awp(CrossEntropy):
     """CE AT step at the adversarially perturbed weights w + v."""
 
-    attack_loss: ClassVar[AttackLoss] = AttackLoss.CE
+    attack_loss: AttackLoss = AttackLoss.CE
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)

@@ -143,10 +143,11 @@ class ATLoss:
     """Base AT loss: subclasses implement :meth:`compute` (see the module docstring)."""
 
     name: ClassVar[str] = "base"
-    #: the objective the attack should maximise for this loss.
-    attack_loss: ClassVar[AttackLoss] = AttackLoss.CE
+    #: the objective the attack should maximise for this loss. This and ``env_requirements``
+    #: are class defaults that an instance may replace from its config (TRADES in ``bind``).
+    attack_loss: AttackLoss = AttackLoss.CE
     #: what the env must compute for this loss (merged with the policy's requirements).
-    env_requirements: ClassVar[EnvRequirements] = EnvRequirements()
+    env_requirements: EnvRequirements = EnvRequirements()
     #: the loss's CE terms can take Self-Adaptive Training soft labels.
     supports_soft_labels: ClassVar[bool] = False
 

@@ -31,7 +31,7 @@ class CrossEntropy(ATLoss):
     With soft labels (after their warm-up) the CE is against the per-sample soft targets,
     weighted by their SAT weights."""
 
-    attack_loss: ClassVar[AttackLoss] = AttackLoss.CE
+    attack_loss: AttackLoss = AttackLoss.CE
     supports_soft_labels: ClassVar[bool] = True
 
     def compute(self, model: nn.Module, result: AttackResult, inputs: TargetInputs

@@ -278,7 +278,7 @@ def _norm(tensors: list[torch.Tensor]) -> torch.Tensor:
 class FastBat(ATLoss):
     """Fast-BAT's target step (see the module docstring)."""
 
-    attack_loss: ClassVar[AttackLoss] = AttackLoss.CE
+    attack_loss: AttackLoss = AttackLoss.CE
 
     def __init__(self, config: FastBatConfig) -> None:
         super().__init__(config)
@@ -369,7 +369,9 @@ class FastBat(ATLoss):
         if self.mask is HMask.ones:
             h = torch.ones_like(delta_star)
         else:
-            h = geometry.inactive_mask(delta_star, x, eps, self.config.mask_tol)
+            inactive = geometry.inactive_mask(delta_star, x, eps, self.config.mask_tol)
+            assert inactive is not None  # check_setting requires geometry.has_inactive_mask
+            h = inactive
         return LowerLevel(z, delta_star, h, direction, step, lam)
 
     # -- the upper level -------------------------------------------------------------------

@@ -59,7 +59,7 @@ class PgiLossConfig(ATLossConfig):
 class PgiLoss(ATLoss):
     """λ-weighted squared error between the logits at the example and at the starting point."""
 
-    attack_loss: ClassVar[AttackLoss] = AttackLoss.CE
+    attack_loss: AttackLoss = AttackLoss.CE
 
     def __init__(self, config: PgiLossConfig) -> None:
         super().__init__(config)

@@ -88,7 +88,9 @@ class SoftLabels:
             raise ValueError("at_loss.soft_labels needs the training-set size and the number of "
                              "classes: build the loss with make_at_loss(config, LossContext(...))")
         self.config = config
-        warmup = int(config.resolve(epochs).warmup_epochs)
+        warmup_epochs = config.resolve(epochs).warmup_epochs
+        assert warmup_epochs is not None  # resolve() fills the default
+        warmup = int(warmup_epochs)
         self.warmup_steps = warmup * max(batches_per_epoch, 1)
         self.memory = torch.zeros(num_train, num_classes, device=device)  # (num_train, K)
         self.seen = torch.zeros(num_train, dtype=torch.bool, device=device)

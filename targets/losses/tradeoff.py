@@ -42,7 +42,7 @@ class TradeoffConfig(ATLossConfig):
 class Tradeoff(ATLoss):
     """(1 − a)·CE(f(x)) + a·CE(f(x_adv)) per sample (module docstring)."""
 
-    attack_loss: ClassVar[AttackLoss] = AttackLoss.CE
+    attack_loss: AttackLoss = AttackLoss.CE
     supports_soft_labels: ClassVar[bool] = True
 
     def compute(self, model: nn.Module, result: AttackResult, inputs: TargetInputs

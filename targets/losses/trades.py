@@ -89,8 +89,8 @@ class TradesConfig(ATLossConfig):
 class Trades(ATLoss):
     """TRADES with an optional per-sample β (LAS-TRADES picks β per sample)."""
 
-    attack_loss: ClassVar[AttackLoss] = AttackLoss.KL
-    env_requirements: ClassVar[EnvRequirements] = EnvRequirements(
+    attack_loss: AttackLoss = AttackLoss.KL
+    env_requirements: EnvRequirements = EnvRequirements(
         start_noise=TRADES_START_NOISE)
     supports_soft_labels: ClassVar[bool] = True
 
