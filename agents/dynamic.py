@@ -120,6 +120,7 @@ class DynamicAt(Policy):
             raise ValueError("policy.reweight=true weights by the final example's adversarial "
                              "CE: it needs policy.final_fosc=true and a CE attack (at_loss=ce, "
                              "awp or pgi)")
+        assert config.c_max is not None  # resolve() filled the preset (the geometry has FOSC)
         self.c_max = float(config.c_max)
         self.ramp_epochs = config.ramp_fraction * context.epochs
 

@@ -12,7 +12,7 @@ from learned_at.envs.attack_env import AttackAction, Obs
 from learned_at.envs.options import setting, NON_NEGATIVE, NON_NEGATIVE_INT, Limit
 
 
-def uniform_action(obs: Obs, eps: float, alpha: float, steps: int,
+def uniform_action(obs: Obs, eps: float, alpha: float | torch.Tensor, steps: int,
                    init: torch.Tensor | None) -> AttackAction:
     """The same (eps, alpha, budget) for every sample of the batch, as (N,) tensors."""
     n, dev = obs["x"].shape[0], obs["x"].device

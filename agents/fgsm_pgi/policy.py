@@ -122,6 +122,7 @@ class FgsmPgi(Policy):
     """One FGSM step from a per-sample prior carried across batches (bp) or epochs (ep, mep)."""
 
     env_requirements = EnvRequirements(extras=frozenset({Extra.first_grad}))
+    seen: torch.Tensor  # buffer (ep, mep): (num_train,) bool, the sample holds a prior
 
     def __init__(self, config: FgsmPgiConfig, context: PolicyContext) -> None:
         super().__init__(config, context)

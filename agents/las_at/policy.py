@@ -171,7 +171,7 @@ class LasAtConfig(PolicyConfig):
         (agents/las_at/preset.py) and the strategy grids (agents/strategy/space.py)."""
         variant = resolve_variant(self.variant, preset.at_loss_name)
         s = preset_settings(preset.data, variant)
-        grids = resolved_grids(preset.geometry, preset.data, variant, preset.eps,
+        grids: dict[str, Any] = resolved_grids(preset.geometry, preset.data, variant, preset.eps,
                                eps_grid=self.eps_grid, alpha_grid=self.alpha_grid,
                                steps_grid=self.steps_grid, beta_grid=self.beta_grid)
         return replace(
@@ -199,9 +199,16 @@ def _pick(value: Any, preset: Any) -> Any:
 class LasAt(Policy):
     """Strategy network + REINFORCE on the look-ahead reward (see module docstring)."""
 
+    baseline_value: torch.Tensor  # buffer: () moving-average baseline
+    baseline_ready: torch.Tensor  # buffer: () bool, the baseline holds a value
+
     def __init__(self, config: LasAtConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
         config = self.config  # resolved: its presets filled
+        assert (config.interval is not None and config.reward_weights is not None
+                and config.r1_clamp is not None and config.lr is not None
+                and config.lr_milestones is not None and config.momentum is not None
+                and config.weight_decay is not None)  # filled by LasAtConfig.resolve
         self.variant = Variant(config.variant)
         self.reward_mode = RewardMode(config.reward_mode)
         self.baseline = Baseline(config.baseline)
@@ -254,6 +261,7 @@ class LasAt(Policy):
             logits = self.net(x)
             index = torch.stack([sample_categorical(z, generator) for z in logits], 1)
             log_prob = sum(categorical_log_prob(z, index[:, h]) for h, z in enumerate(logits))
+            assert isinstance(log_prob, torch.Tensor)  # a sum over >= 1 heads
         with torch.no_grad():
             entropy = torch.stack([categorical_entropy(z).mean() for z in logits])
             self._entropy = self._entropy.to(entropy.device) + entropy

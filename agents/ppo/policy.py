@@ -42,7 +42,7 @@ Departures from LAS-AT's reference code (docs/seeds.md §1), on purpose:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, ClassVar
 
@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3 import PPO
+from stable_baselines3.common.distributions import MultiCategoricalDistribution
 from stable_baselines3.common.logger import KVWriter, Logger
 
 from learned_at.agents.base import (Policy, PolicyConfig, PolicyContext, PresetContext,
@@ -149,9 +150,10 @@ class PpoStrategyConfig(PolicyConfig):
     def resolve(self, preset: PresetContext) -> PpoStrategyConfig:
         """The variant (``auto``: from the AT loss) and the grids (LAS-AT's presets)."""
         variant = resolve_variant(self.variant, preset.at_loss_name)
-        return replace(self, variant=variant, **resolved_grids(
+        grids: dict[str, Any] = resolved_grids(
             preset.geometry, preset.data, variant, preset.eps, eps_grid=self.eps_grid,
-            alpha_grid=self.alpha_grid, steps_grid=self.steps_grid, beta_grid=self.beta_grid))
+            alpha_grid=self.alpha_grid, steps_grid=self.steps_grid, beta_grid=self.beta_grid)
+        return replace(self, variant=variant, **grids)
 
 
 class CaptureOutput(KVWriter):
@@ -172,7 +174,8 @@ class CaptureOutput(KVWriter):
 def strategy_observation_space(image_shape: tuple[int, int, int], n_features: int
                                ) -> spaces.Dict:
     """One sample's observation: ``Dict{image: Box[0,1](C,H,W), features: Box(D,)}``."""
-    obs = {"image": spaces.Box(0.0, 1.0, tuple(image_shape), np.float32)}
+    obs: dict[str, spaces.Space] = {"image": spaces.Box(0.0, 1.0, tuple(image_shape),
+                                                        np.float32)}
     if n_features:
         obs["features"] = spaces.Box(-np.inf, np.inf, (n_features,), np.float32)
     return spaces.Dict(obs)
@@ -185,11 +188,13 @@ def make_ppo(config: PpoStrategyConfig, observation_space: spaces.Dict,
     ``seed`` is left unset: SB3 would seed the global RNGs (library code must not); the
     network is initialised from the global torch RNG, which the runner seeds.
     """
-    ppo = PPO("MultiInputPolicy", None, learning_rate=config.learning_rate,
-              n_steps=config.n_steps, batch_size=config.minibatch_size,
-              n_epochs=config.n_epochs, gamma=0.99, gae_lambda=1.0,
-              clip_range=config.clip_range, ent_coef=config.ent_coef, vf_coef=config.vf_coef,
-              max_grad_norm=config.max_grad_norm, rollout_buffer_class=DeviceRolloutBuffer,
+    # env=None: SB3 accepts it (the spaces are set below), its annotation does not
+    ppo = PPO("MultiInputPolicy", None,  # type: ignore[arg-type]
+              learning_rate=config.learning_rate, n_steps=config.n_steps,
+              batch_size=config.minibatch_size, n_epochs=config.n_epochs, gamma=0.99,
+              gae_lambda=1.0, clip_range=config.clip_range, ent_coef=config.ent_coef,
+              vf_coef=config.vf_coef, max_grad_norm=config.max_grad_norm,
+              rollout_buffer_class=DeviceRolloutBuffer,
               policy_kwargs={"features_extractor_class": SmallCnnExtractor,
                              "features_extractor_kwargs": {"features_dim": config.features_dim},
                              "net_arch": {"pi": list(config.net_arch),
@@ -199,6 +204,13 @@ def make_ppo(config: PpoStrategyConfig, observation_space: spaces.Dict,
     ppo.observation_space, ppo.action_space, ppo.n_envs = observation_space, action_space, 1
     ppo._setup_model()
     return ppo
+
+
+def device_buffer(ppo: PPO) -> DeviceRolloutBuffer:
+    """``ppo``'s rollout buffer, typed: :func:`make_ppo` builds it as a DeviceRolloutBuffer."""
+    buffer = ppo.rollout_buffer
+    assert isinstance(buffer, DeviceRolloutBuffer)
+    return buffer
 
 
 @register_policy(PpoStrategyConfig)
@@ -277,6 +289,7 @@ class PpoStrategy(Policy):
             latent_pi = net.mlp_extractor.forward_actor(features[0])
             latent_vf = net.mlp_extractor.forward_critic(features[1])
         dist = net._get_action_dist_from_latent(latent_pi)
+        assert isinstance(dist, MultiCategoricalDistribution)  # a MultiDiscrete action space
         actions = torch.stack([torch.multinomial(c.probs, 1, generator=generator).squeeze(1)
                                for c in dist.distribution], 1)
         return actions, net.value_net(latent_vf).squeeze(1), dist.log_prob(actions)
@@ -342,7 +355,7 @@ class PpoStrategy(Policy):
             return metrics
         obs, actions, values, log_probs = self._pending
         self._pending = None
-        buffer = self.ppo.rollout_buffer
+        buffer = device_buffer(self.ppo)
         ones = torch.ones_like(reward)
         buffer.add(obs, actions, reward, ones, values, log_probs)
         self.ppo.num_timesteps += reward.shape[0]
@@ -386,7 +399,7 @@ class PpoStrategy(Policy):
         return {"optimizer": self.net.optimizer.state_dict(),
                 "n_updates": int(self.ppo._n_updates),
                 "num_timesteps": int(self.ppo.num_timesteps),
-                "buffer": self.ppo.rollout_buffer.state_dict(),
+                "buffer": device_buffer(self.ppo).state_dict(),
                 "epoch_records": [dict(r) for r in self._epoch_records]}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
@@ -395,5 +408,5 @@ class PpoStrategy(Policy):
         self.net.optimizer.load_state_dict(state["optimizer"])
         self.ppo._n_updates = int(state["n_updates"])
         self.ppo.num_timesteps = int(state["num_timesteps"])
-        self.ppo.rollout_buffer.load_state_dict(state["buffer"])
+        device_buffer(self.ppo).load_state_dict(state["buffer"])
         self._epoch_records = [dict(r) for r in state.get("epoch_records", [])]

@@ -132,7 +132,9 @@ class StrategyVecEnv(VecEnv):
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = actions
 
-    def step_wait(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, TerminalInfos]:
+    # infos is a lazy Sequence (TerminalInfos) where SB3 annotates a list: hence the ignore
+    def step_wait(self  # type: ignore[override]
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, TerminalInfos]:
         """Attack the batch with the actions, take the target step, observe the next batch.
 
         Returns:
@@ -159,7 +161,7 @@ class StrategyVecEnv(VecEnv):
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         """The adapter's own attribute, once per selected sub-env (they share one object)."""
-        return [getattr(self, attr_name)] * len(self._get_indices(indices))
+        return [getattr(self, attr_name)] * len(list(self._get_indices(indices)))
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
         setattr(self, attr_name, value)
@@ -167,10 +169,10 @@ class StrategyVecEnv(VecEnv):
     def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
                    **method_kwargs: Any) -> list[Any]:
         result = getattr(self, method_name)(*method_args, **method_kwargs)
-        return [result] * len(self._get_indices(indices))
+        return [result] * len(list(self._get_indices(indices)))
 
     def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
-        return [False] * len(self._get_indices(indices))
+        return [False] * len(list(self._get_indices(indices)))
 
 
 def learn_with_sb3(driven: Driven, total_batches: int) -> StrategyVecEnv:

@@ -18,7 +18,7 @@ calls :meth:`ATLoss.end_step` after each of its own optimiser steps (never after
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable, ClassVar
 
 import torch
