@@ -238,6 +238,7 @@ def restore_run(run: Run, state: dict[str, Any]) -> Position:
                               " start a fresh run")
     run.target.load_state_dict(state)
     scheduler = run.target.scheduler  # this run's schedule at the restored step (re-planned)
+    assert isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR)  # from make_scheduler
     for group, base, f in zip(run.target.optimizer.param_groups, scheduler.base_lrs,
                               scheduler.lr_lambdas):
         group["lr"] = base * f(scheduler.last_epoch)

@@ -111,7 +111,7 @@ def _valid_keys(overrides: Sequence[str], parent: str, config_name: str) -> list
     node = base if not parent or base is None else OmegaConf.select(base, parent)
     if not isinstance(node, DictConfig):
         return []
-    return sorted(k for k in node.keys() if k != "defaults")
+    return sorted(str(k) for k in node.keys() if k != "defaults")
 
 
 def _base(overrides: Sequence[str], config_name: str) -> DictConfig | None:

@@ -120,8 +120,8 @@ def evaluate_run(args: EvaluateArgs) -> None:
             problem = loaded.geometry.check_budget(e, loaded.data.image_shape)
             if problem:
                 raise ValueError(problem.replace("threat.eps", "eps"))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     if args.checks and not any(budget_prefix(e, loaded.eps) == "eval/" for e in budgets):
         raise UsageError(f"checks=true runs at the run's budget {loaded.eps:.4g}; add it to "
                          "eps=[...]")

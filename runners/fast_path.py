@@ -78,7 +78,7 @@ def autocast(perf: PerfConfig, device: torch.device) -> contextlib.AbstractConte
 def prepare_model(model: nn.Module, perf: PerfConfig) -> nn.Module:
     """Apply ``channels_last`` and ``compile`` to ``model`` (in place; returns it)."""
     if perf.channels_last:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in stubs
     if perf.compile:
         model.compile(mode=CompileMode(perf.compile_mode).torch_name)
     return model

@@ -111,7 +111,7 @@ def _fields(node: DictConfig, prefix: str, skip: tuple[str, ...] = (), indent: i
         if key in ("defaults", "name", *skip) or isinstance(value, DictConfig):
             continue
         raw = OmegaConf.to_container(value) if OmegaConf.is_list(value) else value
-        head = f"{' ' * indent}{prefix}{key}={format_value(raw)}"
+        head = f"{' ' * indent}{prefix}{key!s}={format_value(raw)}"
         text = docs.get(str(key), "")
         if len(head) >= column:
             out.append(head)

@@ -224,9 +224,8 @@ def run_masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, geome
     curve.append((large, large_acc))
     checks = [check_eps_monotone(curve, n, config.z, symbol),
               check_large_eps(large_acc, large, config.large_eps_max_acc, symbol)]
-    at_eps = {attack.name: dict(curve).get(eps, top.get(attack.name))}
-    if at_eps[attack.name] is None:
-        at_eps = acc([attack], eps)
+    known = dict(curve).get(eps, top.get(attack.name))
+    at_eps = {attack.name: known} if known is not None else acc([attack], eps)
     whitebox = {k: v for k, v in {**top, **at_eps}.items()
                 if v is not None and AttackRole.WHITEBOX in kinds[k].roles}
     checks.append(_ensemble_check(top, whitebox, kinds, table, n, config.z))
@@ -248,7 +247,7 @@ def _ensemble_check(top: dict[str, float], whitebox: dict[str, float],
     ensemble = {k: v for k, v in top.items() if AttackRole.ENSEMBLE in kinds[k].roles}
     if ensemble and pgd:
         name, aa = min(ensemble.items(), key=lambda kv: kv[1])
-        ref = min(pgd, key=pgd.get)
+        ref = min(pgd, key=pgd.__getitem__)
         return check_autoattack_le_pgd(aa, ref, pgd[ref], n, z, name)
     references = [c for c in table.classes if c.ensemble_reference]
     wanted = table.ensemble.spelling if table.ensemble else "an ensemble attack"

@@ -103,7 +103,8 @@ def _shared_smoothing(given: PolicyConfig, policy: PolicyConfig, at_loss: Any
     if loss_value is None:
         return policy, dataclasses.replace(at_loss, true_class_prob=policy_value)
     if given.true_class_prob is None:  # type: ignore[attr-defined]  # the preset yields
-        return dataclasses.replace(policy, true_class_prob=float(loss_value)), at_loss
+        return dataclasses.replace(  # type: ignore[call-arg]  # a target_smoothing policy's field
+            policy, true_class_prob=float(loss_value)), at_loss
     if float(loss_value) != policy_value:
         raise ConfigError(
             f"at_loss.true_class_prob={loss_value:g} and policy.true_class_prob="

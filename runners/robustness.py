@@ -60,9 +60,10 @@ def worst_case(masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """
     if not masks:
         raise ValueError("worst_case needs at least one attack's robustness mask")
-    out = None
+    out: torch.Tensor | None = None
     for mask in masks.values():
         out = mask.clone() if out is None else out & mask
+    assert out is not None  # masks is not empty
     return out
 
 
@@ -138,8 +139,9 @@ def log_evaluation(tracker: Any, results: dict[str, dict[str, float]], eps: floa
     (``eval/eps0.06275/``); the table goes under it too.
     """
     tracker.log_metrics({f"{prefix}{k}_acc": v["acc"] for k, v in results.items()}, step=step)
-    rows = [{"attack": k, "eps": eps, "n": v["n"], "acc": v["acc"], "time_s": v["time_s"]}
-            for k, v in results.items()]
+    rows: list[dict[str, float | str]] = [
+        {"attack": k, "eps": eps, "n": v["n"], "acc": v["acc"], "time_s": v["time_s"]}
+        for k, v in results.items()]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     tracker.log_dict({"rows": rows, "attacks": attacks}, f"{prefix}table_{stamp}.json")
     tracker.log_text(format_table(rows) + "\n", f"{prefix}table_{stamp}.md")

@@ -146,6 +146,7 @@ def build_run(cfg: CotrainConfig, overrides: Sequence[str] = (),
     except ValueError as error:
         raise ConfigError(str(error)) from None
     r = resolve_config(cfg)
+    assert r.epochs is not None and r.optim.lr is not None  # resolve_config filled the presets
     world, device = init_world(pick_device(r.device))  # torchrun: this rank's device
     full = data if data is not None else load_dataset(r.data.name, r.data.root,
                                                       download=r.data.download)

@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from mlflow import MlflowClient
@@ -406,7 +406,7 @@ class Tracker:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> Literal[False]:
         if exc_type is None:
             self.finish("FINISHED")
             return False

@@ -201,6 +201,7 @@ def check_finite(progress: EpochProgress | None, checkpoints: Checkpointer) -> N
     """Raise :class:`NonFiniteError` if a non-finite value was seen (one host sync)."""
     if progress is None or progress.bad is None or not bool(progress.bad):
         return
+    assert progress.good is not None  # set with bad
     index = int(progress.good)  # batches of the epoch before the first bad one
     raise NonFiniteError(
         f"non-finite loss or policy value (NaN/inf) at epoch {progress.epoch + 1}, batch "
@@ -268,6 +269,7 @@ def _log_summary(run: Run, epoch: int, m: dict[str, Any], seconds: float,
 def _show_running_loss(progress: EpochProgress, bar: tqdm, checkpoints: Checkpointer) -> None:
     """The periodic host read: running loss / adversarial accuracy and the NaN flag."""
     m = progress.stats.means()
+    assert progress.bad is not None  # set by progress.add
     loss, adv, bad = torch.stack([m["train/loss"], m["train/adv_acc"],
                                   progress.bad.float()]).tolist()  # one transfer
     if bad:
