@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # submitit sweep launcher (both small; the tests that use them skip without them)
 EXTRAS ?= test,eval,server,cluster
 
-.PHONY: run test bench clean-venv
+.PHONY: run test lint bench clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,8 +21,12 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed  ## co-train on the embedded default (digits); ARGS="policy=fgsm_rs ..."
 	$(PY) -m runners.cotrain $(ARGS)
 
-test: $(VENV)/.installed  ## the test suite (CPU, a few minutes)
+test: lint  ## lint and type checks, then the test suite (CPU, a few minutes)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed  ## ruff (its rule set pinned in pyproject.toml) and mypy on learned_at
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 bench: $(VENV)/.installed  ## speed benchmarks (short mode)
 	$(PY) -m benchmarks.speed --quick

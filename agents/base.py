@@ -25,7 +25,9 @@ happened, one batch at a time::
   ``load_extra_state`` (optimiser states, counters, memories, per-epoch accumulators) make
   policies resumable, also in the middle of an epoch: the runner calls ``begin_epoch`` and then
   restores both.
-* ``resolved_presets()``: the values taken for preset config fields (logged with the run).
+* Presets live in the config: a field left ``None`` (or ``auto``) is filled by the config
+  class's :meth:`PolicyConfig.resolve`, which the runner calls once when it builds the run;
+  the policy is built from the resolved config, which the run logs.
 
 Adding a policy: one file in ``agents/`` (or a package for a learned method) with a frozen
 config dataclass (``name`` field = the registry id) and a class decorated with
@@ -43,6 +45,7 @@ from torch import nn
 from learned_at.envs.attack_env import AttackAction, Obs
 from learned_at.envs.attack_loss import AttackLoss
 from learned_at.envs.geometry.base import Geometry
+from learned_at.envs.options import setting
 from learned_at.envs.registry import Registry
 from learned_at.envs.requirements import EnvRequirements
 from learned_at.envs.result import AttackResult
@@ -81,6 +84,31 @@ class PolicyContext:
     data: str = "digits"
     at_loss_name: str = "ce"
 
+    @property
+    def preset(self) -> PresetContext:
+        """The part of the context that presets depend on."""
+        return PresetContext(self.geometry, self.eps, self.data, self.at_loss_name,
+                             self.image_shape)
+
+
+@dataclass(frozen=True)
+class PresetContext:
+    """What a policy's presets may depend on: the run's setting, before anything is built.
+
+    Attributes:
+        geometry: the threat geometry.
+        eps: the run's nominal budget, in the geometry's unit.
+        data: data set name.
+        at_loss_name: registry id of the run's AT loss.
+        image_shape: (C, H, W).
+    """
+
+    geometry: Geometry
+    eps: float
+    data: str
+    at_loss_name: str
+    image_shape: tuple[int, int, int]
+
 
 @dataclass(frozen=True)
 class StepInfo:
@@ -114,7 +142,8 @@ class Policy(nn.Module):
 
     def __init__(self, config: Any, context: PolicyContext) -> None:
         super().__init__()
-        self.config = config
+        #: the config with its presets filled (:meth:`PolicyConfig.resolve`)
+        self.config = config.resolve(context.preset) if hasattr(config, "resolve") else config
         self.context = context
         self.epoch = 0
 
@@ -154,12 +183,6 @@ class Policy(nn.Module):
         """Categorical keys of ``describe`` and the values they can take (for tables)."""
         return {}
 
-    def resolved_presets(self) -> dict[str, Any]:
-        """The values this policy took for its preset (``None`` / ``auto``) config fields —
-        the actual grids, schedules, thresholds — keyed by config field; the run logs them as
-        its resolved config (``resolved.policy.<field>``, ``config/resolved.yaml``)."""
-        return {}
-
     def extra_state(self) -> dict[str, Any]:
         """Non-parameter state to checkpoint (optimiser states, counters, memories, and the
         per-epoch accumulators of :meth:`epoch_metrics`: a checkpoint may be written in the
@@ -174,15 +197,26 @@ class Policy(nn.Module):
 class PolicyConfig:
     """Fields shared by every policy config.
 
-    Attributes:
-        name: registry id of the policy (selects the class).
-        at_loss_defaults: (class attribute, not a field) overrides the config composer applies
-            before the user's when the command line picks no ``at_loss`` (a policy that is a
-            whole recipe, e.g. ``fast_ls_l0``: sTRADES with soft labels).
+    Class attributes (not fields) say what a policy that is a whole method brings along:
+
+    * ``default_at_loss``: the AT loss its option selects (``policy=fast_ls_l0`` composes
+      ``at_loss=trades``); ``at_loss=`` on the command line still wins.
+    * ``soft_labels``: the preset of ``at_loss.soft_labels.enabled`` with the policy's own AT
+      loss (Fast-LS-ℓ0: on with sTRADES; ``at_loss=ce`` given by the user: off).
+    * ``target_smoothing``: its ``true_class_prob`` field is also the label smoothing of the
+      target's AT step (LAS-AT, FGSM-SDI, FGSM-PGI): it and ``at_loss.true_class_prob`` are
+      one setting (runners/presets.py).
     """
 
-    name: str = "none"
-    at_loss_defaults: ClassVar[tuple[str, ...]] = ()
+    name: str = setting("none", "registry id of the policy")
+    default_at_loss: ClassVar[str | None] = None
+    soft_labels: ClassVar[bool] = False
+    target_smoothing: ClassVar[bool] = False
+
+    def resolve(self, preset: PresetContext) -> PolicyConfig:
+        """This config with every preset field (``None``, ``auto``) filled for the run's
+        setting; the default has no presets. The policy is built from the result."""
+        return self
 
 
 POLICIES: Registry[PolicyConfig, Policy] = Registry("policy", "learned_at.agents.catalog")
@@ -199,7 +233,8 @@ def policy_registry() -> dict[str, tuple[type[PolicyConfig], type[Policy]]]:
 
 
 def make_policy(config: PolicyConfig | Any, context: PolicyContext) -> Policy:
-    """Build the policy named by ``config.name``; unknown ids list the valid ones."""
+    """Build the policy named by ``config.name`` (its presets are resolved when it is built:
+    :meth:`PolicyConfig.resolve`); unknown ids list the valid ones."""
     registry = policy_registry()
     name = config.name
     if name not in registry:

@@ -23,7 +23,7 @@ import torch
 
 from learned_at.agents.base import PolicyConfig, PolicyContext, register_policy
 from learned_at.agents.fixed import PgdAt
-from learned_at.envs.options import NON_NEGATIVE, NON_NEGATIVE_INT, Limit
+from learned_at.envs.options import setting, NON_NEGATIVE, NON_NEGATIVE_INT, Limit
 
 
 def curriculum_steps(epoch: int, k_min: int, k_max: int, ramp_epochs: float) -> int:
@@ -34,26 +34,19 @@ def curriculum_steps(epoch: int, k_min: int, k_max: int, ramp_epochs: float) -> 
 
 @dataclass(frozen=True)
 class CurriculumConfig(PolicyConfig):
-    """Curriculum AT: every sample gets K_t PGD steps, K_t growing linearly over epochs.
-
-    Attributes:
-        k_min: PGD steps at epoch 0.
-        k_max: PGD steps from epoch T′ on.
-        ramp_fraction: T′ as a fraction of the run's epochs (5/6, as the dynamic policy).
-        alpha_ratio: step size α as a multiple of ε (fixed across lessons).
-        random_start: start every attack from a uniform point of the ball.
-    """
+    """Curriculum AT: every sample gets K_t PGD steps, K_t growing linearly over epochs."""
 
     limits: ClassVar[dict[str, Limit]] = {
         "k_min": NON_NEGATIVE_INT, "k_max": NON_NEGATIVE_INT, "ramp_fraction": NON_NEGATIVE,
         "alpha_ratio": NON_NEGATIVE}
 
     name: str = "curriculum"
-    k_min: int = 1
-    k_max: int = 10
-    ramp_fraction: float = 5 / 6
-    alpha_ratio: float = 0.25
-    random_start: bool = True
+    k_min: int = setting(1, "PGD steps at epoch 0.")
+    k_max: int = setting(10, "PGD steps from epoch T′ on.")
+    ramp_fraction: float = setting(5 / 6, "T′ as a fraction of the run's epochs (5/6, as the "
+                                          "dynamic policy).")
+    alpha_ratio: float = setting(0.25, "step size α as a multiple of ε (fixed across lessons).")
+    random_start: bool = setting(True, "start every attack from a uniform point of the ball.")
 
     def __post_init__(self) -> None:
         if not 0 <= self.k_min <= self.k_max:

@@ -32,16 +32,17 @@ Departures from the reference code (dynamic_adv_training@470210e, see docs/seeds
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import torch
 
-from learned_at.agents.base import Policy, PolicyConfig, PolicyContext, register_policy
+from learned_at.agents.base import (Policy, PolicyConfig, PolicyContext, PresetContext,
+                                   register_policy)
 from learned_at.agents.fixed import uniform_action
 from learned_at.envs.attack_env import AttackAction, Obs
 from learned_at.envs.attack_loss import AttackLoss
-from learned_at.envs.options import COUNT, NON_NEGATIVE, POSITIVE, Limit, parse_option
+from learned_at.envs.options import setting, COUNT, NON_NEGATIVE, POSITIVE, Limit, parse_option
 from learned_at.envs.requirements import EnvRequirements, FoscReference
 from learned_at.envs.result import AttackResult
 from learned_at.targets.inputs import TargetInputs
@@ -61,39 +62,45 @@ def fosc_threshold(epoch: int, c_max: float, ramp_epochs: float) -> float:
 
 @dataclass(frozen=True)
 class DynamicConfig(PolicyConfig):
-    """Dynamic AT: per-sample FOSC stopping with a threshold decreasing over training.
-
-    Attributes:
-        steps: iteration budget K per sample.
-        alpha_ratio: step size α as a multiple of ε.
-        random_start: start from a uniform point of the ball (paper and code: yes).
-        c_max: threshold at epoch 0; None = the data set's preset (:data:`C_MAX_PRESETS`).
-        ramp_fraction: T′ as a fraction of the run's epochs (paper: 100 of 120 = 5/6); the
-            threshold is 0 from epoch T′ on.
-        fosc_reference: x⁰ of FOSC: ``natural`` (paper) or ``start`` (reference code).
-        final_fosc: evaluate the final iterate of samples that used all K steps, so the
-            tracked FOSC is that of every final training example (costs one pass for each
-            such sample); off: those samples report the FOSC of their iterate K−1.
-        reweight: weight each sample's training CE by its (detached) adversarial CE from
-            epoch 1 on, as the reference code does (not in the paper; off by default). The
-            weight is the env's attack loss at the final example, so it needs ``final_fosc``
-            and a CE attack (``at_loss=ce``, ``awp`` or ``pgi``; every built-in AT loss
-            honours the weights).
-    """
+    """Dynamic AT: per-sample FOSC stopping with a threshold decreasing over training."""
 
     limits: ClassVar[dict[str, Limit]] = {
         "steps": COUNT, "alpha_ratio": NON_NEGATIVE, "c_max": NON_NEGATIVE,
         "ramp_fraction": POSITIVE}
 
     name: str = "dynamic"
-    steps: int = 10
-    alpha_ratio: float = 0.25
-    random_start: bool = True
-    c_max: float | None = None
-    ramp_fraction: float = 5 / 6
-    fosc_reference: FoscReference = FoscReference.natural
-    final_fosc: bool = True
-    reweight: bool = False
+    steps: int = setting(10, "iteration budget K per sample.")
+    alpha_ratio: float = setting(0.25, "step size α as a multiple of ε.")
+    random_start: bool = setting(True, "start from a uniform point of the ball (paper and code: "
+                                       "yes).")
+    c_max: float | None = setting(None, "threshold at epoch 0; None = the data set's preset "
+                                        "(:data:`C_MAX_PRESETS`).")
+    ramp_fraction: float = setting(5 / 6, "T′ as a fraction of the run's epochs (paper: 100 of "
+                                          "120 = 5/6); the threshold is 0 from epoch T′ on.")
+    fosc_reference: FoscReference = setting(FoscReference.natural, "x⁰ of FOSC: natural (paper) "
+                                                                   "or start (reference code).")
+    final_fosc: bool = setting(True, "evaluate the final iterate of samples that used all K "
+                                     "steps, so the tracked FOSC is that of every final training "
+                                     "example (costs one pass for each such sample); off: those "
+                                     "samples report the FOSC of their iterate K−1.")
+    reweight: bool = setting(False, "weight each sample's training CE by its (detached) "
+                                    "adversarial CE from epoch 1 on, as the reference code does "
+                                    "(not in the paper; off by default). The weight is the env's "
+                                    "attack loss at the final example, so it needs final_fosc and "
+                                    "a CE attack (at_loss=ce, awp or pgi; every built-in AT loss "
+                                    "honours the weights).")
+
+    def resolve(self, preset: PresetContext) -> DynamicConfig:
+        """``c_max`` from :data:`C_MAX_PRESETS` (data set, threat) when it is None."""
+        if self.c_max is not None or not preset.geometry.has_fosc:
+            return self  # (the policy refuses a geometry without FOSC when it is built)
+        key = (preset.data, preset.geometry.name)
+        if key not in C_MAX_PRESETS:
+            known = ", ".join(f"{d}/{n}" for d, n in C_MAX_PRESETS)
+            raise ValueError(f"no c_max preset for data={key[0]} threat={key[1]} (presets: "
+                             f"{known}); set policy.c_max=<value> (measure it with "
+                             "python -m benchmarks.fosc_preset)")
+        return replace(self, c_max=C_MAX_PRESETS[key])
 
 
 @register_policy(DynamicConfig)
@@ -102,10 +109,7 @@ class DynamicAt(Policy):
 
     def __init__(self, config: DynamicConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
-        if config.steps < 1:
-            raise ValueError(f"policy.steps must be >= 1, got {config.steps}")
-        if not 0 < config.ramp_fraction:
-            raise ValueError(f"policy.ramp_fraction must be > 0, got {config.ramp_fraction}")
+        config = self.config  # resolved: its presets filled
         self.fosc_reference = parse_option(FoscReference, config.fosc_reference,
                                            "policy.fosc_reference")
         if not context.geometry.has_fosc:
@@ -116,26 +120,9 @@ class DynamicAt(Policy):
             raise ValueError("policy.reweight=true weights by the final example's adversarial "
                              "CE: it needs policy.final_fosc=true and a CE attack (at_loss=ce, "
                              "awp or pgi)")
-        self.c_max = self._resolve_c_max(config, context)
-        if self.c_max < 0:
-            raise ValueError(f"policy.c_max must be >= 0, got {self.c_max}")
+        assert config.c_max is not None  # resolve() filled the preset (the geometry has FOSC)
+        self.c_max = float(config.c_max)
         self.ramp_epochs = config.ramp_fraction * context.epochs
-
-    def resolved_presets(self) -> dict[str, Any]:
-        """The threshold at epoch 0 (the data set's preset when ``c_max`` is None)."""
-        return {"c_max": self.c_max}
-
-    @staticmethod
-    def _resolve_c_max(config: DynamicConfig, context: PolicyContext) -> float:
-        if config.c_max is not None:
-            return float(config.c_max)
-        key = (context.data, context.geometry.name)
-        if key not in C_MAX_PRESETS:
-            known = ", ".join(f"{d}/{n}" for d, n in C_MAX_PRESETS)
-            raise ValueError(f"no c_max preset for data={key[0]} threat={key[1]} (presets: "
-                             f"{known}); set policy.c_max=<value> (measure it with "
-                             "python -m benchmarks.fosc_preset)")
-        return C_MAX_PRESETS[key]
 
     @property
     def threshold(self) -> float:

@@ -9,10 +9,10 @@ import torch
 
 from learned_at.agents.base import Policy, PolicyConfig, register_policy
 from learned_at.envs.attack_env import AttackAction, Obs
-from learned_at.envs.options import NON_NEGATIVE, NON_NEGATIVE_INT, Limit
+from learned_at.envs.options import setting, NON_NEGATIVE, NON_NEGATIVE_INT, Limit
 
 
-def uniform_action(obs: Obs, eps: float, alpha: float, steps: int,
+def uniform_action(obs: Obs, eps: float, alpha: float | torch.Tensor, steps: int,
                    init: torch.Tensor | None) -> AttackAction:
     """The same (eps, alpha, budget) for every sample of the batch, as (N,) tensors."""
     n, dev = obs["x"].shape[0], obs["x"].device
@@ -38,18 +38,14 @@ class NoAttack(Policy):
 
 @dataclass(frozen=True)
 class FgsmAtConfig(PolicyConfig):
-    """FGSM-AT (Goodfellow et al.): one sign step of size ``alpha_ratio``·ε from the clean point.
-
-    Attributes:
-        alpha_ratio: step size as a multiple of ε.
-        random_start: start from a uniform point of the ball instead of the clean input.
-    """
+    """FGSM-AT (Goodfellow et al.): one sign step of size ``alpha_ratio``·ε from the clean point."""
 
     limits: ClassVar[dict[str, Limit]] = {"alpha_ratio": NON_NEGATIVE}
 
     name: str = "fgsm_at"
-    alpha_ratio: float = 1.0
-    random_start: bool = False
+    alpha_ratio: float = setting(1.0, "step size as a multiple of ε.")
+    random_start: bool = setting(False, "start from a uniform point of the ball instead of the "
+                                        "clean input.")
 
 
 @register_policy(FgsmAtConfig)
@@ -82,20 +78,16 @@ class FgsmRs(FgsmAt):
 
 @dataclass(frozen=True)
 class PgdAtConfig(PolicyConfig):
-    """PGD-AT (Madry et al.): K steps of size α from a random start.
-
-    Attributes:
-        steps: iterations K per sample.
-        alpha_ratio: step size α as a multiple of ε (0.25: α = ε/4, i.e. 2/255 at 8/255).
-        random_start: start from a uniform point of the ball (else from the clean input).
-    """
+    """PGD-AT (Madry et al.): K steps of size α from a random start."""
 
     limits: ClassVar[dict[str, Limit]] = {"steps": NON_NEGATIVE_INT, "alpha_ratio": NON_NEGATIVE}
 
     name: str = "pgd_at"
-    steps: int = 10
-    alpha_ratio: float = 0.25
-    random_start: bool = True
+    steps: int = setting(10, "iterations K per sample.")
+    alpha_ratio: float = setting(0.25, "step size α as a multiple of ε (0.25: α = ε/4, i.e. 2/255 "
+                                       "at 8/255).")
+    random_start: bool = setting(True, "start from a uniform point of the ball (else from the "
+                                       "clean input).")
 
 
 @register_policy(PgdAtConfig)

@@ -78,6 +78,8 @@ class PriorMemory(nn.Module):
         pad: the loader's crop padding.
     """
 
+    values: torch.Tensor  # registered buffer
+
     def __init__(self, num_samples: int, image_shape: tuple[int, int, int],
                  device: torch.device | str, dtype: MemoryDtype | str = MemoryDtype.float32,
                  pad: int = 4) -> None:
@@ -102,6 +104,7 @@ class PriorMemory(nn.Module):
         t = self.values.index_select(0, index).float()
         if offsets is None:
             return t
+        assert flipped is not None  # the loader gives offsets and flips together
         return apply_augmentation(t, offsets, flipped, self.pad)
 
     def write(self, index: torch.Tensor, value: torch.Tensor, offsets: torch.Tensor | None = None,
@@ -113,6 +116,7 @@ class PriorMemory(nn.Module):
         rank keeps the whole memory, and rank 0's checkpoint holds it whole."""
         value = value.detach()
         if offsets is not None:
+            assert flipped is not None  # the loader gives offsets and flips together
             value = invert_augmentation(value, self.values.index_select(0, index).float(),
                                         offsets, flipped, self.pad)
         self.values.index_copy_(0, all_gather_cat(index),

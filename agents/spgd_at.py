@@ -23,58 +23,47 @@ sAA equals Table 3's "1-step sTRADES + SAT & N-FGSM"): 1-step sPGD with N-FGSM n
 noise-to-step ratio), and, unless the command line picks ``at_loss`` itself, the policy's
 default AT loss ``at_loss=trades at_loss.soft_labels.enabled=true`` (sTRADES with
 Self-Adaptive Training soft labels), applied by the config composer
-(:attr:`agents.base.PolicyConfig.at_loss_defaults`).
+(:attr:`agents.base.PolicyConfig.default_at_loss`, ``soft_labels``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
 
-from learned_at.agents.base import Policy, PolicyConfig, PolicyContext, register_policy
+from learned_at.agents.base import (Policy, PolicyConfig, PolicyContext, PresetContext,
+                                   register_policy)
 from learned_at.agents.fixed import uniform_action
 from learned_at.envs.attack_env import AttackAction, Obs
 from learned_at.envs.geometry.base import BudgetUnit
-from learned_at.envs.options import COUNT, NON_NEGATIVE, POSITIVE, Limit
+from learned_at.envs.options import setting, COUNT, NON_NEGATIVE, POSITIVE, Limit
 from learned_at.envs.requirements import EnvRequirements
 from learned_at.envs.result import AttackResult
 
 
 @dataclass(frozen=True)
 class SpgdAtConfig(PolicyConfig):
-    """sPGD adversarial training (``threat=l0``).
-
-    Attributes:
-        name: registry id.
-        steps: sPGD iterations per sample (reference 20; 1 = the fast form).
-        k: training budget in pixels; None = ``threat.k`` (the evaluation budget).
-        noise: N-FGSM-style noise: ⌊noise·k⌉ extra random pixels in the start and the budget
-            (0 = off).
-        alpha_ratio: magnitude step as a fraction of the magnitude bound 1 (sPGD 0.25).
-        early_stop: stop a sample at its first misclassified iterate (reference).
-    """
+    """sPGD adversarial training (``threat=l0``)."""
 
     limits: ClassVar[dict[str, Limit]] = {"steps": COUNT, "k": COUNT, "noise": NON_NEGATIVE,
                                           "alpha_ratio": POSITIVE}
 
-    name: str = "spgd_at"
-    steps: int = 20
-    k: int | None = None
-    noise: float = 0.0
-    alpha_ratio: float = 0.25
-    early_stop: bool = True
+    name: str = setting("spgd_at", "registry id.")
+    steps: int = setting(20, "sPGD iterations per sample (reference 20; 1 = the fast form).")
+    k: int | None = setting(None, "training budget in pixels; None = threat.k (the evaluation "
+                                  "budget).")
+    noise: float = setting(0.0, "N-FGSM-style noise: ⌊noise·k⌉ extra random pixels in the start "
+                                "and the budget (0 = off).")
+    alpha_ratio: float = setting(0.25, "magnitude step as a fraction of the magnitude bound 1 "
+                                       "(sPGD 0.25).")
+    early_stop: bool = setting(True, "stop a sample at its first misclassified iterate "
+                                     "(reference).")
 
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"policy.steps must be >= 1, got {self.steps}")
-        if self.k is not None and self.k < 0:
-            raise ValueError(f"policy.k must be >= 0 pixels, got {self.k}")
-        if not self.noise >= 0:
-            raise ValueError(f"policy.noise must be >= 0, got {self.noise}")
-        if not self.alpha_ratio > 0:
-            raise ValueError(f"policy.alpha_ratio must be > 0, got {self.alpha_ratio}")
+    def resolve(self, preset: PresetContext) -> SpgdAtConfig:
+        """``k`` = the run's budget (``threat.k``) when it is None."""
+        return self if self.k is not None else replace(self, k=int(preset.eps))
 
 
 @register_policy(SpgdAtConfig)
@@ -83,6 +72,7 @@ class SpgdAt(Policy):
 
     def __init__(self, config: SpgdAtConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
+        config = self.config  # resolved: its presets filled
         if context.geometry.budget_unit is not BudgetUnit.pixels:
             raise ValueError(f"policy={config.name} is sparse (L0) adversarial training: it "
                              f"needs threat=l0 (got threat={context.geometry.name})")
@@ -114,23 +104,14 @@ class SpgdAt(Policy):
 
 @dataclass(frozen=True)
 class FastLsL0Config(SpgdAtConfig):
-    """Fast-LS-ℓ0: 1-step sPGD with N-FGSM noise; its default AT loss is sTRADES with soft labels.
+    """Fast-LS-ℓ0: 1-step sPGD with N-FGSM noise; its default AT loss is sTRADES with soft labels."""
 
-    Attributes:
-        name: registry id.
-        steps: sPGD iterations (1).
-        k: training budget in pixels; None = ``threat.k``.
-        noise: N-FGSM-style noise (2: N-FGSM's default noise-to-step ratio).
-        alpha_ratio: magnitude step as a fraction of the magnitude bound 1.
-        early_stop: unused with one step.
-    """
-
-    name: str = "fast_ls_l0"
-    steps: int = 1
-    noise: float = 2.0
-    early_stop: bool = False
-    at_loss_defaults: ClassVar[tuple[str, ...]] = ("at_loss=trades",
-                                                   "at_loss.soft_labels.enabled=true")
+    name: str = setting("fast_ls_l0", "registry id.")
+    steps: int = setting(1, "sPGD iterations (1).")
+    noise: float = setting(2.0, "N-FGSM-style noise (2: N-FGSM's default noise-to-step ratio).")
+    early_stop: bool = setting(False, "unused with one step.")
+    default_at_loss: ClassVar[str | None] = "trades"
+    soft_labels: ClassVar[bool] = True
 
 
 @register_policy(FastLsL0Config)

@@ -44,20 +44,18 @@ VARIANTS = {"before": "torch default threads, OpenMP default (spinning) wait pol
 def _worker(variant: str, epochs: int, subset: int, policy: str) -> None:
     """Train ``epochs`` epochs in this process and print the epoch times as JSON."""
     import torch
-    from tqdm.auto import tqdm
 
-    from learned_at.runners.config import compose_config
-    from learned_at.runners.cotrain import Cotrainer
+    from benchmarks.loop import Stepper, make_run
 
     threads = {"one": 1, "before": torch.get_num_threads()}.get(variant, 0)  # 0: auto
     overrides = [f"policy={policy}", "device=cpu", "progress=false", f"threads={threads}"]
     if subset:
         overrides.append(f"data.train_subset={subset}")
-    trainer = Cotrainer(compose_config(overrides), overrides)
+    trainer = Stepper(make_run(overrides))
     times = []
     for epoch in range(epochs):
         t0 = time.perf_counter()
-        trainer.train_epoch(epoch, tqdm(disable=True))
+        trainer.train_epoch(epoch)
         times.append(time.perf_counter() - t0)
     print(json.dumps({"epochs": times, "threads": torch.get_num_threads()}))
 

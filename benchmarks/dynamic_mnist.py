@@ -34,10 +34,8 @@ import argparse
 import time
 
 import torch
-from tqdm.auto import tqdm
 
-from learned_at.runners.config import compose_config
-from learned_at.runners.cotrain import Cotrainer
+from benchmarks.loop import Stepper, make_run
 from learned_at.runners.robustness import evaluate
 
 POLICIES = ("pgd_at", "dynamic", "curriculum")
@@ -61,20 +59,19 @@ def main(argv: list[str] | None = None) -> None:
     trainers = {}
     for name in POLICIES:
         overrides = [*base, f"policy={name}"]
-        trainers[name] = Cotrainer(compose_config(overrides), overrides)
-    epochs = trainers["pgd_at"].resolved.epochs
+        trainers[name] = Stepper(make_run(overrides))
+    epochs = trainers["pgd_at"].run.epochs
     seconds = {name: [] for name in POLICIES}
     cpu = {name: [] for name in POLICIES}
     print(" ".join(base))
     for epoch in range(epochs):
         for name, trainer in trainers.items():
-            bar = tqdm(total=len(trainer.train_loader), disable=True)
             c0, t0 = time.process_time(), time.perf_counter()
-            trainer.train_epoch(epoch, bar)
+            trainer.train_epoch(epoch)
             seconds[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
-            summary = trainer.distributions.end_epoch(epoch)
-            extra = trainer.policy.epoch_metrics()
+            summary = trainer.run.distributions.end_epoch(epoch)
+            extra = trainer.run.policy.epoch_metrics()
             line = "  ".join(f"{k}={float(v):.4g}" for k, v in extra.items())
             steps = summary["steps"]["mean"]
             fosc = summary.get("fosc")
@@ -89,9 +86,10 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|---|---|---|")
     base_time = sum(seconds["pgd_at"]) / epochs
     base_cpu = sum(cpu["pgd_at"]) / epochs
-    for name, t in trainers.items():
-        res = evaluate(t.model, t.test_x, t.test_y, ["clean", "fgsm", "pgd20"], t.geometry,
-                       t.resolved.eps, 500, torch.Generator().manual_seed(0))
+    for name, trainer in trainers.items():
+        run = trainer.run
+        res = evaluate(run.target.model, *run.test, ["clean", "fgsm", "pgd20"], run.geometry,
+                       run.eps, 500, torch.Generator().manual_seed(0))
         mean_s, mean_c = sum(seconds[name]) / epochs, sum(cpu[name]) / epochs
         print(f"| {name} | {100 * res['clean']['acc']:.2f} | {100 * res['fgsm']['acc']:.2f} | "
               f"{100 * res['pgd20']['acc']:.2f} | {mean_s:.1f} | {mean_s / base_time:.3f} | "

@@ -23,7 +23,7 @@ alike (timings on shared CPUs are noisy; only ratios within one run are reported
 1. **speed** — ``--speed-rounds`` rounds; in each, every method (plus three Fast-BAT variants:
    the implicit derivative at δ*, no implicit term, the pass at z in train-mode BatchNorm as
    in the reference) trains ``--speed-k`` batches
-   (``Cotrainer.train_batch``); reported: median time per batch relative to ``fgsm_rs``, in
+   (``runners.train.train_step``); reported: median time per batch relative to ``fgsm_rs``, in
    wall time and in CPU time (the work itself, robust to other processes' load).
 2. **training** — for each ε and seed, the methods train epoch by epoch in turn (``cifar_cnn``,
    cyclic lr 0 → ``--lr`` → 0 with the peak at the middle, as the paper's recipe); after each
@@ -70,9 +70,11 @@ def train_run(base: list[str], eps: float, epochs: int, seed: int, final_test: i
                                      if f"train/{k}" in train})
     final = {}
     for name, t in trainers.items() if final_test > 0 else ():
-        n = min(final_test, len(t.test_y))
-        res = evaluate(t.model, t.test_x[:n], t.test_y[:n], ["clean", "pgd20"], t.geometry, eps,
-                       t.cfg.eval.batch_size, torch.Generator(device=t.device).manual_seed(seed))
+        run = t.run
+        n = min(final_test, len(run.test.y))
+        res = evaluate(run.target.model, run.test.x[:n], run.test.y[:n], ["clean", "pgd20"],
+                       run.geometry, eps, run.config.eval.batch_size,
+                       torch.Generator(device=run.device).manual_seed(seed))
         final[name] = {"clean": res["clean"]["acc"], "pgd20": res["pgd20"]["acc"]}
     return {"rows": rows, "final": final}
 

@@ -10,7 +10,7 @@ Two parts, both interleaving the compared methods so that load from other proces
 of them alike (timings on shared CPUs are noisy; only ratios within one run are reported):
 
 1. **speed** — ``--speed-rounds`` rounds; in each, every method trains on one batch
-   (``Cotrainer.train_batch``: attack, target step, policy update); reported: median time
+   (``runners.train.train_step``: attack, target step, policy update); reported: median time
    per batch relative to ``fgsm_rs``. SDI's generator update every k = 20 batches is
    amortised by timing k consecutive batches per round when ``--speed-k`` is 20.
 2. **co** — for each ε, the methods train epoch by epoch in turn (constant LR, ``cifar_cnn``);

@@ -123,38 +123,37 @@ def run_one(method: str, setting: str, seed: int, preset: str, data_root: str | 
             overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """Train and evaluate one arm in this process (one intra-op thread)."""
     import torch
-    from tqdm.auto import tqdm
 
+    from benchmarks.loop import Stepper, make_run
     from learned_at.runners.co_monitor import detect_co
-    from learned_at.runners.config import MonitorConfig, compose_config
-    from learned_at.runners.cotrain import Cotrainer
+    from learned_at.runners.config import MonitorConfig
     from learned_at.runners.robustness import evaluate
 
     torch.set_num_threads(1)
     p = PRESETS[preset]
     root = (f"data.root={data_root}",) if data_root else ()
-    cfg = compose_config([*p["base"], *root, *p["settings"][setting], f"epochs={p['epochs']}",
-                          f"seed={seed}", "progress=false", "monitor.enabled=false",
-                          "checkpoint_dir=/tmp/fidelity_ck", *METHODS[method].overrides,
-                          *overrides])
-    t = Cotrainer(cfg, [])
-    n_test = min(p["test"], len(t.test_y))
-    x_test, y_test = t.test_x[:n_test], t.test_y[:n_test]
+    trainer = Stepper(make_run([
+        *p["base"], *root, *p["settings"][setting], f"epochs={p['epochs']}", f"seed={seed}",
+        "progress=false", "monitor.enabled=false", "checkpoint_dir=/tmp/fidelity_ck",
+        *METHODS[method].overrides, *overrides]))
+    run = trainer.run
+    n_test = min(p["test"], len(run.test.y))
+    x_test, y_test = run.test.x[:n_test], run.test.y[:n_test]
     per_epoch, co_epochs, strategy = [], [], []
     cpu0, wall0 = time.process_time(), time.perf_counter()
     eval_cpu = 0.0
     samples = 0
-    for epoch in range(t.resolved.epochs):
-        t.train_epoch(epoch, tqdm(disable=True))
-        samples += len(t.train_loader) * cfg.batch_size
-        summary = t.distributions.end_epoch(epoch)
+    for epoch in range(run.epochs):
+        trainer.train_epoch(epoch)
+        samples += len(run.loader) * run.config.batch_size
+        summary = run.distributions.end_epoch(epoch)
         if method == "las_at" or "learns" in METHODS[method].claims:
-            strategy.append({**{k: float(v) for k, v in t.policy.epoch_metrics().items()},
+            strategy.append({**{k: float(v) for k, v in run.policy.epoch_metrics().items()},
                              **{f"{h}_mean": summary[h]["mean"] for h in summary}})
         if METHODS[method].per_epoch:
             c0 = time.process_time()
-            r = evaluate(t.model, x_test, y_test, ["clean", "fgsm", "pgd10"], t.geometry,
-                         t.resolved.eps, 500, torch.Generator().manual_seed(seed))
+            r = evaluate(run.target.model, x_test, y_test, ["clean", "fgsm", "pgd10"],
+                         run.geometry, run.eps, 500, torch.Generator().manual_seed(seed))
             accs = [r[k]["acc"] for k in ("clean", "fgsm", "pgd10")]
             prev = per_epoch[-1] if per_epoch else None
             if detect_co(accs[2], accs[1], prev[2] if prev else None, prev[1] if prev else None,
@@ -165,12 +164,12 @@ def run_one(method: str, setting: str, seed: int, preset: str, data_root: str | 
     cpu = time.process_time() - cpu0 - eval_cpu
     # the CO claim reads the per-epoch curves; only the other claims need the strong attack
     robust_attack = p["robust"] if set(METHODS[method].claims) - {"co"} else "pgd10"
-    final = evaluate(t.model, x_test, y_test, ["clean", robust_attack], t.geometry,
-                     t.resolved.eps, 500, torch.Generator().manual_seed(seed), seed=seed)
+    final = evaluate(run.target.model, x_test, y_test, ["clean", robust_attack], run.geometry,
+                     run.eps, 500, torch.Generator().manual_seed(seed), seed=seed)
     return vars(RunResult(
         method=method, setting=setting, seed=seed, clean=final["clean"]["acc"],
-        robust=final[robust_attack]["acc"], attack_passes=t.env.samples_evaluated / samples,
-        cpu_s_per_epoch=cpu / t.resolved.epochs, wall_s=time.perf_counter() - wall0,
+        robust=final[robust_attack]["acc"], attack_passes=run.env.samples_evaluated / samples,
+        cpu_s_per_epoch=cpu / run.epochs, wall_s=time.perf_counter() - wall0,
         per_epoch=per_epoch, co_epochs=co_epochs, strategy=strategy))
 
 

@@ -20,27 +20,23 @@ from __future__ import annotations
 import argparse
 
 import torch
-from tqdm.auto import tqdm
 
-from learned_at.runners.config import compose_config
-from learned_at.runners.cotrain import Cotrainer
+from benchmarks.loop import make_run, train_epoch
 
 
 def first_epoch_fosc(overrides: list[str]) -> torch.Tensor:
     """FOSC after step 1 of every training sample over the first epoch of a fresh run (N,)."""
-    cfg = compose_config([*overrides, "policy=dynamic", "policy.c_max=0", "progress=false"])
-    trainer = Cotrainer(cfg, overrides)
+    run = make_run([*overrides, "policy=dynamic", "policy.c_max=0", "progress=false"])
     seen: list[torch.Tensor] = []
-    act = trainer.policy.act
+    act = run.policy.act
 
     def recording_act(obs, t, generator):
         if t == 1:
             seen.append(obs["fosc"].detach().clone())
         return act(obs, t, generator)
 
-    trainer.policy.act = recording_act  # type: ignore[method-assign]
-    with tqdm(total=len(trainer.train_loader), disable=True) as bar:
-        trainer.train_epoch(0, bar)
+    run.policy.act = recording_act  # type: ignore[method-assign]
+    train_epoch(run, 0)
     return torch.cat(seen).cpu()
 
 

@@ -1,6 +1,6 @@
 """The GPU fast path: PGD-10 AT on PreAct ResNet-18 / CIFAR-10, learned-policy overheads, bf16.
 
-(a) Speed. Training batches of the co-training loop (``Cotrainer.train_batch``: attack
+(a) Speed. Training batches of the co-training loop (``runners.train.train_step``: attack
     episode, AT step, policy update) for PGD-10 AT (``pgd_at``, K = 10, α = 2/255) and the
     learned / adaptive policies ``las_at``, ``fgsm_sdi`` (their CIFAR-10 presets) and
     ``dynamic`` (c_max = 0.5, the paper's CIFAR-10 value), in float32 and with ``perf.bf16``; PGD-10 AT also with ``perf.channels_last``
@@ -66,10 +66,9 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from benchmarks.loop import Stepper, make_run
 from learned_at.envs.geometry.linf import Linf
 from learned_at.envs.pgd import pgd_attack
-from learned_at.runners.config import compose_config
-from learned_at.runners.cotrain import Cotrainer
 from learned_at.targets.datasets import DataSet, DataSplit, load_dataset
 
 CIFAR_TRAIN = 50_000
@@ -126,26 +125,27 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _trainer(data: DataSet, overrides: list[str], args: argparse.Namespace) -> Cotrainer:
+def _trainer(data: DataSet, overrides: list[str], args: argparse.Namespace) -> Stepper:
     base = ["data=cifar10", f"target={args.model}", f"threat.eps={EPS}",
             f"batch_size={args.batch_size}", f"device={args.device}", "progress=false",
             "monitor.enabled=false"]
-    return Cotrainer(compose_config([*base, *overrides]), [], data=data)
+    return Stepper(make_run([*base, *overrides], data=data))
 
 
 def time_variant(data: DataSet, v: Variant, args: argparse.Namespace) -> dict[str, float]:
     """Median seconds per training batch after ``args.warmup`` batches."""
     trainer = _trainer(data, [*v.policy, *v.perf], args)
-    batches = iter(trainer.train_loader)
+    device = trainer.run.device
+    batches = iter(trainer.run.loader)
     for _ in range(args.warmup):
-        trainer.train_batch(next(batches), 0)
+        trainer.train_step(next(batches), 0)
     times = []
     for _ in range(args.batches):
         b = next(batches)
-        _sync(trainer.device)
+        _sync(device)
         t0 = time.perf_counter()
-        trainer.train_batch(b, 0)
-        _sync(trainer.device)
+        trainer.train_step(b, 0)
+        _sync(device)
         times.append(time.perf_counter() - t0)
     s = statistics.median(times)
     return {"s_per_batch": s, "images_per_s": args.batch_size / s,
@@ -165,15 +165,15 @@ def speed_table(rows: dict[str, dict[str, float]], variant_list: list[Variant]) 
     return "\n".join(lines)
 
 
-def robust_accuracy(trainer: Cotrainer, x: torch.Tensor, y: torch.Tensor, bf16: bool,
+def robust_accuracy(trainer: Stepper, x: torch.Tensor, y: torch.Tensor, bf16: bool,
                     batch_size: int, seed: int = 0) -> float:
     """PGD-10 accuracy (α = ε/4, random start) with a float32 or bf16-autocast attack."""
-    model = trainer.model.eval()
+    model = trainer.run.target.model.eval()
     g = torch.Generator(device=x.device).manual_seed(seed)
     correct = 0
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-        ctx = (torch.autocast(trainer.device.type, dtype=torch.bfloat16) if bf16
+        ctx = (torch.autocast(trainer.run.device.type, dtype=torch.bfloat16) if bf16
                else contextlib.nullcontext())
         with ctx:
             x_adv = pgd_attack(model, xb, yb, geometry=Linf(), eps=EPS, alpha=EPS / 4, steps=10,
@@ -192,15 +192,15 @@ def bf16_attack_table(data: DataSet, args: argparse.Namespace) -> str:
         done = 0
         with tqdm(total=args.train_batches, desc=f"train {precision}", leave=False) as bar:
             while done < args.train_batches:
-                for b in trainer.train_loader:
-                    trainer.train_batch(b, 0)
+                for b in trainer.run.loader:
+                    trainer.train_step(b, 0)
                     done += 1
                     bar.update(1)
                     if done == args.train_batches:
                         break
-        x, y = trainer.test_x[:args.eval_n], trainer.test_y[:args.eval_n]
+        x, y = trainer.run.test.x[:args.eval_n], trainer.run.test.y[:args.eval_n]
         with torch.no_grad():
-            clean = float((trainer.model.eval()(x).argmax(1) == y).float().mean())
+            clean = float((trainer.run.target.model.eval()(x).argmax(1) == y).float().mean())
         fp32 = robust_accuracy(trainer, x, y, False, args.eval_batch)
         bf16 = robust_accuracy(trainer, x, y, True, args.eval_batch)
         lines.append(f"| {precision} | {done} | {100 * clean:.2f} | {100 * fp32:.2f} | "

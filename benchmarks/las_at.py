@@ -18,31 +18,28 @@ import argparse
 import time
 
 import torch
-from tqdm.auto import tqdm
 
-from learned_at.runners.config import compose_config
-from learned_at.runners.cotrain import Cotrainer
+from benchmarks.loop import Stepper, make_run
 from learned_at.runners.robustness import evaluate
 
 
-def _trainer(policy: list[str], args: argparse.Namespace) -> Cotrainer:
-    cfg = compose_config([
+def _trainer(policy: list[str], args: argparse.Namespace) -> Stepper:
+    return Stepper(make_run([
         "data=mnist", f"data.root={args.root}", f"data.train_subset={args.train}",
         f"data.test_subset={args.test}", f"epochs={args.epochs}", "progress=false",
-        "device=cpu", "checkpoint_dir=/tmp/las_at_bench", *policy])
-    return Cotrainer(cfg, [])
+        "device=cpu", "checkpoint_dir=/tmp/las_at_bench", *policy]))
 
 
-def _epoch(trainer: Cotrainer, epoch: int) -> tuple[float, float, float]:
+def _epoch(trainer: Stepper, epoch: int) -> tuple[float, float, float]:
     """Train one epoch; returns (wall s, CPU s, mean iterations per sample)."""
-    bar = tqdm(disable=True)
-    before = trainer.env.samples_evaluated
+    run = trainer.run
+    before = run.env.samples_evaluated
     w0, c0 = time.perf_counter(), time.process_time()
-    trainer.train_epoch(epoch, bar)
+    trainer.train_epoch(epoch)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-    n = len(trainer.train_loader) * trainer.cfg.batch_size
-    trainer.distributions.end_epoch(epoch)
-    return wall, cpu, (trainer.env.samples_evaluated - before) / n
+    n = len(run.loader) * run.config.batch_size
+    run.distributions.end_epoch(epoch)
+    return wall, cpu, (run.env.samples_evaluated - before) / n
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"epoch {epoch} {name}: wall {wall:.1f}s cpu {cpu:.1f}s "
                   f"iters/sample {iters:.2f}", flush=True)
     for name, trainer in methods.items():
-        res = evaluate(trainer.model, trainer.test_x, trainer.test_y, ["clean", "pgd20"],
-                       trainer.geometry, trainer.resolved.eps, 500,
-                       torch.Generator().manual_seed(0))
+        run = trainer.run
+        res = evaluate(run.target.model, *run.test, ["clean", "pgd20"], run.geometry, run.eps,
+                       500, torch.Generator().manual_seed(0))
         rows[name].update(clean=res["clean"]["acc"], pgd20=res["pgd20"]["acc"])
     print(f"\nMNIST mnist_cnn eps=0.3, train {args.train}, test {args.test}, "
           f"{args.epochs} epoch(s), batch 128, CPU threads {torch.get_num_threads()}")

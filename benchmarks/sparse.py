@@ -71,8 +71,7 @@ import time
 
 import torch
 
-from learned_at.runners.config import compose_config
-from learned_at.runners.cotrain import Cotrainer
+from benchmarks.loop import Stepper, make_run
 from learned_at.runners.robustness import evaluate
 
 BASELINE = "sat_1step"
@@ -89,27 +88,28 @@ def methods(train_k_multi: int) -> dict[str, list[str]]:
     }
 
 
-def evaluate_sparse(t: Cotrainer, n: int, k: int, steps: int, queries: int, seed: int
+def evaluate_sparse(t: Stepper, n: int, k: int, steps: int, queries: int, seed: int
                     ) -> dict[str, float]:
     """Clean and sAA accuracy (with its sPGD-only stage) on the first n test images."""
     name = f"sparse_autoattack{steps}x{queries}"
-    x, y = t.test_x[:n], t.test_y[:n]
-    res = evaluate(t.model, x, y, ["clean", name], t.geometry, k, 500,
-                   torch.Generator(device=t.device).manual_seed(seed))
+    run = t.run
+    x, y = run.test.x[:n], run.test.y[:n]
+    res = evaluate(run.target.model, x, y, ["clean", name], run.geometry, k, 500,
+                   torch.Generator(device=run.device).manual_seed(seed))
     return {"clean": res["clean"]["acc"], "spgd": res[f"{name}.spgd_u"]["acc"],
             "saa": res[name]["acc"]}
 
 
-def train_lockstep(trainers: dict[str, Cotrainer], epoch: int) -> dict[str, float]:
+def train_lockstep(trainers: dict[str, Stepper], epoch: int) -> dict[str, float]:
     """One epoch of every trainer, one batch each in turn; returns seconds per trainer."""
     seconds = dict.fromkeys(trainers, 0.0)
-    loaders = {m: iter(t.train_loader) for m, t in trainers.items()}
+    loaders = {m: iter(t.run.loader) for m, t in trainers.items()}
     for t in trainers.values():
-        t.policy.begin_epoch(epoch)
-    for _ in range(min(len(t.train_loader) for t in trainers.values())):
+        t.run.policy.begin_epoch(epoch)
+    for _ in range(min(len(t.run.loader) for t in trainers.values())):
         for m, t in trainers.items():
             t0 = time.perf_counter()
-            t.train_batch(next(loaders[m]), epoch)
+            t.train_step(next(loaders[m]), epoch)
             seconds[m] += time.perf_counter() - t0
     return seconds
 
@@ -117,7 +117,7 @@ def train_lockstep(trainers: dict[str, Cotrainer], epoch: int) -> dict[str, floa
 def run_seed(base: list[str], method_overrides: dict[str, list[str]], seed: int, epochs: int,
              eval_args: tuple[int, int, int, int]) -> list[dict[str, float]]:
     """Per-epoch metrics of every method for one seed (methods in lockstep per batch)."""
-    trainers = {m: Cotrainer(compose_config([*base, f"seed={seed}", *o]), [])
+    trainers = {m: Stepper(make_run([*base, f"seed={seed}", *o]))
                 for m, o in method_overrides.items()}
     rows = []
     for epoch in range(epochs):

@@ -1,6 +1,6 @@
 """Speed of the hot path, as ratios measured in one run (interleaved repetitions).
 
-(a) One PGD-K AT step through the env and the co-training loop (``Cotrainer.train_batch``:
+(a) One PGD-K AT step through the env and the co-training loop (``runners.train.train_step``:
     policy, env, AT loss, scheduler, distribution tracking) relative to
     - a minimal hand-written PGD-K AT step on the same model and batch (goal ≤ 1.05), and
     - (K+1) plain training steps (reference: a minimal loop measures ≈ 0.83 for cifar_cnn,
@@ -16,6 +16,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 from typing import Callable
@@ -24,8 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from learned_at.envs.attack_env import AttackAction, AttackEnv, EnvConfig
-from learned_at.runners.config import compose_config
-from learned_at.runners.cotrain import Cotrainer
+from learned_at.runners.compose import compose_config
+from learned_at.runners.run import build_run
+from learned_at.runners.train import train_step
 from learned_at.targets.datasets import DataSet, DataSplit
 from learned_at.targets.loader import Batch
 
@@ -89,14 +91,15 @@ def bench_at_step(model_name: str, batch: int, steps: int, reps: int, device: st
     cfg = compose_config(["policy=pgd_at", f"target={model_name}", f"batch_size={batch}",
                           f"policy.steps={steps}",
                           "threat.eps=0.03137", f"device={device}", "progress=false"])
-    trainer = Cotrainer(cfg, [], data=synthetic_data(shape, 4 * batch))
-    dev = trainer.device
-    b = next(iter(trainer.train_loader))
-    hand_model = trainer.model  # same architecture and weights; each variant trains it
+    run = build_run(cfg, data=synthetic_data(shape, 4 * batch))
+    dev = run.device
+    b = next(iter(run.loader))
+    hand_model = run.target.model  # same architecture and weights; each variant trains it
     hand_opt = torch.optim.SGD(hand_model.parameters(), lr=1e-3, momentum=0.9)
-    eps, alpha = trainer.resolved.eps, trainer.resolved.eps / 4
+    eps, alpha = run.eps, run.eps / 4
+    steps_done = itertools.count()  # the global batch counter train_step takes
     runs: dict[str, Callable[[], None]] = {
-        "framework": lambda: trainer.train_batch(b, 0),
+        "framework": lambda: train_step(run, b, 0, next(steps_done)),
         "hand_written": lambda: hand_written_pgd_at_step(hand_model, hand_opt, b.x, b.y, eps,
                                                          alpha, steps),
         "plain_x(K+1)": lambda: [plain_step(hand_model, hand_opt, b.x, b.y)
@@ -121,11 +124,11 @@ def bench_compaction(model_name: str, batch: int, steps: int, reps: int, device:
     """(b): half the samples stop after one step vs all samples take K steps."""
     shape = SHAPES.get(model_name, (3, 32, 32))
     cfg = compose_config(["policy=pgd_at", f"target={model_name}", f"device={device}", "progress=false"])
-    trainer = Cotrainer(cfg, [], data=synthetic_data(shape, batch))
-    dev = trainer.device
-    model = trainer.model.eval()
+    run = build_run(cfg, data=synthetic_data(shape, batch))
+    dev = run.device
+    model = run.target.model.eval()
     env = AttackEnv(model, EnvConfig(), shape, batch)
-    b: Batch = next(iter(trainer.train_loader))
+    b: Batch = next(iter(run.loader))
     n = b.x.shape[0]
     eps = torch.full((n,), 8 / 255, device=dev)
     full = torch.full((n,), steps, dtype=torch.long, device=dev)

@@ -114,7 +114,7 @@ class EnvConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "bn_mode", BnMode(self.bn_mode))
         object.__setattr__(self, "loss", AttackLoss(self.loss))
-        if Extra.clean_logits in self.requirements.extras and self.num_classes is None:
+        if Extra.clean_logits in self.extras and self.num_classes is None:  # loss=kl adds it
             raise ValueError("the clean_logits extra needs EnvConfig(num_classes=K)")
 
     @property
@@ -198,8 +198,9 @@ class AttackEnv(VectorEnv):
             obs["flipped"] = _scalar(0, 1, np.bool_)
         extras = self.config.extras
         if Extra.clean_logits in extras:
-            obs["clean_logits"] = spaces.Box(-np.inf, np.inf, (self.config.num_classes,),
-                                             np.float32)
+            num_classes = self.config.num_classes
+            assert num_classes is not None  # EnvConfig checks it when clean_logits is an extra
+            obs["clean_logits"] = spaces.Box(-np.inf, np.inf, (num_classes,), np.float32)
         if Extra.clean_grad_sign in extras:
             obs["clean_grad_sign"] = _image_box(-1.0, 1.0, img)
         if Extra.first_grad in extras:
@@ -273,9 +274,8 @@ class AttackEnv(VectorEnv):
         dev = x.device
         self.n = n
         self.x, self.y = x, y
-        self.index = options.get("index")
-        if self.index is None:
-            self.index = torch.arange(n, device=dev)
+        index = options.get("index")
+        self.index: torch.Tensor = torch.arange(n, device=dev) if index is None else index
         self.offsets, self.flipped = options.get("offsets"), options.get("flipped")
         if self.config.augmented and (self.offsets is None or self.flipped is None):
             raise ValueError("this env is built for augmented batches: reset needs 'offsets' "
@@ -534,7 +534,9 @@ class AttackEnv(VectorEnv):
             offset = delta.detach()
             if self.requirements.fosc_reference is FoscReference.start:
                 offset = offset - (self.delta0 if idx is None else self.delta0.index_select(0, idx))
-            self._write("fosc", idx, self.geometry.fosc(grad, offset, eps))
+            fosc = self.geometry.fosc(grad, offset, eps)
+            assert fosc is not None  # has_fosc
+            self._write("fosc", idx, fosc)
         if idx is None:
             self.passes += 1
         else:

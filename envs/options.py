@@ -1,16 +1,44 @@
-"""Checks of config fields: closed option sets are ``Enum``s (:func:`parse_option`), numeric
-fields carry a :class:`Limit` (declared per config class in a ``limits`` class attribute and
-checked by :func:`check_limits` when the run's config is composed)."""
+"""Config fields: their help text (:func:`setting`), closed option sets as ``Enum``s
+(:func:`parse_option`), and numeric ranges as :class:`Limit` (declared per config class in a
+``limits`` class attribute and checked by :func:`check_limits` when the run's config is
+composed)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
 
 E = TypeVar("E", bound=Enum)
+
+DOC = "doc"
+"""Metadata key of a config field's help text."""
+
+
+def setting(default: Any = dataclasses.MISSING, doc: str = "", *,
+            factory: Callable[[], Any] | None = None) -> Any:
+    """A config dataclass field with its help text (what ``--help`` shows for it).
+
+    Args:
+        default: the field's default (immutable values only).
+        doc: one or two lines: what the field means, its unit, what ``null`` stands for.
+        factory: a default factory instead of ``default`` (lists, nested configs).
+    """
+    metadata = {DOC: doc}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def field_doc(config_cls: type, name: str) -> str:
+    """The help text of field ``name`` of a config dataclass ("" when it has none)."""
+    for f in dataclasses.fields(config_cls):
+        if f.name == name:
+            return str(f.metadata.get(DOC, ""))
+    return ""
 
 
 def parse_option(enum_cls: type[E], value: E | str, field: str) -> E:

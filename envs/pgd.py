@@ -79,6 +79,7 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, geometry: 
     robust = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     eps_t, alpha_t = _per_sample_tensor(eps, x), _per_sample_tensor(alpha, x)
     config = EnvConfig(geometry=geometry, loss=loss)
+    image_shape = (x.shape[1], x.shape[2], x.shape[3])  # (C, H, W)
     with target_mode(model, False):
         for _ in range(restarts):
             idx = robust.nonzero().squeeze(1)  # host sync once per restart
@@ -87,7 +88,7 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, geometry: 
             xs, ys = x.index_select(0, idx), y.index_select(0, idx)
             actor = FixedAttack(geometry, eps_t.index_select(0, idx),
                                 alpha_t.index_select(0, idx), steps, random_start)
-            env = AttackEnv(model, config, tuple(x.shape[1:]), num_envs=xs.shape[0],
+            env = AttackEnv(model, config, image_shape, num_envs=xs.shape[0],
                             max_budget=max(steps, 1))
             adv = run_episode(env, actor, xs, ys, generator=generator).x_adv
             with torch.no_grad():
@@ -119,7 +120,7 @@ def pgd_attack_max_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     config = EnvConfig(geometry=geometry, loss=AttackLoss.CE,
                        bn_mode=BnMode.train if train_bn else BnMode.eval,
                        requirements=EnvRequirements(observe_after_step=True, observe_final=True))
-    env = AttackEnv(model, config, tuple(x.shape[1:]), num_envs=x.shape[0],
+    env = AttackEnv(model, config, (x.shape[1], x.shape[2], x.shape[3]), num_envs=x.shape[0],
                     max_budget=max(steps, 1))
     actor = FixedAttack(geometry, eps_t, alpha_t, steps, early_stop=early_stop)
     best_loss = torch.full((x.shape[0],), -float("inf"), device=x.device)

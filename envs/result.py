@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -99,7 +100,7 @@ class AttackResult:
         n, dev = x.shape[0], x.device
         zeros = torch.zeros(n, device=dev)
         ones = torch.ones(n, dtype=torch.long, device=dev)
-        base = dict(index=torch.arange(n, device=dev) if index is None else index,
+        base: dict[str, Any] = dict(index=torch.arange(n, device=dev) if index is None else index,
                     delta0=torch.zeros_like(x) if x_init is None else (x_init - x).detach(),
                     eps=zeros, alpha=zeros, budget=ones, steps=ones, passes=ones, loss=zeros,
                     correct=torch.zeros(n, dtype=torch.bool, device=dev))

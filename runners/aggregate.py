@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
 
 #: params that never define a setting: the seed and bookkeeping.
 IGNORED_PARAMS = frozenset({"seed", "run_name", "checkpoint_dir", "resume", "progress", "device",
@@ -140,13 +141,14 @@ class PairedDifference:
 def paired_difference(a: Mapping[str, float | None], b: Mapping[str, float | None]
                       ) -> PairedDifference:
     """Differences over the seeds both groups have: {seed: value} × 2 -> statistics."""
-    diffs = [a[s] - b[s] for s in a if s in b and _finite(a[s]) and _finite(b[s])]
+    diffs = [va - vb for va, vb in ((a[s], b[s]) for s in a if s in b)
+             if _finite(va) and _finite(vb)]
     stat = column_stat(diffs)
     ci = None if stat.std is None else t_quantile_975(stat.n - 1) * stat.std / math.sqrt(stat.n)
     return PairedDifference(stat.mean, stat.std, stat.n, ci)
 
 
-def _finite(v: float | None) -> bool:
+def _finite(v: float | None) -> TypeGuard[float]:
     return v is not None and math.isfinite(v)
 
 
@@ -171,7 +173,7 @@ def find_group(groups: Sequence[Group], token: str) -> Group:
     labels = "; ".join(g.label for g in groups)
     what = "no group" if not hits else f"{len(hits)} groups"
     raise ValueError(f"paired: {what} match {token!r} (join parts with '&', e.g. "
-                     f"pgd_at&epochs=30); groups: {labels}")
+                     f"'pgd_at&epochs=30', quoted on the command line); groups: {labels}")
 
 
 def per_seed(values: Sequence[float | None], group: Group) -> dict[str, float | None]:

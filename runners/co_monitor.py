@@ -1,9 +1,9 @@
-"""Catastrophic-overfitting (CO) monitor: per-epoch PGD/FGSM accuracy and a CO flag.
+"""Catastrophic-overfitting (CO) monitor: per-epoch PGD/FGSM accuracy and a CO verdict.
 
 Fast (single-step) AT can collapse within one epoch: the model becomes robust to FGSM but not
 to PGD (Wong et al. 2020; FGSM-RS "collapses to 0" in the FGSM-PGI poster's table). The monitor
 runs after every epoch, for every policy, on fixed samples (the first ``train_subset``
-training and ``test_subset`` test samples, un-augmented) and logs:
+training and ``test_subset`` held-out samples, un-augmented) and logs:
 
 * ``monitor/train_pgd_acc``, ``monitor/test_pgd_acc`` (PGD-k, α = ε/4, random start) and
   ``monitor/test_fgsm_acc`` (one step of size ε from the clean point);
@@ -14,39 +14,43 @@ training and ``test_subset`` test samples, un-augmented) and logs:
   degrades against every attack;
 * ``monitor/best_test_pgd_acc``.
 
-Options: ``keep_best`` saves ``checkpoints/best.pt`` whenever the test PGD accuracy improves
-(what the reference repos report as "best", i.e. early stopping on the test set, docs/seeds.md
-§0.3); ``stop_on_co`` ends training after the epoch that shows CO (the final evaluation
-still runs) and tags the run ``co_stopped_epoch``.
+The monitor is called with explicit inputs and returns a :class:`Verdict`; what follows from
+it is the loop's business: ``keep_best`` saves ``checkpoints/best.pt`` when the verdict says
+the accuracy improved (what the reference repos report as "best", i.e. early stopping on the
+held-out set, docs/seeds.md §0.3), ``stop_on_co`` ends training after the epoch that shows CO
+(the final evaluation still runs; the run is tagged ``co_stopped_epoch``). Its history (the
+previous epoch's accuracies, the best so far) is restored from the run's metrics on resume
+(:meth:`COMonitor.restore`).
 
-The test PGD figure equals the runner's ``test/pgd_acc`` when the subsets and steps agree
-(same samples, same seeded generator), so it is then reused instead of recomputed. With a
-validation split (``data.val_size``) the "test" figures are taken on it (``val/pgd_acc`` is
-reused), so ``keep_best`` selects by validation accuracy, never by the test set.
+The "test" figures are those of the run's held-out split: the validation split with
+``data.val_size`` (``keep_best`` then never selects on the test set), else the test split. The
+test PGD figure equals the loop's ``test/pgd_acc`` (or ``val/pgd_acc``) when the subsets and
+steps agree (same samples, same seeded generator), so that value is passed in and reused.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch import nn
 
-from learned_at.runners.checkpoint import save_checkpoint
-from learned_at.runners.config import MonitorConfig
+from learned_at.envs.geometry.base import Geometry
 from learned_at.runners.robustness import evaluate
 
-if TYPE_CHECKING:
-    from learned_at.runners.cotrain import Cotrainer
+__all__ = ["COMonitor", "Verdict", "detect_co"]
 
 
 def detect_co(pgd: float, fgsm: float, prev_pgd: float | None, prev_fgsm: float | None,
-              config: MonitorConfig) -> bool:
+              config: Any) -> bool:
     """Whether an epoch shows catastrophic overfitting (see the module docstring).
 
     Args:
-        pgd, fgsm: this epoch's test PGD and FGSM accuracy in [0, 1].
+        pgd, fgsm: this epoch's held-out PGD and FGSM accuracy in [0, 1].
         prev_pgd, prev_fgsm: the previous epoch's (None at the first epoch).
-        config: thresholds.
+        config: thresholds (:class:`runners.config.MonitorConfig`).
     """
     collapsed = pgd < config.floor or (prev_pgd is not None and pgd < config.drop_ratio * prev_pgd)
     fgsm_high = fgsm >= pgd + config.min_gap and (
@@ -54,72 +58,94 @@ def detect_co(pgd: float, fgsm: float, prev_pgd: float | None, prev_fgsm: float 
     return bool(collapsed and fgsm_high)
 
 
-class COMonitor:
-    """Epoch hook (``Cotrainer.epoch_hooks``): evaluates, flags CO, keeps the best checkpoint.
+@dataclass(frozen=True)
+class Verdict:
+    """The monitor's reading of one epoch.
 
-    Its history (previous accuracies, best so far) is re-read from the MLflow run on resume.
+    Attributes:
+        metrics: ``monitor/*`` values to log.
+        co: the epoch shows catastrophic overfitting.
+        improved: the held-out PGD accuracy is the best so far (``keep_best`` saves it).
+        stop: training should end after this epoch (``stop_on_co`` and CO).
     """
 
-    def __init__(self, config: MonitorConfig) -> None:
+    metrics: dict[str, float]
+    co: bool
+    improved: bool
+    stop: bool
+
+
+@dataclass(frozen=True)
+class MonitorData:
+    """The fixed samples the monitor reads (on the model's device).
+
+    Attributes:
+        held_out_x, held_out_y: the held-out split, (N, C, H, W) in [0, 1] and (N,).
+        train_x, train_y: the first training samples, un-augmented.
+    """
+
+    held_out_x: torch.Tensor
+    held_out_y: torch.Tensor
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+
+
+class COMonitor:
+    """Per-epoch CO check with its own history (previous accuracies, best so far).
+
+    Args:
+        config: thresholds and subsets (:class:`runners.config.MonitorConfig`, resolved:
+            ``train_subset`` / ``test_subset`` set).
+    """
+
+    def __init__(self, config: Any) -> None:
         self.config = config
         self.prev: tuple[float, float] | None = None
         self.best = -1.0
-        self._restored = False
 
-    def _restore(self, trainer: Cotrainer, epoch: int) -> None:
-        """On resume, take the previous epoch's figures and the best one from the run."""
-        self._restored = True
-        if epoch == 0 or self.prev is not None or trainer.tracker is None:
-            return
-        client, run_id = trainer.tracker.client, trainer.tracker.run_id
-        hist = {k: {m.step: m.value for m in client.get_metric_history(run_id, k)}
-                for k in ("monitor/test_pgd_acc", "monitor/test_fgsm_acc")}
-        pgd, fgsm = hist["monitor/test_pgd_acc"], hist["monitor/test_fgsm_acc"]
+    def restore(self, history: Mapping[str, Mapping[int, float]], epoch: int) -> None:
+        """Continue after a resume at ``epoch``: ``history`` holds the run's logged
+        ``monitor/test_pgd_acc`` and ``monitor/test_fgsm_acc`` by step."""
+        pgd = history.get("monitor/test_pgd_acc", {})
+        fgsm = history.get("monitor/test_fgsm_acc", {})
         if epoch - 1 in pgd and epoch - 1 in fgsm:
             self.prev = (pgd[epoch - 1], fgsm[epoch - 1])
         self.best = max(pgd.values(), default=-1.0)
 
-    def _accuracies(self, trainer: Cotrainer) -> dict[str, float]:
-        c, ev = self.config, trainer.cfg.eval
-        k, eps, bs = c.pgd_steps, trainer.resolved.eps, ev.batch_size
-        n_train = ev.test_subset if c.train_subset is None else c.train_subset
-        held_x, held_y = trainer.monitor_x, trainer.monitor_y
-        n_test = min(ev.test_subset if c.test_subset is None else c.test_subset, len(held_y))
-        gen = torch.Generator(device=trainer.device).manual_seed(trainer.cfg.seed)
-        reuse = getattr(trainer, "current_metrics", {}).get(f"{trainer.monitor_split}/pgd_acc")
-        attacks = ["fgsm"] if (reuse is not None and k == ev.epoch_pgd_steps
-                               and n_test == min(ev.test_subset, len(held_y))) \
-            else ["fgsm", f"pgd{k}"]
-        progress = trainer.cfg.progress
-        test = evaluate(trainer.model, held_x[:n_test], held_y[:n_test],
-                        attacks, trainer.geometry, eps, bs, gen, progress)
-        train_x = trainer.data.train.images[:n_train].to(trainer.device).float() / 255
-        train_y = trainer.data.train.labels[:n_train].to(trainer.device)
-        train = evaluate(trainer.model, train_x, train_y, [f"pgd{k}"], trainer.geometry, eps, bs,
-                         torch.Generator(device=trainer.device).manual_seed(trainer.cfg.seed),
-                         progress)
-        return {"monitor/train_pgd_acc": train[f"pgd{k}"]["acc"],
-                "monitor/test_pgd_acc": test[f"pgd{k}"]["acc"] if f"pgd{k}" in test
-                else float(reuse),
-                "monitor/test_fgsm_acc": test["fgsm"]["acc"]}
+    def __call__(self, model: nn.Module, data: MonitorData, geometry: Geometry, eps: float,
+                 seed: int, batch_size: int, reuse_pgd: float | None = None,
+                 progress: bool = False) -> Verdict:
+        """Evaluate ``model`` and judge the epoch.
 
-    def __call__(self, trainer: Cotrainer, epoch: int) -> dict[str, Any]:
-        if not self._restored:
-            self._restore(trainer, epoch)
-        m = self._accuracies(trainer)
-        pgd, fgsm = m["monitor/test_pgd_acc"], m["monitor/test_fgsm_acc"]
+        Args:
+            model: the target (evaluated in eval mode).
+            data: the fixed samples (the first ``test_subset`` / ``train_subset`` are used).
+            geometry, eps: the threat.
+            seed: seed of the attacks' random starts.
+            batch_size: evaluation batch size.
+            reuse_pgd: the held-out PGD accuracy the loop already measured on the same samples
+                with the same attack (None: measure it here).
+            progress: progress bars.
+        """
+        c = self.config
+        n_test = min(c.test_subset, len(data.held_out_y))
+        pgd_name = f"pgd{c.pgd_steps}"
+        attacks = ["fgsm"] if reuse_pgd is not None else ["fgsm", pgd_name]
+        device = data.held_out_x.device
+        test = evaluate(model, data.held_out_x[:n_test], data.held_out_y[:n_test], attacks,
+                        geometry, eps, batch_size,
+                        torch.Generator(device=device).manual_seed(seed), progress)
+        train = evaluate(model, data.train_x[:c.train_subset], data.train_y[:c.train_subset],
+                         [pgd_name], geometry, eps, batch_size,
+                         torch.Generator(device=device).manual_seed(seed), progress)
+        pgd = test[pgd_name]["acc"] if reuse_pgd is None else float(reuse_pgd)
+        fgsm = test["fgsm"]["acc"]
         prev_pgd, prev_fgsm = self.prev if self.prev is not None else (None, None)
-        co = detect_co(pgd, fgsm, prev_pgd, prev_fgsm, self.config)
+        co = detect_co(pgd, fgsm, prev_pgd, prev_fgsm, c)
         self.prev = (pgd, fgsm)
-        if pgd > self.best:
-            self.best = pgd
-            if self.config.keep_best and trainer.tracker is not None:
-                path = trainer.checkpoint_path(trainer.tracker.run_id).with_name("best.pt")
-                save_checkpoint(path, trainer.state(epoch + 1))
-                trainer.tracker.log_artifact(str(path), "checkpoints")
-                trainer.tracker.set_tag("best_epoch", epoch)
-        if co and self.config.stop_on_co:
-            trainer.stop_requested = True
-            if trainer.tracker is not None:
-                trainer.tracker.set_tag("co_stopped_epoch", epoch)
-        return {**m, "monitor/co": float(co), "monitor/best_test_pgd_acc": self.best}
+        improved = pgd > self.best
+        self.best = max(self.best, pgd)
+        metrics = {"monitor/train_pgd_acc": train[pgd_name]["acc"], "monitor/test_pgd_acc": pgd,
+                   "monitor/test_fgsm_acc": fgsm, "monitor/co": float(co),
+                   "monitor/best_test_pgd_acc": self.best}
+        return Verdict(metrics, co, improved, co and c.stop_on_co)

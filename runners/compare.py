@@ -30,13 +30,18 @@ experiment of the first run; comparison and evaluation runs never appear as rows
 from __future__ import annotations
 
 import math
+import os
 import re
-import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
+import hydra
 from mlflow import MlflowClient
 from mlflow.entities import Run
+from omegaconf import DictConfig, OmegaConf
 
+from learned_at.envs.options import setting
+from learned_at.runners.cli import UsageError, exit_on_error, run_cli
+from learned_at.runners.config_store import register_command
 from learned_at.runners.aggregate import (Group, column_stat, find_group, fmt_difference, fmt_stat,
                                           group_runs, paired_difference, per_seed, setting_of)
 
@@ -52,27 +57,22 @@ PROG = "runners.compare"
 
 @dataclass(frozen=True)
 class CompareArgs:
-    """Arguments of ``python -m runners.compare`` (give run_ids, experiment or filter).
+    """Arguments of ``python -m runners.compare`` (give run_ids, experiment, sweep_id or filter)."""
 
-    Attributes:
-        run_ids: runs to compare, in this order.
-        experiment: every run of this experiment (oldest first).
-        filter: an MLflow filter string, e.g. "tags.data = 'mnist'" (with experiment= or alone).
-        pgd: the PGD column's attack (pgd50x10, ...); auto = the strongest most runs have.
-        group_by: config fields that define groups (default: every field but the seed).
-        paired: two groups compared over their shared seeds, e.g. [las_at,pgd_at].
-        log: also log the table as a new run tagged kind=comparison.
-        tracking_uri: MLflow tracking URI; empty = MLflow's default.
-    """
-
-    run_ids: list[str] = field(default_factory=list)
-    experiment: str = ""
-    filter: str = ""
-    pgd: str = "auto"
-    group_by: list[str] = field(default_factory=list)
-    paired: list[str] = field(default_factory=list)
-    log: bool = False
-    tracking_uri: str = ""
+    run_ids: list[str] = setting(doc="runs to compare, in this order", factory=list)
+    experiment: str = setting("", "every run of this experiment (oldest first)")
+    sweep_id: str = setting("", "every run of this -m sweep (its sweep_id tag)")
+    filter: str = setting("", "an MLflow filter string, quoted for Hydra: "
+                          "'filter=\"tags.data = '\"'\"'mnist'\"'\"'\"' (with experiment= or alone)")
+    pgd: str = setting("auto", "the PGD column's attack (pgd50x10, ...); auto = the strongest "
+                       "most runs have")
+    group_by: list[str] = setting(doc="config fields that define groups (default: every field "
+                                  "but the seed)", factory=list)
+    paired: list[str] = setting(doc="two groups compared over their shared seeds, e.g. "
+                                "[las_at,pgd_at]", factory=list)
+    log: bool = setting(False, "also log the table as a new run tagged kind=comparison")
+    tracking_uri: str = setting("", "MLflow tracking URI; empty = MLflow's default "
+                                "(MLFLOW_TRACKING_URI)")
 
 
 def with_evaluations(client: MlflowClient, run: Run) -> Run:
@@ -245,8 +245,7 @@ def format_paired(rows: list[ComparisonRow], a: Group, b: Group, pgd: str | None
 def find_runs(client: MlflowClient, run_ids: list[str], experiment: str,
               filter_string: str) -> list[Run]:
     """Runs by id (in the given order), or by experiment name and/or MLflow filter string."""
-    from learned_at.runners.cli_args import UsageError
-    from learned_at.runners.tracking import get_run
+    from learned_at.runners.run_store import get_run
 
     if run_ids:
         return [get_run(client, r) for r in run_ids]
@@ -267,34 +266,20 @@ def find_runs(client: MlflowClient, run_ids: list[str], experiment: str,
             if r.data.tags.get(COMPARISON_TAG) not in (COMPARISON_VALUE, EVALUATION_VALUE)]
 
 
-def help_text() -> str:
-    from learned_at.runners.cli_args import format_help
-
-    return format_help(
-        "python -m runners.compare run_ids=[a,b] | experiment=<name> | filter=<mlflow filter> "
-        "[key=value ...]   (console script: lat-compare)",
-        "Print a markdown table comparing finished runs: method, clean / PGD / AutoAttack / "
-        "worst-case accuracy (the latest runners.evaluate results), gradient-masking checks "
-        "and training time.", CompareArgs(),
-        "python -m runners.compare experiment=learned-at filter=\"tags.data = 'mnist'\"")
-
-
-def _main(argv: list[str]) -> int:
-    from learned_at.runners.cli_args import UsageError, parse_args, wants_help
+def compare_runs(args: CompareArgs) -> None:
+    """Print (and with ``log=true`` log) the comparison tables (see the module docstring)."""
     from learned_at.runners.tracking import Tracker
 
-    if wants_help(argv):
-        print(help_text())
-        return 0
-    args = parse_args(CompareArgs, argv)
-    if not (args.run_ids or args.experiment or args.filter):
-        raise UsageError("give run_ids=[...], experiment=<name> or filter=<mlflow filter "
-                         "string> (see --help)")
+    if not (args.run_ids or args.experiment or args.filter or args.sweep_id):
+        raise UsageError("give run_ids=[...], experiment=<name>, sweep_id=<id> or filter=<mlflow "
+                         "filter string> (see --help)")
     if args.paired and len(args.paired) != 2:
         raise UsageError(f"paired={args.paired}: takes two groups, e.g. paired=[las_at,pgd_at]")
-    uri = args.tracking_uri or None
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
     client = MlflowClient(tracking_uri=uri)
-    runs = find_runs(client, list(args.run_ids), args.experiment, args.filter)
+    conditions = [c for c in (args.filter, args.sweep_id and f"tags.sweep_id = '{args.sweep_id}'")
+                  if c]
+    runs = find_runs(client, list(args.run_ids), args.experiment, " and ".join(conditions))
     if not runs:
         raise UsageError("no runs match")
     runs = [with_evaluations(client, run) for run in runs]
@@ -321,17 +306,21 @@ def _main(argv: list[str]) -> int:
                               "groups": [asdict(g) for g in groups]}, "compare/rows.json")
             tracker.set_tag("compare.run_ids", ",".join(r.run_id for r in rows)[:5000])
         print(f"comparison_run_id={tracker.run_id}")
-    return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; see the module docstring."""
-    from learned_at.runners.cli_args import run_cli
-
-    return run_cli(PROG, lambda: _main(sys.argv[1:] if argv is None else list(argv)))
+def _job(cfg: DictConfig) -> None:
+    args: CompareArgs = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    exit_on_error(PROG, lambda: compare_runs(args))
 
 
-if __name__ == "__main__":  # python -m runners.compare: run the package's copy of this module
-    from learned_at.runners.compare import main as package_main
+_task = hydra.main(config_path=None, config_name="compare", version_base="1.3")(_job)
 
-    raise SystemExit(package_main())
+
+def main() -> int:
+    """Console-script entry point (``lat-compare``); returns the exit status."""
+    register_command("compare", CompareArgs)
+    return run_cli(PROG, _task, "compare")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

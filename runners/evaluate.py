@@ -31,13 +31,17 @@ digits, e.g. ``eval/eps0.06275/pgd50x10_acc``). The masking checks run at the ru
 from __future__ import annotations
 
 import math
-import sys
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
+import hydra
 import torch
+from omegaconf import DictConfig, OmegaConf
 
-from learned_at.runners.cli_args import UsageError, format_help, parse_args, run_cli, wants_help
+from learned_at.envs.options import setting
+from learned_at.runners.cli import UsageError, exit_on_error, run_cli
+from learned_at.runners.config_store import register_command
 from learned_at.runners.masking_checks import (CheckConfig, log_checks, report_checks,
                                                run_masking_checks)
 from learned_at.runners.robustness import (DEFAULT_ATTACKS, evaluate, format_table, log_evaluation,
@@ -54,44 +58,32 @@ EVALUATION_KIND = "evaluation"
 
 @dataclass(frozen=True)
 class EvaluateArgs:
-    """Arguments of ``python -m runners.evaluate``.
+    """Arguments of ``python -m runners.evaluate``."""
 
-    Attributes:
-        run_id: the co-training run whose final checkpoint is evaluated (required).
-        attacks: attack names (clean, fgsm, pgd<K>, pgd<K>x<R>, cw<K>, autoattack,
-            square<Q>, transfer_<attack>); those that do not apply to the run's threat are
-            refused.
-        n_examples: the first n test samples (0 = the whole test set).
-        batch_size: examples per attack call.
-        seed: seed of the attacks' random starts and of AutoAttack.
-        checkpoint_dir: where co-training wrote its checkpoints (else the run's MLflow copy).
-        progress: progress bars per attack.
-        device: auto, cpu or cuda.
-        surrogate: run id of the model that crafts transfer_* attacks.
-        checks: run the gradient-masking checks too.
-        state_dir: folder of AutoAttack's resumable state (default:
-            <checkpoint_dir>/<run_id>/eval).
-        check_attack: the white-box attack the masking checks sweep.
-        square_queries: queries of the black-box check (0 skips it).
-        tracking_uri: MLflow tracking URI; empty = MLflow's default.
-        eps: budgets to evaluate at (numbers or fractions such as 8/255); empty = the run's.
-    """
-
-    run_id: str = ""
-    attacks: list[str] = field(default_factory=lambda: list(DEFAULT_ATTACKS))
-    n_examples: int = 0
-    batch_size: int = 500
-    seed: int = 0
-    checkpoint_dir: str = "checkpoints"
-    progress: bool = True
-    device: str = "auto"
-    surrogate: str = ""
-    checks: bool = False
-    state_dir: str = ""
-    check_attack: str = "pgd20"
-    square_queries: int = 1000
-    tracking_uri: str = ""
-    eps: list[str] = field(default_factory=list)
+    run_id: str = setting("", "the co-training run whose final checkpoint is evaluated "
+                          "(required)")
+    attacks: list[str] = setting(doc="attack names (clean, fgsm, pgd<K>, pgd<K>x<R>, cw<K>, "
+                                 "autoattack, square<Q>, transfer_<attack>; L0: spgd_p<K>, "
+                                 "spgd_u<K>, sparse_rs<Q>, sparse_autoattack); those that do not "
+                                 "apply to the run's threat are refused",
+                                 factory=lambda: list(DEFAULT_ATTACKS))
+    n_examples: int = setting(0, "the first n test samples (0 = the whole test set)")
+    batch_size: int = setting(500, "examples per attack call")
+    seed: int = setting(0, "seed of the attacks' random starts and of AutoAttack")
+    checkpoint_dir: str = setting("checkpoints", "where co-training wrote its checkpoints (else "
+                                  "the run's MLflow copy)")
+    progress: bool = setting(True, "progress bars per attack")
+    device: str = setting("auto", "auto, cpu or cuda")
+    surrogate: str = setting("", "run id of the model that crafts transfer_* attacks")
+    checks: bool = setting(False, "run the gradient-masking checks too")
+    state_dir: str = setting("", "folder of AutoAttack's resumable state (default: "
+                             "<checkpoint_dir>/<run_id>/eval)")
+    check_attack: str = setting("pgd20", "the white-box attack the masking checks sweep")
+    square_queries: int = setting(1000, "queries of the black-box check (0 skips it)")
+    tracking_uri: str = setting("", "MLflow tracking URI; empty = MLflow's default "
+                                "(MLFLOW_TRACKING_URI)")
+    eps: list[str] = setting(doc="budgets to evaluate at (numbers or fractions such as 8/255); "
+                             "empty = the run's", factory=list)
 
 
 def parse_budget(text: str) -> float:
@@ -109,29 +101,14 @@ def budget_prefix(eps: float, run_eps: float) -> str:
     return "eval/" if math.isclose(eps, run_eps, rel_tol=1e-6) else f"eval/eps{eps:.4g}/"
 
 
-def help_text() -> str:
-    return format_help(
-        "python -m runners.evaluate run_id=<id> [key=value ...]   (console script: "
-        "lat-evaluate)",
-        "Evaluate a co-training run's final target with strong attacks (PGD with restarts, CW, "
-        "the original AutoAttack, transfer) and optional gradient-masking checks; the results "
-        "go to a new MLflow run nested under the training run (kind=evaluation).",
-        EvaluateArgs(),
-        "python -m runners.evaluate run_id=3f2a... attacks=[clean,pgd50x10,autoattack] "
-        "n_examples=1000 checks=true")
-
-
-def _main(argv: list[str]) -> int:
-    if wants_help(argv):
-        print(help_text())
-        return 0
-    args = parse_args(EvaluateArgs, argv)
+def evaluate_run(args: EvaluateArgs) -> None:
+    """Evaluate ``args.run_id`` (see the module docstring); prints the table and the ids."""
     if not args.run_id:
         raise UsageError("run_id=<mlflow run id> is required (see --help)")
     if args.batch_size < 1 or args.n_examples < 0:
         raise UsageError(f"batch_size={args.batch_size} / n_examples={args.n_examples}: "
                          "accepted batch_size >= 1, n_examples >= 0 (0 = all)")
-    uri = args.tracking_uri or None
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
     _known_run(args.run_id, uri)
     loaded = load_run(args.run_id, args.checkpoint_dir, args.device, uri)
     try:
@@ -143,8 +120,8 @@ def _main(argv: list[str]) -> int:
             problem = loaded.geometry.check_budget(e, loaded.data.image_shape)
             if problem:
                 raise ValueError(problem.replace("threat.eps", "eps"))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     if args.checks and not any(budget_prefix(e, loaded.eps) == "eval/" for e in budgets):
         raise UsageError(f"checks=true runs at the run's budget {loaded.eps:.4g}; add it to "
                          "eps=[...]")
@@ -157,7 +134,7 @@ def _main(argv: list[str]) -> int:
                              f"{other.data.image_shape}, target on {loaded.data.name} "
                              f"{loaded.data.image_shape}; pick a surrogate of the same data set")
         surrogate = other.model
-    elif any(s.transfer for s in specs):
+    elif any(s.needs_surrogate for s in specs):
         raise UsageError("transfer_* attacks need surrogate=<run id>")
     x, y = loaded.test_tensors(args.n_examples)
     gen = torch.Generator(device=x.device).manual_seed(args.seed)
@@ -193,14 +170,13 @@ def _main(argv: list[str]) -> int:
     report_checks(checks)
     print(f"evaluation_run_id={tracker.run_id}")
     print(f"run_id={args.run_id}")
-    return 0
 
 
 def _known_run(run_id: str, tracking_uri: str | None) -> None:
     """An unknown run id fails here with one line (before any checkpoint search)."""
     from mlflow import MlflowClient
 
-    from learned_at.runners.tracking import get_run
+    from learned_at.runners.run_store import get_run
 
     get_run(MlflowClient(tracking_uri), run_id)
 
@@ -210,12 +186,19 @@ def _run_name(args: EvaluateArgs) -> str:
     return f"eval {attacks}" + (f" n={args.n_examples}" if args.n_examples else "")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; see the module docstring."""
-    return run_cli(PROG, lambda: _main(sys.argv[1:] if argv is None else list(argv)))
+def _job(cfg: DictConfig) -> None:
+    args: EvaluateArgs = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    exit_on_error(PROG, lambda: evaluate_run(args))
 
 
-if __name__ == "__main__":  # python -m runners.evaluate: run the package's copy of this module
-    from learned_at.runners.evaluate import main as package_main
+_task = hydra.main(config_path=None, config_name="evaluate", version_base="1.3")(_job)
 
-    raise SystemExit(package_main())
+
+def main() -> int:
+    """Console-script entry point (``lat-evaluate``); returns the exit status."""
+    register_command("evaluate", EvaluateArgs)
+    return run_cli(PROG, _task, "evaluate")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

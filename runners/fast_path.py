@@ -36,6 +36,8 @@ from enum import Enum
 import torch
 from torch import nn
 
+from learned_at.envs.options import setting
+
 __all__ = ["CompileMode", "PerfConfig", "autocast", "prepare_model"]
 
 
@@ -54,22 +56,16 @@ class CompileMode(str, Enum):
 
 @dataclass(frozen=True)
 class PerfConfig:
-    """GPU fast-path switches (all off by default; see runners/fast_path.py).
+    """GPU fast-path switches (all off by default; see runners/fast_path.py)."""
 
-    Attributes:
-        bf16: bfloat16 autocast for the attack and the target's AT step (CUDA, or CPU where
-            bf16 kernels exist); evaluation stays float32.
-        channels_last: the target's weights in NHWC memory format.
-        compile: compile the target with ``torch.compile`` (in place).
-        compile_mode: ``default``, ``reduce_overhead`` (CUDA graphs) or ``max_autotune``.
-        pin_memory: copy the data set to a CUDA device through pinned memory, non-blocking.
-    """
-
-    bf16: bool = False
-    channels_last: bool = False
-    compile: bool = False
-    compile_mode: CompileMode = CompileMode.default
-    pin_memory: bool = False
+    bf16: bool = setting(False, "bfloat16 autocast for the attack and the target's AT step "
+                         "(CUDA, or CPU where bf16 kernels exist); evaluation stays float32")
+    channels_last: bool = setting(False, "the target's weights in NHWC memory format")
+    compile: bool = setting(False, "compile the target with torch.compile (in place)")
+    compile_mode: CompileMode = setting(CompileMode.default, "default, reduce_overhead (CUDA "
+                                        "graphs) or max_autotune")
+    pin_memory: bool = setting(False, "copy the data set to a CUDA device through pinned "
+                               "memory, non-blocking")
 
 
 def autocast(perf: PerfConfig, device: torch.device) -> contextlib.AbstractContextManager:
@@ -82,7 +78,7 @@ def autocast(perf: PerfConfig, device: torch.device) -> contextlib.AbstractConte
 def prepare_model(model: nn.Module, perf: PerfConfig) -> nn.Module:
     """Apply ``channels_last`` and ``compile`` to ``model`` (in place; returns it)."""
     if perf.channels_last:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in stubs
     if perf.compile:
         model.compile(mode=CompileMode(perf.compile_mode).torch_name)
     return model

@@ -22,7 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from learned_at.runners.cli_args import UsageError, format_help, parse_args, run_cli, wants_help
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from learned_at.envs.options import setting
+from learned_at.runners.cli import UsageError, exit_on_error, run_cli
+from learned_at.runners.config_store import register_command
 from learned_at.runners.distributions import (aligned_rows, artifact_name, is_constant,
                                               rows_from_table)
 from learned_at.runners.formatting import format_grid_value
@@ -34,18 +39,12 @@ PROG = "runners.inspect"
 
 @dataclass(frozen=True)
 class InspectArgs:
-    """Arguments of ``python -m runners.inspect``.
+    """Arguments of ``python -m runners.inspect``."""
 
-    Attributes:
-        run_id: the MLflow run (required).
-        key: show only this distribution (e.g. ``eps``, ``steps``); empty = every key.
-        tracking_uri: MLflow tracking URI; empty = MLflow's default (MLFLOW_TRACKING_URI or
-            ./mlflow.db).
-    """
-
-    run_id: str = ""
-    key: str = ""
-    tracking_uri: str = ""
+    run_id: str = setting("", "the MLflow run (required)")
+    key: str = setting("", "show only this distribution (e.g. eps, steps); empty = every key")
+    tracking_uri: str = setting("", "MLflow tracking URI; empty = MLflow's default "
+                                "(MLFLOW_TRACKING_URI or ./mlflow.db)")
 
 
 def _columns(rows: list[dict[str, Any]]) -> tuple[list[str], bool]:
@@ -123,28 +122,17 @@ def _read(path: Path) -> tuple[str | None, list[dict[str, Any]]]:
     return None, data
 
 
-def help_text() -> str:
-    return format_help(
-        "python -m runners.inspect run_id=<id> [key=<name>] [tracking_uri=<uri>]   "
-        "(console script: lat-inspect)",
-        "Print a co-training run's per-epoch distributions of the policy's per-sample choices "
-        "(budget, step size, iterations, ...), read from the run's distributions/*.json tables.",
-        InspectArgs(), "python -m runners.inspect run_id=3f2a... key=eps")
-
-
-def _main(argv: list[str]) -> int:
-    if wants_help(argv):
-        print(help_text())
-        return 0
-    args = parse_args(InspectArgs, argv)
+def inspect_run(args: InspectArgs) -> None:
+    """Print every distribution table of ``args.run_id`` (or the one of ``args.key``)."""
     if not args.run_id:
         raise UsageError("run_id=<id> is required (see --help)")
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no download bars here
     from mlflow import MlflowClient
 
-    from learned_at.runners.tracking import get_run
+    from learned_at.runners.run_store import get_run
 
-    client = MlflowClient(tracking_uri=args.tracking_uri or None)
+    client = MlflowClient(tracking_uri=args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+                          or None)
     get_run(client, args.run_id)  # an unknown id: one line, status 2
     files = [item.path for item in client.list_artifacts(args.run_id, "distributions")
              if not item.is_dir and item.path.endswith(".json")]
@@ -154,21 +142,27 @@ def _main(argv: list[str]) -> int:
         target = f"key {args.key!r}" if args.key else "any key"
         print(f"{PROG}: run {args.run_id} has no distributions/*.json tables for {target}",
               file=sys.stderr)
-        return 1
+        raise SystemExit(1)
     with tempfile.TemporaryDirectory() as tmp:
         for artifact in sorted(files):
             key, rows = _read(Path(client.download_artifacts(args.run_id, artifact, tmp)))
             print(format_distribution_table(rows, key or Path(artifact).stem))
             print()
-    return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m runners.inspect``; returns the exit status."""
-    return run_cli(PROG, lambda: _main(sys.argv[1:] if argv is None else list(argv)))
+def _job(cfg: DictConfig) -> None:
+    args: InspectArgs = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    exit_on_error(PROG, lambda: inspect_run(args))
 
 
-if __name__ == "__main__":  # python -m runners.inspect: run the package's copy of this module
-    from learned_at.runners.inspect import main as package_main
+_task = hydra.main(config_path=None, config_name="inspect", version_base="1.3")(_job)
 
-    raise SystemExit(package_main())
+
+def main() -> int:
+    """Console-script entry point (``lat-inspect``); returns the exit status."""
+    register_command("inspect", InspectArgs)
+    return run_cli(PROG, _task, "inspect")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

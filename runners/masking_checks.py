@@ -15,9 +15,14 @@ already in the evaluation results):
   accuracy.
 
 Every geometry-specific choice comes from the geometry: which budgets the sweep can spend
-(:meth:`~envs.geometry.base.Geometry.scaled_budget`), the erasing budget, the strong ensemble
-(:attr:`~envs.geometry.base.Geometry.ensemble_attack`) and the black-box attack the check runs
-(:attr:`~envs.geometry.base.Geometry.blackbox_attack`). For L0 the same five checks read: the
+(:meth:`~envs.geometry.base.Geometry.scaled_budget`) and the erasing budget; and from the
+evaluation attacks registered for it (:mod:`envs.attacks.registry`): the strong ensemble, the
+query-based black-box attack the check runs with ``square_queries`` queries, and the surrogate
+(transfer) attack. Which evaluated attack plays which part is read from the attack objects'
+typed attributes (:class:`~envs.attacks.base.AttackRole`: clean, white-box, black-box,
+ensemble; ``ensemble_reference``; :meth:`~envs.attacks.base.EvalAttack.strength` and
+:meth:`~envs.attacks.base.EvalAttack.stronger`), never from their names. For L0 the same five
+checks read: the
 accuracy falls as k grows (whole pixels 0, ⌊k/4⌋, ⌊k/2⌋, k, H·W; at H·W every image can be
 erased); Sparse-AutoAttack ≤ every sPGD; the black-box Sparse-RS does not beat the white-box
 sPGD (when it does, white-box sPGD alone overestimates robustness, as in the Fast-LS-ℓ0
@@ -38,12 +43,11 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
+from learned_at.envs.options import setting
+from learned_at.envs.attacks.base import AttackRole, EvalAttack
+from learned_at.envs.attacks.registry import GeometryAttacks, geometry_attacks
 from learned_at.envs.geometry.base import Geometry
-from learned_at.runners.robustness import (BLACKBOX_KINDS, SPARSE_GRADIENT_KINDS, WHITEBOX_KINDS,
-                                           AttackSpec, evaluate, parse_attack)
-
-#: white-box kinds the ensemble attack (AutoAttack, Sparse-AutoAttack) must not be weaker than.
-_ENSEMBLE_REFERENCE_KINDS = ("pgd", *SPARSE_GRADIENT_KINDS)
+from learned_at.runners.robustness import evaluate, parse_attack
 
 __all__ = ["CheckConfig", "CheckResult", "check_autoattack_le_pgd",
            "check_blackbox_ge_whitebox", "check_eps_monotone", "check_large_eps",
@@ -53,25 +57,20 @@ __all__ = ["CheckConfig", "CheckResult", "check_autoattack_le_pgd",
 
 @dataclass(frozen=True)
 class CheckConfig:
-    """Settings of the gradient-masking checks.
+    """Settings of the gradient-masking checks."""
 
-    Attributes:
-        attack: gradient attack used for the ε sweep (and the white-box side of comparisons);
-            for L0 ``pgd<K>`` is K steps of the geometry's sPGD.
-        eps_factors: the sweep's budgets as multiples of the evaluation ε.
-        large_eps: the "everything breaks" budget; None = 0.5 (L∞) or 0.5·√(C·H·W) (L2).
-        large_eps_max_acc: highest accuracy accepted at ``large_eps``.
-        square_queries: queries of the geometry's black-box attack (Square; L0: Sparse-RS)
-            when none is in the evaluation (0 = do not run it).
-        z: noise tolerance in binomial standard errors.
-    """
-
-    attack: str = "pgd20"
-    eps_factors: tuple[float, ...] = (0.25, 0.5, 1.0)
-    large_eps: float | None = None
-    large_eps_max_acc: float = 0.1
-    square_queries: int = 1000
-    z: float = 2.0
+    attack: str = setting("pgd20", "gradient attack used for the ε sweep (and the white-box side "
+                                   "of comparisons); for L0 pgd<K> is K steps of the geometry's "
+                                   "sPGD.")
+    eps_factors: tuple[float, ...] = setting((0.25, 0.5, 1.0), "the sweep's budgets as multiples "
+                                                               "of the evaluation ε.")
+    large_eps: float | None = setting(None, "the 'everything breaks' budget; None = 0.5 (L∞) or "
+                                            "0.5·√(C·H·W) (L2).")
+    large_eps_max_acc: float = setting(0.1, "highest accuracy accepted at large_eps.")
+    square_queries: int = setting(1000, "queries of the geometry's black-box attack (Square; L0: "
+                                        "Sparse-RS) when none is in the evaluation (0 = do not "
+                                        "run it).")
+    z: float = setting(2.0, "noise tolerance in binomial standard errors.")
 
 
 @dataclass(frozen=True)
@@ -151,11 +150,11 @@ def check_blackbox_ge_whitebox(blackbox: dict[str, float], whitebox: dict[str, f
 
 
 def check_stronger_not_better(accs: dict[str, float], n: int, z: float = 2.0) -> CheckResult:
-    """For attacks of one kind, more steps and restarts must not raise accuracy."""
-    specs = {name: parse_attack(name) for name in accs}
-    pairs = [(a, b) for a, sa in specs.items() for b, sb in specs.items()
-             if a != b and sa.kind == sb.kind and sb.steps >= sa.steps
-             and sb.restarts >= sa.restarts and not sa.transfer and not sb.transfer]
+    """For attacks of one class, more steps, restarts or queries must not raise accuracy
+    (:meth:`~envs.attacks.base.EvalAttack.not_stronger_than`)."""
+    attacks = {name: parse_attack(name) for name in accs}
+    pairs = [(a, b) for a, sa in attacks.items() for b, sb in attacks.items()
+             if a != b and sa.not_stronger_than(sb)]
     if not pairs:
         return CheckResult("stronger_not_better", "skip", "no weaker/stronger attack pair")
     bad = [(a, b) for a, b in pairs
@@ -190,79 +189,100 @@ def run_masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, geome
     Returns:
         One :class:`CheckResult` per check.
     """
-    n, spec = len(x), parse_attack(config.attack, geometry)
-    if spec.kind not in WHITEBOX_KINDS or spec.transfer:
-        raise ValueError(f"checks need a gradient attack (pgd<K>, cw<K>, fgsm; L0 also "
-                         f"spgd_p<K>, spgd_u<K>), got {spec.name!r}")
+    table = geometry_attacks(geometry.name)
+    n, attack = len(x), parse_attack(config.attack, geometry)
+    if AttackRole.WHITEBOX not in attack.roles:
+        raise ValueError(f"checks need a white-box gradient attack "
+                         f"({table.spellings(table.with_role(AttackRole.WHITEBOX))}), got "
+                         f"{attack.name!r}")
     symbol = geometry.budget_symbol
 
-    def acc(attacks: list[str], at_eps: float) -> dict[str, float]:
+    def acc(attacks: list[EvalAttack], at_eps: float) -> dict[str, float]:
+        names = [a.name for a in attacks]
         gen = torch.Generator(device=x.device).manual_seed(seed)
-        res = evaluate(model, x, y, attacks, geometry, at_eps, batch_size, gen, progress,
+        res = evaluate(model, x, y, names, geometry, at_eps, batch_size, gen, progress,
                        seed=seed, surrogate=surrogate)
-        return {k: v["acc"] for k, v in res.items() if k in attacks}
+        return {k: v["acc"] for k, v in res.items() if k in names}
 
     top = {k: v["acc"] for k, v in results.items() if k != "worst_case" and "." not in k}
-    curve = [(0.0, top["clean"] if "clean" in top else acc(["clean"], eps)["clean"])]
+    kinds = {k: parse_attack(k, geometry) for k in top}
+    kinds[attack.name] = attack
+    clean = next((v for k, v in top.items() if AttackRole.CLEAN in kinds[k].roles), None)
+    if clean is None:
+        if not table.with_role(AttackRole.CLEAN):
+            raise ValueError(f"the masking checks need a clean attack (AttackRole.CLEAN) "
+                             f"registered for threat={geometry.name}")
+        clean_attack = table.with_role(AttackRole.CLEAN)[0].default()
+        clean = acc([clean_attack], eps)[clean_attack.name]
+    curve = [(0.0, clean)]
     for f in config.eps_factors:
-        reuse = f == 1.0 and spec.name in top
+        reuse = f == 1.0 and attack.name in top
         budget = geometry.scaled_budget(eps, f)
-        curve.append((budget, top[spec.name] if reuse else acc([spec.name], budget)[spec.name]))
+        curve.append((budget, top[attack.name] if reuse else acc([attack], budget)[attack.name]))
     large = config.large_eps or default_large_eps(geometry, tuple(x.shape[1:]))
-    large_acc = acc([spec.name], large)[spec.name]
+    large_acc = acc([attack], large)[attack.name]
     curve.append((large, large_acc))
     checks = [check_eps_monotone(curve, n, config.z, symbol),
               check_large_eps(large_acc, large, config.large_eps_max_acc, symbol)]
-    at_eps = {spec.name: dict(curve).get(eps, top.get(spec.name))}
-    if at_eps[spec.name] is None:
-        at_eps = acc([spec.name], eps)
-    whitebox = {k: v for k, v in {**top, **at_eps}.items() if v is not None and
-                k != "clean" and (s := parse_attack(k)).kind in WHITEBOX_KINDS and not s.transfer}
-    pgd = {k: v for k, v in whitebox.items()
-           if parse_attack(k).kind in _ENSEMBLE_REFERENCE_KINDS}
-    ensemble = {k: v for k, v in top.items() if k != "clean"
-                and parse_attack(k).kind == geometry.ensemble_attack}
-    if ensemble and pgd:
-        name, aa = min(ensemble.items(), key=lambda kv: kv[1])
-        ref = min(pgd, key=pgd.get)
-        checks.append(check_autoattack_le_pgd(aa, ref, pgd[ref], n, config.z, name))
-    else:
-        checks.append(CheckResult("autoattack_le_pgd", "skip", f"needs "
-                                  f"{geometry.ensemble_attack} and a pgd attack in the list"))
-    checks.append(_blackbox_check(top, whitebox, surrogate, spec, geometry, config, acc, eps, n))
-    stronger = {k: v for k, v in whitebox.items()
-                if parse_attack(k).kind in ("pgd", "cw", *SPARSE_GRADIENT_KINDS)}
-    if len(stronger) < 2:
-        strong = f"{spec.kind}{2 * spec.steps}x2"
-        stronger = {spec.name: at_eps[spec.name], **acc([strong], eps)}
+    known = dict(curve).get(eps, top.get(attack.name))
+    at_eps = {attack.name: known} if known is not None else acc([attack], eps)
+    whitebox = {k: v for k, v in {**top, **at_eps}.items()
+                if v is not None and AttackRole.WHITEBOX in kinds[k].roles}
+    checks.append(_ensemble_check(top, whitebox, kinds, table, n, config.z))
+    checks.append(_blackbox_check(top, whitebox, kinds, surrogate, attack, table, config, acc,
+                                  eps, n))
+    stronger = {k: v for k, v in whitebox.items() if kinds[k].strength() is not None}
+    variant = attack.stronger()
+    if len(stronger) < 2 and variant is not None:
+        stronger = {attack.name: at_eps[attack.name], **acc([variant], eps)}
     checks.append(check_stronger_not_better(stronger, n, config.z))
     return checks
 
 
-def _blackbox_check(top: dict[str, float], whitebox: dict[str, float],
-                    surrogate: nn.Module | None, spec: AttackSpec, geometry: Geometry,
-                    config: CheckConfig, acc: Any, eps: float, n: int) -> CheckResult:
-    blackbox = {k: v for k, v in top.items() if k != "clean"
-                and (k.startswith("transfer_") or parse_attack(k).kind in BLACKBOX_KINDS)}
-    wanted = []
-    if surrogate is not None and not any(k.startswith("transfer_") for k in blackbox):
-        wanted.append(f"transfer_{spec.name}")
-    kind = geometry.blackbox_attack
-    if (kind is not None and config.square_queries > 0
-            and not any(parse_attack(k).kind == kind for k in blackbox)):
-        try:
-            if kind == "square":  # the only black-box attack from the optional package
-                from learned_at.runners.autoattack_eval import import_pyautoattack
+def _ensemble_check(top: dict[str, float], whitebox: dict[str, float],
+                    kinds: dict[str, EvalAttack], table: GeometryAttacks, n: int, z: float
+                    ) -> CheckResult:
+    """The ensemble (AutoAttack; L0: Sparse-AutoAttack) against the PGD-like attacks."""
+    pgd = {k: v for k, v in whitebox.items() if kinds[k].ensemble_reference}
+    ensemble = {k: v for k, v in top.items() if AttackRole.ENSEMBLE in kinds[k].roles}
+    if ensemble and pgd:
+        name, aa = min(ensemble.items(), key=lambda kv: kv[1])
+        ref = min(pgd, key=pgd.__getitem__)
+        return check_autoattack_le_pgd(aa, ref, pgd[ref], n, z, name)
+    references = [c for c in table.classes if c.ensemble_reference]
+    wanted = table.ensemble.spelling if table.ensemble else "an ensemble attack"
+    return CheckResult("autoattack_le_pgd", "skip", f"needs {wanted} and "
+                       f"{' or '.join(c.spelling for c in references) or 'a pgd attack'} "
+                       "in the list")
 
-                import_pyautoattack()
-            wanted.append(f"{kind}{config.square_queries}")
+
+def _blackbox_check(top: dict[str, float], whitebox: dict[str, float],
+                    kinds: dict[str, EvalAttack], surrogate: nn.Module | None,
+                    attack: EvalAttack, table: GeometryAttacks, config: CheckConfig, acc: Any,
+                    eps: float, n: int) -> CheckResult:
+    """The best black-box attack (evaluated, else a transfer of ``attack`` when there is a
+    surrogate and the geometry's query-based black-box attack) against the white-box ones."""
+    blackbox = {k: v for k, v in top.items() if AttackRole.BLACKBOX in kinds[k].roles}
+    wanted: list[EvalAttack] = []
+    transfer = table.transfer_of(attack)
+    if (surrogate is not None and transfer is not None
+            and not any(kinds[k].needs_surrogate for k in blackbox)):
+        wanted.append(transfer)
+    query_attack = table.blackbox
+    if (query_attack is not None and config.square_queries > 0
+            and not any(type(kinds[k]) is query_attack for k in blackbox)):
+        try:
+            query_attack.check_available()
+            wanted.append(query_attack.with_queries(config.square_queries))
         except ImportError as e:
-            print(f"masking checks: Square skipped ({e})", file=sys.stderr)
+            print(f"masking checks: {query_attack.__name__} skipped ({e})", file=sys.stderr)
     if wanted:
         blackbox.update(acc(wanted, eps))
     if not blackbox:
-        return CheckResult("blackbox_ge_whitebox", "skip",
-                           "no black-box attack (give surrogate=<run id> or install pyautoattack)")
+        hint = "give surrogate=<run id>"
+        if query_attack is not None:
+            hint += f", or square_queries > 0 with {query_attack.__name__} available"
+        return CheckResult("blackbox_ge_whitebox", "skip", f"no black-box attack ({hint})")
     return check_blackbox_ge_whitebox(blackbox, whitebox, n, config.z)
 
 

@@ -59,7 +59,7 @@ def distribution_heatmap(rows: list[dict[str, Any]], title: str) -> Figure:
     epochs = [int(row["epoch"]) for row in rows]
     x_edges = _epoch_edges(epochs)
     vmax = max(max(row["fractions"], default=0.0) for row in rows) or 1.0
-    style = {"cmap": "viridis", "vmin": 0.0, "vmax": vmax, "shading": "flat"}
+    style: dict[str, Any] = {"cmap": "viridis", "vmin": 0.0, "vmax": vmax, "shading": "flat"}
 
     if "values" in rows[0]:
         grid = [float(v) for v in rows[0]["values"]]

@@ -11,7 +11,8 @@ from torch import nn
 
 from learned_at.envs.geometry.base import Geometry, make_geometry
 from learned_at.runners.checkpoint import load_checkpoint
-from learned_at.runners.config import ConfigError, compose_config
+from learned_at.runners.compose import compose_config
+from learned_at.runners.config import ConfigError
 from learned_at.runners.device import pick_device
 from learned_at.runners.tracking import Tracker
 from learned_at.targets.datasets import DataSet, load_dataset

@@ -1,18 +1,19 @@
 """One MLflow run behind a small, sync-free logging interface.
 
-:class:`Tracker` talks to MLflow through an explicit :class:`mlflow.MlflowClient` (no fluent
-global state, so several runs — a sweep's jobs, an evaluation's nested run — never share an
-"active run"). Metric values, including 0-dim tensors still on an accelerator, are buffered
-as they are; :meth:`Tracker.flush` is the only place they reach the host (one transfer per
-device) and MLflow (``log_batch`` in chunks of at most 1000 metrics).
+:class:`Tracker` opens its run with MLflow's public ``mlflow.start_run`` (a new run, a
+resumed one, or a run nested under a parent), so everything MLflow attaches to a run — the
+source, the user and the git commit, the system metrics (``system/*``: CPU, memory, disk,
+network; GPU with nvidia-ml-py), and the logged model — belongs to that run and its
+experiment; :meth:`Tracker.finish` ends it (``mlflow.end_run``). While it is open, the run is
+written through an explicit :class:`mlflow.MlflowClient` and its run id: metric values,
+including 0-dim tensors still on an accelerator, are buffered as they are, and
+:meth:`Tracker.flush` is the only place they reach the host (one transfer per device) and
+MLflow (``log_batch`` in chunks of at most 1000 metrics).
 
-A new run carries what ``mlflow.start_run`` would record — the source, the user and the git
-commit (MLflow's run-context providers) — plus the project's own git commit, branch and a
-``git.dirty`` flag (uncommitted changes in tracked files), and, with ``system_metrics=True``,
-MLflow's system-metrics monitor (``system/*``: CPU, memory, disk, network; GPU with
-nvidia-ml-py), stopped when the run ends. Experiments are created as model-training
-experiments (tag ``mlflow.experimentKind=custom_model_development``), so MLflow 3's UI opens
-them in its training view rather than its GenAI view.
+A new run also carries the project's own git commit, branch and a ``git.dirty`` flag
+(uncommitted changes in tracked files). Experiments are created as model-training experiments
+(tag ``mlflow.experimentKind=custom_model_development``), so MLflow 3's UI opens them in its
+training view rather than its GenAI view.
 
 Non-finite values: MLflow 3.17 accepts them (measured on the sqlite store: NaN is stored as
 NaN, ±inf is clamped to ±1.797e308), so they are logged as they are.
@@ -27,22 +28,21 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
-__all__ = ["ParamConflictError", "Tracker", "UnknownRunError", "flatten_config", "get_run",
-           "source_tags"]
+from learned_at.runners.host_values import host_values
+from learned_at.runners.run_store import flatten_config, get_run, source_tags
+
+__all__ = ["ParamConflictError", "Tracker"]
 
 _log = logging.getLogger(__name__)
 
-MAX_PARAM_VALUE_LENGTH = 6000
-"""MLflow's limit on the length of a param value."""
 PARAMS_PER_BATCH = 100
 METRICS_PER_BATCH = 1000
 LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"
@@ -50,71 +50,6 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 """MLflow 3's value for a model-training experiment (its other kind is ``genai_development``)."""
 PARENT_TAG = "mlflow.parentRunId"
-
-
-class UnknownRunError(ValueError):
-    """A run id that names no run of the tracking store."""
-
-
-def get_run(client: MlflowClient, run_id: str) -> Any:
-    """``client.get_run(run_id)``, or an :class:`UnknownRunError` with a one-line message."""
-    try:
-        return client.get_run(run_id)
-    except MlflowException as exc:
-        first = (exc.message or str(exc)).strip().splitlines()[0]
-        raise UnknownRunError(
-            f"no MLflow run {run_id!r} at tracking URI {client.tracking_uri!r} ({first}); check "
-            "the run id (python -m runners.compare experiment=<name> lists runs) and "
-            "MLFLOW_TRACKING_URI / tracking_uri=") from None
-
-
-def source_tags(path: str | os.PathLike | None = None) -> dict[str, str]:
-    """Git commit, branch, remote and dirty flag of the repository holding ``path`` (default:
-    this project's source), as run tags; ``{}`` outside a git checkout.
-
-    ``git.dirty`` is ``true`` when tracked files differ from the commit (untracked files do
-    not count), i.e. when the commit alone does not reproduce the code that ran.
-    """
-    try:
-        import git
-
-        repo = git.Repo(path or Path(__file__).resolve().parent, search_parent_directories=True)
-        tags = {"mlflow.source.git.commit": repo.head.commit.hexsha,
-                "git.dirty": str(repo.is_dirty(untracked_files=False)).lower()}
-        if not repo.head.is_detached:
-            tags["mlflow.source.git.branch"] = repo.active_branch.name
-        if repo.remotes:
-            tags["mlflow.source.git.repoURL"] = next(iter(repo.remotes[0].urls), "")
-        return tags
-    except Exception:  # no git, not a checkout, a bare clone: no source tags
-        return {}
-
-
-def flatten_config(cfg: Mapping, prefix: str = "") -> dict[str, str]:
-    """Flattens a nested mapping into dotted keys with string values.
-
-    Args:
-        cfg: Nested mapping (plain dicts, or any ``Mapping`` such as an OmegaConf ``DictConfig``).
-        prefix: Prefix for every key (without the trailing dot).
-
-    Returns:
-        ``{"a.b.c": "value"}``; lists appear as their repr, an empty nested mapping as ``"{}"``,
-        and values longer than 6000 characters (MLflow's limit) are truncated, ending in ``...``.
-        ``None`` values (a field left to its preset) are left out, not logged as "None".
-    """
-    out: dict[str, str] = {}
-    for key, value in cfg.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if value is None:
-            continue
-        if isinstance(value, Mapping) and len(value) > 0:
-            out.update(flatten_config(value, name))
-            continue
-        text = "{}" if isinstance(value, Mapping) else str(value)
-        if len(text) > MAX_PARAM_VALUE_LENGTH:
-            text = text[: MAX_PARAM_VALUE_LENGTH - 3] + "..."
-        out[name] = text
-    return out
 
 
 class ParamConflictError(ValueError):
@@ -165,33 +100,42 @@ class Tracker:
         system_metrics: bool = False,
         system_metrics_interval_s: float = 10.0,
     ) -> None:
-        self._client = MlflowClient(tracking_uri=tracking_uri)
-        if run_id is not None:
-            run = get_run(self._client, run_id)
-            self._client.update_run(run_id, status="RUNNING", name=run_name)
-            for key, value in (tags or {}).items():
-                self._client.set_tag(run_id, key, value)
-        else:
-            from mlflow.tracking.context.registry import resolve_tags
+        import mlflow
 
-            if parent_run_id is not None:
-                parent = get_run(self._client, parent_run_id)
-                experiment_id = parent.info.experiment_id
-            else:
-                experiment_id = self._experiment_id(experiment)
-            all_tags = {**resolve_tags(), **source_tags(), **(tags or {})}
-            if parent_run_id is not None:
-                all_tags[PARENT_TAG] = parent_run_id
-            run = self._client.create_run(experiment_id, tags=all_tags, run_name=run_name)
+        if tracking_uri is not None:
+            mlflow.set_tracking_uri(tracking_uri)
+        self._client = MlflowClient(tracking_uri=tracking_uri)
+        if system_metrics:
+            mlflow.set_system_metrics_sampling_interval(system_metrics_interval_s)
+        if run_id is not None:
+            get_run(self._client, run_id)
+            experiment_id = None
+        elif parent_run_id is not None:
+            experiment_id = get_run(self._client, parent_run_id).info.experiment_id
+        else:
+            experiment_id = self._experiment_id(experiment)
+        try:
+            active = mlflow.start_run(
+                run_id=run_id, experiment_id=experiment_id, run_name=run_name,
+                parent_run_id=parent_run_id,
+                tags={**(source_tags() if run_id is None else {}), **(tags or {})},
+                log_system_metrics=system_metrics)
+        except Exception as exc:  # psutil missing for system metrics: train anyway
+            if not system_metrics:
+                raise
+            _log.warning("system metrics are off: %s", exc)
+            active = mlflow.start_run(run_id=run_id, experiment_id=experiment_id,
+                                      run_name=run_name, parent_run_id=parent_run_id,
+                                      tags=tags, log_system_metrics=False)
+        if run_id is not None and run_name:
+            self._client.update_run(run_id, name=run_name)
+        run = self._client.get_run(active.info.run_id)
         self._run_id: str = run.info.run_id
         self._experiment_id_value: str = run.info.experiment_id
         self._params: dict[str, str] = dict(run.data.params)
         self._buffer: list[_Entry] = []
         self._latest: dict[str, float] = {}
         self._finished = False
-        self._monitor: Any = None
-        if system_metrics:
-            self._start_system_metrics(system_metrics_interval_s, resumed=run_id is not None)
 
     def _experiment_id(self, name: str) -> str:
         """The experiment's id; a new one is created as a model-training experiment."""
@@ -210,26 +154,6 @@ class Tracker:
             self._client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG,
                                             EXPERIMENT_KIND)
         return experiment.experiment_id
-
-    def _start_system_metrics(self, interval_s: float, resumed: bool) -> None:
-        try:
-            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-            self._monitor = SystemMetricsMonitor(
-                self._run_id, sampling_interval=interval_s, resume_logging=resumed,
-                tracking_uri=self._client.tracking_uri)
-            self._monitor.start()
-        except Exception as exc:  # psutil missing, an odd platform: train anyway
-            _log.warning("system metrics are off: %s", exc)
-            self._monitor = None
-
-    def _stop_system_metrics(self) -> None:
-        monitor, self._monitor = self._monitor, None
-        if monitor is not None:
-            try:
-                monitor.finish()
-            except Exception:  # pragma: no cover - never let monitoring fail a run
-                _log.warning("stopping system metrics failed", exc_info=True)
 
     # ----------------------------------------------------------------------------- properties
 
@@ -327,7 +251,7 @@ class Tracker:
         if not self._buffer:
             return
         entries, self._buffer = self._buffer, []
-        values = _host_values([entry.value for entry in entries])
+        values = host_values([entry.value for entry in entries])
         metrics = [
             Metric(entry.key, value, entry.timestamp, entry.step)
             for entry, value in zip(entries, values)
@@ -421,19 +345,17 @@ class Tracker:
             The model URI (``models:/<model id>``).
         """
         import mlflow.pytorch
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
         example = input_example.detach().to("cpu", torch.float32).numpy()
         requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={_mlflow_version()}"]
         flavor_log = logging.getLogger("mlflow.pytorch")
         level = flavor_log.level
         flavor_log.setLevel(logging.ERROR)  # its per-call warning about pickle: documented here
-        try:
-            with _use_tracking_uri(self._client.tracking_uri):
-                info = mlflow.pytorch.log_model(
-                    model, name=name, input_example=example, pip_requirements=requirements,
-                    serialization_format="pickle", registered_model_name=registered_model_name,
-                    run_id=self._run_id, step=step)
+        try:  # into the active run (this one): its experiment lists the model
+            info = mlflow.pytorch.log_model(
+                model, name=name, input_example=example, pip_requirements=requirements,
+                serialization_format="pickle", registered_model_name=registered_model_name,
+                step=step)
         finally:
             flavor_log.setLevel(level)
         return info.model_uri
@@ -454,13 +376,27 @@ class Tracker:
     # ------------------------------------------------------------------------------ lifecycle
 
     def finish(self, status: str = "FINISHED") -> None:
-        """Flushes and terminates the run with ``status`` (FINISHED, FAILED or KILLED)."""
+        """Flushes and ends the run with ``status`` (FINISHED, FAILED or KILLED); a failed
+        flush still ends the run (as FAILED) and is raised."""
+        if self._finished:
+            return
         try:
             self.flush()
+        except BaseException:
+            status = "FAILED"
+            raise
         finally:
-            self._stop_system_metrics()
+            self._end(status)
+
+    def _end(self, status: str) -> None:
+        import mlflow
+
+        self._finished = True
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == self._run_id:
+            mlflow.end_run(status)  # stops MLflow's system-metrics monitor too
+        else:  # pragma: no cover - the run is no longer the active one (another thread)
             self._client.set_terminated(self._run_id, status)
-            self._finished = True
 
     def __enter__(self) -> Tracker:
         return self
@@ -470,29 +406,15 @@ class Tracker:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> Literal[False]:
         if exc_type is None:
-            status = "FINISHED"
-        elif issubclass(exc_type, KeyboardInterrupt):
-            status = "KILLED"
-        else:
-            status = "FAILED"
-        if exc_type is None:
-            try:
-                self.flush()
-            except BaseException:
-                self._stop_system_metrics()
-                self._client.set_terminated(self._run_id, "FAILED")
-                self._finished = True
-                raise
-        else:
-            try:
-                self.flush()
-            except Exception:  # keep the original exception; the run is failing anyway
-                _log.warning("flushing metrics of run %s failed", self._run_id, exc_info=True)
-        self._stop_system_metrics()
-        self._client.set_terminated(self._run_id, status)
-        self._finished = True
+            self.finish("FINISHED")
+            return False
+        try:
+            self.flush()
+        except Exception:  # keep the original exception; the run is failing anyway
+            _log.warning("flushing metrics of run %s failed", self._run_id, exc_info=True)
+        self._end("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
         return False
 
 
@@ -500,40 +422,3 @@ def _mlflow_version() -> str:
     import mlflow
 
     return mlflow.__version__
-
-
-def _host_values(values: list[torch.Tensor | float]) -> list[float]:
-    """Converts buffered values to floats with one device-to-host transfer per device."""
-    out: list[float] = [0.0] * len(values)
-    by_device: dict[torch.device, list[int]] = {}
-    for index, value in enumerate(values):
-        if isinstance(value, torch.Tensor):
-            by_device.setdefault(value.device, []).append(index)
-        else:
-            out[index] = value
-    pending: list[tuple[list[int], torch.Tensor, Any]] = []
-    for device, indices in by_device.items():
-        dtype = torch.float32 if device.type == "mps" else torch.float64
-        # stack per dtype (torch.stack needs one dtype), then one tensor per device
-        by_dtype: dict[torch.dtype, list[int]] = {}
-        for index in indices:
-            by_dtype.setdefault(values[index].dtype, []).append(index)  # type: ignore[union-attr]
-        order: list[int] = []
-        parts: list[torch.Tensor] = []
-        for group in by_dtype.values():
-            order.extend(group)
-            parts.append(torch.stack([values[i] for i in group]).to(dtype))  # type: ignore[misc]
-        stacked = torch.cat(parts)
-        if device.type == "cuda":
-            host = stacked.to("cpu", non_blocking=True)
-            event = torch.cuda.Event()
-            event.record(torch.cuda.current_stream(device))
-            pending.append((order, host, event))
-        else:
-            pending.append((order, stacked.cpu(), None))
-    for order, host, event in pending:
-        if event is not None:
-            event.synchronize()
-        for index, value in zip(order, host.tolist()):
-            out[index] = float(value)
-    return out

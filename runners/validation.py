@@ -14,13 +14,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from learned_at.envs.geometry.base import make_geometry
 from learned_at.envs.options import check_limits
-
-if TYPE_CHECKING:
-    from learned_at.runners.config import CotrainConfig
 
 __all__ = ["check_device_name", "config_problems", "validate_config"]
 
@@ -56,12 +53,12 @@ def config_problems(config: Any, prefix: str) -> list[str]:
     return problems
 
 
-def validate_config(cfg: CotrainConfig, image_shape: tuple[int, int, int]
+def validate_config(cfg: Any, image_shape: tuple[int, int, int]
                     ) -> tuple[list[str], list[str]]:
     """Every problem and every warning of a run config.
 
     Args:
-        cfg: the composed config.
+        cfg: the composed config (:class:`runners.config.CotrainConfig`).
         image_shape: (C, H, W) of the run's data set (the budget's range may depend on it).
 
     Returns:

@@ -31,7 +31,7 @@ import torch
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct
-    from numpy._core.numeric import _frombuffer
+    from numpy._core.numeric import _frombuffer  # type: ignore[attr-defined]  # private name
 except ImportError:  # numpy 1.x
     from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
     from numpy.core.numeric import _frombuffer  # type: ignore[no-redef]

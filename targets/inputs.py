@@ -17,13 +17,10 @@ class TargetInputs:
     Attributes:
         beta: per-sample TRADES β (LAS-TRADES); None = the loss's own β.
         weight: per-sample weights of the training loss (Dynamic AT's re-weighting).
-        true_class_prob: label smoothing of the training loss (a policy's recipe preset:
-            FGSM-SDI 0.5, FGSM-PGI 0.6, LAS-AT 0.7); None = the loss's own setting.
         lookahead: take a one-step look-ahead ŵ of the target *before* its step on this batch
             (LAS-AT's and PPO's reward; :meth:`targets.target.Target.lookahead`).
     """
 
     beta: torch.Tensor | None = None
     weight: torch.Tensor | None = None
-    true_class_prob: float | None = None
     lookahead: bool = False

@@ -39,8 +39,8 @@ class Shadow:
             with torch.no_grad():
                 for s, p in zip(self.module.parameters(), model.parameters()):
                     s.copy_(p)
-                for s, b in zip(self.module.buffers(), model.buffers()):
-                    s.copy_(b)
+                for sb, b in zip(self.module.buffers(), model.buffers()):
+                    sb.copy_(b)
         return self.module
 
     def sgd(self, lr: float, weight_decay: float = 0.0) -> torch.optim.SGD:

@@ -65,3 +65,16 @@ def target_for(model: nn.Module, loss=None, *, lr: float = 0.1, n: int = 16,
         return env_for(model, requirements=req, n=n, geometry=geometry, loss=loss.attack_loss)
 
     return Target(model, opt, sched, loss, make_env)
+
+
+def run_command(main, argv: list[str]) -> int:
+    """Run a command's ``main()`` (a ``hydra.main`` front end reads ``sys.argv``) with
+    ``argv`` as its arguments; returns its exit status."""
+    import sys
+
+    saved = sys.argv
+    sys.argv = ["prog", *argv]
+    try:
+        return main()
+    finally:
+        sys.argv = saved

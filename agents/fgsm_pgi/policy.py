@@ -37,22 +37,22 @@ Choices and departures from the reference code (docs/seeds.md §3.3), each delib
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, ClassVar
 
 import torch
 
-from learned_at.agents.base import Policy, PolicyConfig, PolicyContext, StepInfo, register_policy
+from learned_at.agents.base import (Policy, PolicyConfig, PolicyContext, PresetContext,
+                                   StepInfo, register_policy)
 from learned_at.agents.fixed import uniform_action
 from learned_at.agents.init_stats import describe_init
 from learned_at.agents.prior_memory import MemoryDtype, PriorMemory
 from learned_at.envs.attack_env import AttackAction, Obs
-from learned_at.envs.options import NON_NEGATIVE, NON_NEGATIVE_INT, PROBABILITY, Limit, parse_option
+from learned_at.envs.options import setting, NON_NEGATIVE, NON_NEGATIVE_INT, PROBABILITY, Limit, parse_option
 from learned_at.envs.requirements import EnvRequirements, Extra
 from learned_at.envs.result import AttackResult
 from learned_at.targets.distributed import all_gather_cat
-from learned_at.targets.inputs import TargetInputs
 from learned_at.targets.losses.base import ATLossOutput
 from learned_at.targets.target import TargetView
 
@@ -81,40 +81,40 @@ class InitKind(str, Enum):
 
 @dataclass(frozen=True)
 class FgsmPgiConfig(PolicyConfig):
-    """FGSM-PGI: prior-guided initialisation.
-
-    Attributes:
-        name: registry id.
-        prior: ``bp`` (previous batch), ``ep`` (previous epoch) or ``mep`` (momentum over
-            epochs; the reference code's only variant).
-        alpha_ratio: FGSM step α (and prior step) as a multiple of ε (reference: α = ε).
-        momentum: μ of ``mep`` (reference 0.3).
-        momentum_form: ``sign`` (poster: accumulate sign(∇)) or ``l1`` (reference code:
-            accumulate ∇ / ‖∇‖₁ of the whole batch).
-        reset_every: re-draw the priors (and zero the momenta) every this many epochs
-            (reference code: 40 for CIFAR-10); 0 = only at the start.
-        init: start of a fresh prior: ``uniform`` (U(−ε, ε), poster) or ``corners``
-            (ε·sign(U), reference code; L∞ only).
-        true_class_prob: label smoothing of the target's AT loss (the policy passes it to the
-            AT loss, overriding ``at_loss.true_class_prob``); 0.6 is the reference recipe
-            (docs/seeds.md §0.2), 1.0 turns smoothing off.
-        memory_dtype: storage of the per-sample memories (``float32``, ``float16``,
-            ``bfloat16``); CIFAR-10 needs 614 MB per memory in float32.
-    """
+    """FGSM-PGI: prior-guided initialisation."""
 
     limits: ClassVar[dict[str, Limit]] = {
         "alpha_ratio": NON_NEGATIVE, "momentum": NON_NEGATIVE, "reset_every": NON_NEGATIVE_INT,
         "true_class_prob": PROBABILITY}
 
-    name: str = "fgsm_pgi"
-    prior: Prior = Prior.mep
-    alpha_ratio: float = 1.0
-    momentum: float = 0.3
-    momentum_form: MomentumForm = MomentumForm.sign
-    reset_every: int = 40
-    init: InitKind = InitKind.uniform
-    true_class_prob: float = 0.6
-    memory_dtype: MemoryDtype = MemoryDtype.float32
+    name: str = setting("fgsm_pgi", "registry id.")
+    prior: Prior = setting(Prior.mep, "bp (previous batch), ep (previous epoch) or mep (momentum "
+                                      "over epochs; the reference code's only variant).")
+    alpha_ratio: float = setting(1.0, "FGSM step α (and prior step) as a multiple of ε "
+                                      "(reference: α = ε).")
+    momentum: float = setting(0.3, "μ of mep (reference 0.3).")
+    momentum_form: MomentumForm = setting(MomentumForm.sign, "sign (poster: accumulate sign(∇)) "
+                                                             "or l1 (reference code: accumulate ∇ "
+                                                             "/ ‖∇‖₁ of the whole batch).")
+    reset_every: int = setting(40, "re-draw the priors (and zero the momenta) every this many "
+                                   "epochs (reference code: 40 for CIFAR-10); 0 = only at the "
+                                   "start.")
+    init: InitKind = setting(InitKind.uniform, "start of a fresh prior: uniform (U(−ε, ε), "
+                                               "poster) or corners (ε·sign(U), reference code; L∞ "
+                                               "only).")
+    true_class_prob: float | None = setting(None, "label smoothing of the target's AT loss (one "
+                                                  "setting with at_loss.true_class_prob: set "
+                                                  "either); None = the reference recipe's 0.6 "
+                                                  "(docs/seeds.md §0.2); 1.0 turns smoothing off.")
+    memory_dtype: MemoryDtype = setting(MemoryDtype.float32, "storage of the per-sample memories "
+                                                             "(float32, float16, bfloat16); "
+                                                             "CIFAR-10 needs 614 MB per memory in "
+                                                             "float32.")
+    target_smoothing: ClassVar[bool] = True
+
+    def resolve(self, preset: PresetContext) -> FgsmPgiConfig:
+        """``true_class_prob``: the reference recipe's 0.6 when it is None."""
+        return self if self.true_class_prob is not None else replace(self, true_class_prob=0.6)
 
 
 @register_policy(FgsmPgiConfig)
@@ -122,17 +122,17 @@ class FgsmPgi(Policy):
     """One FGSM step from a per-sample prior carried across batches (bp) or epochs (ep, mep)."""
 
     env_requirements = EnvRequirements(extras=frozenset({Extra.first_grad}))
+    seen: torch.Tensor  # buffer (ep, mep): (num_train,) bool, the sample holds a prior
 
     def __init__(self, config: FgsmPgiConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
+        config = self.config  # resolved: its presets filled
         self.prior = parse_option(Prior, config.prior, "policy.prior")
         self.form = parse_option(MomentumForm, config.momentum_form, "policy.momentum_form")
         self.init_kind = parse_option(InitKind, config.init, "policy.init")
         if self.init_kind is InitKind.corners and not context.geometry.has_corner_init:
             raise ValueError(f"policy.init=corners is not defined for threat="
                              f"{context.geometry.name}; use policy.init=uniform")
-        if config.reset_every < 0:
-            raise ValueError(f"policy.reset_every must be >= 0, got {config.reset_every}")
         shape, dev = context.image_shape, context.device
         if self.prior is not Prior.bp:
             self.delta_memory = PriorMemory(context.num_train, shape, dev, config.memory_dtype)
@@ -181,10 +181,6 @@ class FgsmPgi(Policy):
         eps = self.context.eps
         alpha = self.context.geometry.step_size(eps, self.config.alpha_ratio)
         return uniform_action(obs, eps, alpha, 1, eta)
-
-    def target_inputs(self, result: AttackResult) -> TargetInputs:
-        """The preset label smoothing for the target's AT loss."""
-        return TargetInputs(true_class_prob=self.config.true_class_prob)
 
     # -- learning the priors -------------------------------------------------------------
     def momentum_step(self, momentum: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:

@@ -35,17 +35,17 @@ from typing import Any, ClassVar
 
 import torch
 
-from learned_at.agents.base import Policy, PolicyConfig, PolicyContext, StepInfo, register_policy
+from learned_at.agents.base import (Policy, PolicyConfig, PolicyContext, PresetContext,
+                                   StepInfo, register_policy)
 from learned_at.agents.fgsm_sdi.generator import InitGenerator
 from learned_at.agents.fixed import uniform_action
 from learned_at.agents.init_stats import describe_init
 from learned_at.agents.prior_memory import PriorMemory
 from learned_at.envs.attack_env import AttackAction, Obs
-from learned_at.envs.options import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, Limit, parse_option
+from learned_at.envs.options import setting, COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, Limit, parse_option
 from learned_at.envs.requirements import BnMode, EnvRequirements, Extra
 from learned_at.envs.result import AttackResult
 from learned_at.targets.distributed import average_buffers, average_gradients
-from learned_at.targets.inputs import TargetInputs
 from learned_at.targets.losses.base import ATLossOutput, soft_cross_entropy
 from learned_at.targets.target import TargetView
 
@@ -59,35 +59,34 @@ class GradInput(str, Enum):
 
 @dataclass(frozen=True)
 class FgsmSdiConfig(PolicyConfig):
-    """FGSM-SDI: learned per-sample initialisation.
-
-    Attributes:
-        name: registry id.
-        alpha_ratio: FGSM step α as a multiple of ε (reference: α = ε = 8/255).
-        update_every: generator update period k in batches (reference 20).
-        lr: generator Adam learning rate (reference 1e-3).
-        weight_decay: generator Adam L2 weight decay (reference 5e-4).
-        width: hidden channels of the generator (reference 64).
-        grad_input: the gradient sign the generator sees: ``clean`` (paper: at the clean
-            point, computed every batch) or ``previous`` (at the sample's FGSM point of the
-            previous epoch, stored per sample; no extra target pass; see the module doc).
-        true_class_prob: label smoothing of the generator's objective *and* the target's AT
-            loss (the policy passes it to the AT loss, overriding ``at_loss.true_class_prob``);
-            0.5 is the reference recipe (docs/seeds.md §0.2), 1.0 turns smoothing off.
-    """
+    """FGSM-SDI: learned per-sample initialisation."""
 
     limits: ClassVar[dict[str, Limit]] = {
         "alpha_ratio": NON_NEGATIVE, "update_every": COUNT, "lr": POSITIVE,
         "weight_decay": NON_NEGATIVE, "width": COUNT, "true_class_prob": PROBABILITY}
 
-    name: str = "fgsm_sdi"
-    alpha_ratio: float = 1.0
-    update_every: int = 20
-    lr: float = 1e-3
-    weight_decay: float = 5e-4
-    width: int = 64
-    grad_input: GradInput = GradInput.clean
-    true_class_prob: float = 0.5
+    name: str = setting("fgsm_sdi", "registry id.")
+    alpha_ratio: float = setting(1.0, "FGSM step α as a multiple of ε (reference: α = ε = 8/255).")
+    update_every: int = setting(20, "generator update period k in batches (reference 20).")
+    lr: float = setting(1e-3, "generator Adam learning rate (reference 1e-3).")
+    weight_decay: float = setting(5e-4, "generator Adam L2 weight decay (reference 5e-4).")
+    width: int = setting(64, "hidden channels of the generator (reference 64).")
+    grad_input: GradInput = setting(GradInput.clean, "the gradient sign the generator sees: clean "
+                                                     "(paper: at the clean point, computed every "
+                                                     "batch) or previous (at the sample's FGSM "
+                                                     "point of the previous epoch, stored per "
+                                                     "sample; no extra target pass; see the "
+                                                     "module doc).")
+    true_class_prob: float | None = setting(None, "label smoothing of the generator's objective "
+                                                  "*and* the target's AT loss (one setting with "
+                                                  "at_loss.true_class_prob: set either); None = "
+                                                  "the reference recipe's 0.5 (docs/seeds.md "
+                                                  "§0.2); 1.0 turns smoothing off.")
+    target_smoothing: ClassVar[bool] = True
+
+    def resolve(self, preset: PresetContext) -> FgsmSdiConfig:
+        """``true_class_prob``: the reference recipe's 0.5 when it is None."""
+        return self if self.true_class_prob is not None else replace(self, true_class_prob=0.5)
 
 
 @register_policy(FgsmSdiConfig)
@@ -96,11 +95,7 @@ class FgsmSdi(Policy):
 
     def __init__(self, config: FgsmSdiConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
-        if config.update_every < 1:
-            raise ValueError(f"policy.update_every must be >= 1, got {config.update_every}")
-        if not 0.0 < config.true_class_prob <= 1.0:
-            raise ValueError("policy.true_class_prob must be in (0, 1], got "
-                             f"{config.true_class_prob}")
+        config = self.config  # resolved: its presets filled
         self.grad_input = parse_option(GradInput, config.grad_input, "policy.grad_input")
         if self.grad_input is GradInput.previous:
             self.grad_memory = PriorMemory(context.num_train, context.image_shape,
@@ -134,10 +129,6 @@ class FgsmSdi(Policy):
             return None
         with torch.no_grad():  # the training attack needs no graph; update() builds its own
             return self._action(obs)
-
-    def target_inputs(self, result: AttackResult) -> TargetInputs:
-        """The preset label smoothing for the target's AT loss."""
-        return TargetInputs(true_class_prob=self.config.true_class_prob)
 
     def update(self, result: AttackResult, view: TargetView, out: ATLossOutput,
                info: StepInfo) -> dict[str, torch.Tensor]:

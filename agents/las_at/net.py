@@ -79,15 +79,18 @@ class SmallCnnTrunk(nn.Module):
         return self.body(x)
 
 
-def make_trunk(name: Trunk | str, image_shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
-    """Build a trunk and return it with its feature width.
-
-    ``auto`` picks ``resnet18`` for inputs of 32x32 and larger, ``small_cnn`` below.
-    """
+def resolve_trunk(name: Trunk | str, image_shape: tuple[int, int, int]) -> Trunk:
+    """``auto`` -> ``resnet18`` for inputs of 32x32 and larger, ``small_cnn`` below."""
     trunk = parse_option(Trunk, name, "policy.trunk")
-    c, h, w = image_shape
     if trunk is Trunk.auto:
-        trunk = Trunk.resnet18 if min(h, w) >= 32 else Trunk.small_cnn
+        return Trunk.resnet18 if min(image_shape[1:]) >= 32 else Trunk.small_cnn
+    return trunk
+
+
+def make_trunk(name: Trunk | str, image_shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
+    """Build a trunk (``auto``: :func:`resolve_trunk`) and return it with its feature width."""
+    trunk = resolve_trunk(name, image_shape)
+    c = image_shape[0]
     if trunk is Trunk.small_cnn:
         return SmallCnnTrunk(c), SmallCnnTrunk.out_features
     from learned_at.targets.models.resnet import resnet18
@@ -112,6 +115,7 @@ class StrategyNet(nn.Module):
         self.trunk, width = make_trunk(trunk, image_shape)
         self.heads = nn.ModuleList(nn.Linear(width, n) for n in head_sizes)
         for head in self.heads:
+            assert isinstance(head, nn.Linear)
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
 

@@ -58,16 +58,19 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from learned_at.agents.base import Policy, PolicyConfig, PolicyContext, StepInfo, register_policy
+from learned_at.agents.base import (Policy, PolicyConfig, PolicyContext, PresetContext,
+                                   StepInfo, register_policy)
 from learned_at.agents.las_at.net import (StrategyNet, Trunk, categorical_entropy,
-                                          categorical_log_prob, sample_categorical)
+                                          categorical_log_prob, resolve_trunk,
+                                          sample_categorical)
 from learned_at.agents.las_at.preset import preset_settings
 from learned_at.agents.strategy.lookahead import (LookaheadConfig, RewardAttack, RewardTerms,
                                                   lookahead_terms)
-from learned_at.agents.strategy.space import Variant, make_strategy_space, resolve_variant
+from learned_at.agents.strategy.space import (Variant, make_strategy_space, resolve_variant,
+                                              resolved_grids)
 from learned_at.envs.attack_env import AttackAction, Obs
 from learned_at.envs.attack_loss import AttackLoss
-from learned_at.envs.options import (COUNT, FINITE, FRACTION, MOMENTUM, NON_NEGATIVE,
+from learned_at.envs.options import (setting, COUNT, FINITE, FRACTION, MOMENTUM, NON_NEGATIVE,
                                      NON_NEGATIVE_INT, POSITIVE, PROBABILITY, Limit, parse_option)
 from learned_at.envs.result import AttackResult
 from learned_at.targets.distributed import all_reduce_mean, average_gradients
@@ -99,44 +102,7 @@ class RewardForm(str, Enum):
 
 @dataclass(frozen=True)
 class LasAtConfig(PolicyConfig):
-    """LAS-AT strategy policy; ``None`` fields take the preset (agents/las_at/preset.py).
-
-    Attributes:
-        name: registry id.
-        variant: ``auto`` (from the run's ``at_loss``: ce -> pgd_at, trades, awp), ``pgd_at``,
-            ``trades`` or ``awp``: selects grids, interval, reward weights, R1 clamp, optimiser.
-        trunk: strategy-network trunk: ``auto`` (resnet18 for >= 32x32, else small_cnn),
-            ``resnet18`` (reference) or ``small_cnn``.
-        eps_grid: ε values (input units); None = preset.
-        alpha_grid: step sizes (input units); None = preset.
-        steps_grid: iteration counts; None = preset.
-        beta_grid: TRADES β values (variant trades only); None = preset {5..9}.
-        interval: learn every ``interval`` batches (reference k); None = preset (20 / 1 / 1).
-        lr: policy SGD learning rate; None = preset (1e-4; digits 0.05).
-        momentum: policy SGD momentum; None = preset (0; trades 0.9).
-        weight_decay: policy SGD weight decay; None = preset (0; trades 5e-4).
-        lr_milestones: fractions of training where the policy lr is multiplied by 0.1;
-            None = preset (pgd_at none, trades [0.75, 0.9], awp [0.5, 0.75]).
-        grad_clip: max gradient norm of the strategy network per update.
-        reward_weights: (a, b) of reward = R1 + a·R2 + b·R3; None = preset.
-        r1_clamp: upper clamp of R1 (the AT loss); None = preset (10; trades 20).
-        reward_mode: ``batch`` (one scalar per batch, reference) or ``per_sample`` (departure);
-            None = preset (batch; digits per_sample).
-        baseline: ``none`` (reference) or ``moving_average`` (departure); None = preset
-            (none; digits moving_average).
-        baseline_momentum: EMA factor of the moving-average baseline.
-        reward_pgd_steps: PGD iterations of R2 (reference 10).
-        reward_pgd_restarts: PGD restarts of R2 (reference 2).
-        reward_form: ``accuracy`` (R2, R3 = ŵ's robust/clean accuracy; reference code) or
-            ``ce`` (−CE of ŵ on the PGD/clean inputs; the paper's L2, L3).
-        reward_attack: R2's PGD: ``eval`` (ŵ in eval mode) or ``reference`` (ŵ in train mode,
-            per-step early stop, max-loss restarts).
-        true_class_prob: label smoothing of the target's step and of the look-ahead ŵ's step
-            (probability on the true class); None = preset (LAS-PGD-AT 0.7, CIFAR-100 0.6;
-            LAS-TRADES/LAS-AWP: the AT loss's own setting); 1.0 = off.
-        final_clip: clip the final δ to the nominal ε (LAS-AWP's reference); None = preset
-            (on for awp only).
-    """
+    """LAS-AT strategy policy; ``None`` fields take the preset (agents/las_at/preset.py)."""
 
     limits: ClassVar[dict[str, Limit]] = {
         "eps_grid": NON_NEGATIVE, "alpha_grid": NON_NEGATIVE, "steps_grid": NON_NEGATIVE_INT,
@@ -146,30 +112,83 @@ class LasAtConfig(PolicyConfig):
         "reward_pgd_steps": NON_NEGATIVE_INT, "reward_pgd_restarts": COUNT,
         "true_class_prob": PROBABILITY}
 
-    name: str = "las_at"
-    variant: Variant = Variant.auto
-    trunk: Trunk = Trunk.auto
-    eps_grid: list[float] | None = None
-    alpha_grid: list[float] | None = None
-    steps_grid: list[int] | None = None
-    beta_grid: list[float] | None = None
-    interval: int | None = None
-    lr: float | None = None
-    momentum: float | None = None
-    weight_decay: float | None = None
-    lr_milestones: list[float] | None = None
-    grad_clip: float = 1.0
-    reward_weights: list[float] | None = None
-    r1_clamp: float | None = None
-    reward_mode: RewardMode | None = None
-    baseline: Baseline | None = None
-    baseline_momentum: float = 0.9
-    reward_pgd_steps: int = 10
-    reward_pgd_restarts: int = 2
-    reward_form: RewardForm = RewardForm.accuracy
-    reward_attack: RewardAttack = RewardAttack.eval
-    true_class_prob: float | None = None
-    final_clip: bool | None = None
+    name: str = setting("las_at", "registry id.")
+    variant: Variant = setting(Variant.auto, "auto (from the run's at_loss: ce -> pgd_at, trades, "
+                                             "awp), pgd_at, trades or awp: selects grids, "
+                                             "interval, reward weights, R1 clamp, optimiser.")
+    trunk: Trunk = setting(Trunk.auto, "strategy-network trunk: auto (resnet18 for >= 32x32, else "
+                                       "small_cnn), resnet18 (reference) or small_cnn.")
+    eps_grid: list[float] | None = setting(None, "ε values (input units); None = preset.")
+    alpha_grid: list[float] | None = setting(None, "step sizes (input units); None = preset.")
+    steps_grid: list[int] | None = setting(None, "iteration counts; None = preset.")
+    beta_grid: list[float] | None = setting(None, "TRADES β values (variant trades only); None = "
+                                                  "preset {5..9}.")
+    interval: int | None = setting(None, "learn every interval batches (reference k); None = "
+                                         "preset (20 / 1 / 1).")
+    lr: float | None = setting(None, "policy SGD learning rate; None = preset (1e-4; digits "
+                                     "0.02).")
+    momentum: float | None = setting(None, "policy SGD momentum; None = preset (0; trades 0.9).")
+    weight_decay: float | None = setting(None, "policy SGD weight decay; None = preset (0; trades "
+                                               "5e-4).")
+    lr_milestones: list[float] | None = setting(None, "fractions of training where the policy lr "
+                                                      "is multiplied by 0.1; None = preset "
+                                                      "(pgd_at none, trades [0.75, 0.9], awp "
+                                                      "[0.5, 0.75]).")
+    grad_clip: float = setting(1.0, "max gradient norm of the strategy network per update.")
+    reward_weights: list[float] | None = setting(None, "(a, b) of reward = R1 + a·R2 + b·R3; None "
+                                                       "= preset.")
+    r1_clamp: float | None = setting(None, "upper clamp of R1 (the AT loss); None = preset (10; "
+                                           "trades 20).")
+    reward_mode: RewardMode | None = setting(None, "batch (one scalar per batch, reference) or "
+                                                   "per_sample (departure); None = preset (batch; "
+                                                   "digits per_sample).")
+    baseline: Baseline | None = setting(None, "none (reference) or moving_average (departure); "
+                                              "None = preset (none; digits moving_average).")
+    baseline_momentum: float = setting(0.9, "EMA factor of the moving-average baseline.")
+    reward_pgd_steps: int = setting(10, "PGD iterations of R2 (reference 10).")
+    reward_pgd_restarts: int = setting(2, "PGD restarts of R2 (reference 2).")
+    reward_form: RewardForm = setting(RewardForm.accuracy, "accuracy (R2, R3 = ŵ's robust/clean "
+                                                           "accuracy; reference code) or ce (−CE "
+                                                           "of ŵ on the PGD/clean inputs; the "
+                                                           "paper's L2, L3).")
+    reward_attack: RewardAttack = setting(RewardAttack.eval, "R2's PGD: eval (ŵ in eval mode) or "
+                                                             "reference (ŵ in train mode, "
+                                                             "per-step early stop, max-loss "
+                                                             "restarts).")
+    true_class_prob: float | None = setting(None, "label smoothing of the target's step and of "
+                                                  "the look-ahead ŵ's step (probability on the "
+                                                  "true class); None = preset (LAS-PGD-AT 0.7, "
+                                                  "CIFAR-100 0.6; LAS-TRADES/LAS-AWP: the AT "
+                                                  "loss's own setting); 1.0 = off.")
+    final_clip: bool | None = setting(None, "clip the final δ to the nominal ε (LAS-AWP's "
+                                            "reference); None = preset (on for awp only).")
+
+
+    target_smoothing: ClassVar[bool] = True
+
+    def resolve(self, preset: PresetContext) -> LasAtConfig:
+        """Every ``None`` / ``auto`` field from the variant's and data set's preset
+        (agents/las_at/preset.py) and the strategy grids (agents/strategy/space.py)."""
+        variant = resolve_variant(self.variant, preset.at_loss_name)
+        s = preset_settings(preset.data, variant)
+        grids: dict[str, Any] = resolved_grids(preset.geometry, preset.data, variant, preset.eps,
+                               eps_grid=self.eps_grid, alpha_grid=self.alpha_grid,
+                               steps_grid=self.steps_grid, beta_grid=self.beta_grid)
+        return replace(
+            self, variant=variant, trunk=resolve_trunk(self.trunk, preset.image_shape), **grids,
+            interval=int(_pick(self.interval, s["interval"])),
+            lr=float(_pick(self.lr, s["lr"])),
+            momentum=float(_pick(self.momentum, s["momentum"])),
+            weight_decay=float(_pick(self.weight_decay, s["weight_decay"])),
+            lr_milestones=[float(m) for m in _pick(self.lr_milestones, s["lr_milestones"])],
+            reward_weights=[float(w) for w in _pick(self.reward_weights, s["weights"])],
+            r1_clamp=float(_pick(self.r1_clamp, s["r1_clamp"])),
+            reward_mode=parse_option(RewardMode, _pick(self.reward_mode, s["reward_mode"]),
+                                     "policy.reward_mode"),
+            baseline=parse_option(Baseline, _pick(self.baseline, s["baseline"]),
+                                  "policy.baseline"),
+            true_class_prob=float(_pick(self.true_class_prob, s["true_class_prob"])),
+            final_clip=bool(_pick(self.final_clip, s["final_clip"])))
 
 
 def _pick(value: Any, preset: Any) -> Any:
@@ -180,37 +199,38 @@ def _pick(value: Any, preset: Any) -> Any:
 class LasAt(Policy):
     """Strategy network + REINFORCE on the look-ahead reward (see module docstring)."""
 
+    baseline_value: torch.Tensor  # buffer: () moving-average baseline
+    baseline_ready: torch.Tensor  # buffer: () bool, the baseline holds a value
+
     def __init__(self, config: LasAtConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
-        self.variant = resolve_variant(config.variant, context.at_loss_name)
-        s = preset_settings(context.data, resolve_variant(config.variant, context.at_loss_name))
-        self.reward_mode = parse_option(RewardMode, _pick(config.reward_mode, s["reward_mode"]),
-                                        "policy.reward_mode")
-        self.baseline = parse_option(Baseline, _pick(config.baseline, s["baseline"]),
-                                     "policy.baseline")
+        config = self.config  # resolved: its presets filled
+        assert (config.interval is not None and config.reward_weights is not None
+                and config.r1_clamp is not None and config.lr is not None
+                and config.lr_milestones is not None and config.momentum is not None
+                and config.weight_decay is not None)  # filled by LasAtConfig.resolve
+        self.variant = Variant(config.variant)
+        self.reward_mode = RewardMode(config.reward_mode)
+        self.baseline = Baseline(config.baseline)
         self.reward_form = parse_option(RewardForm, config.reward_form, "policy.reward_form")
         reward_attack = parse_option(RewardAttack, config.reward_attack, "policy.reward_attack")
         self.space = make_strategy_space(
             context.geometry, context.data, self.variant, context.eps,
             eps_grid=config.eps_grid, alpha_grid=config.alpha_grid,
             steps_grid=config.steps_grid, beta_grid=config.beta_grid)
-        self.interval = int(_pick(config.interval, s["interval"]))
-        if self.interval < 1:
-            raise ValueError(f"policy.interval must be >= 1, got {self.interval}")
-        weights = tuple(_pick(config.reward_weights, s["weights"]))
+        self.interval = int(config.interval)
+        weights = tuple(config.reward_weights)
         if len(weights) != 2:
             raise ValueError(f"policy.reward_weights must be [a, b], got {list(weights)}")
         self.weights = (float(weights[0]), float(weights[1]))
-        self.r1_clamp = float(_pick(config.r1_clamp, s["r1_clamp"]))
-        self.lr = float(_pick(config.lr, s["lr"]))
-        self.lr_milestones = tuple(_pick(config.lr_milestones, s["lr_milestones"]))
-        self.true_class_prob = self._smoothing(config.true_class_prob, s["true_class_prob"])
-        self.final_clip = bool(_pick(config.final_clip, s["final_clip"]))
+        self.r1_clamp = float(config.r1_clamp)
+        self.lr = float(config.lr)
+        self.lr_milestones = tuple(config.lr_milestones)
+        self.final_clip = bool(config.final_clip)
         self.net = StrategyNet(context.image_shape, self.space.nvec, config.trunk)
-        self.optimizer = torch.optim.SGD(
-            self.net.parameters(), lr=self.lr, momentum=float(_pick(config.momentum,
-                                                                    s["momentum"])),
-            weight_decay=float(_pick(config.weight_decay, s["weight_decay"])))
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=self.lr,
+                                         momentum=float(config.momentum),
+                                         weight_decay=float(config.weight_decay))
         self.register_buffer("baseline_value", torch.zeros(()))
         self.register_buffer("baseline_ready", torch.zeros((), dtype=torch.bool))
         self.lookahead = LookaheadConfig(config.reward_pgd_steps, config.reward_pgd_restarts,
@@ -222,15 +242,6 @@ class LasAt(Policy):
         self._clip: tuple[torch.Tensor, torch.Tensor, set[int]] | None = None
         self._entropy = torch.zeros(len(self.space.nvec))
         self._entropy_batches = 0
-
-    @staticmethod
-    def _smoothing(value: float | None, preset: float) -> float | None:
-        """The policy's label smoothing for TargetInputs (None: leave the loss's own)."""
-        if value is None:
-            return None if preset == 1.0 else float(preset)
-        if not 0.0 < value <= 1.0:
-            raise ValueError(f"policy.true_class_prob must be in (0, 1], got {value}")
-        return float(value)
 
     # -- acting ----------------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> None:
@@ -250,6 +261,7 @@ class LasAt(Policy):
             logits = self.net(x)
             index = torch.stack([sample_categorical(z, generator) for z in logits], 1)
             log_prob = sum(categorical_log_prob(z, index[:, h]) for h, z in enumerate(logits))
+            assert isinstance(log_prob, torch.Tensor)  # a sum over >= 1 heads
         with torch.no_grad():
             entropy = torch.stack([categorical_entropy(z).mean() for z in logits])
             self._entropy = self._entropy.to(entropy.device) + entropy
@@ -277,10 +289,9 @@ class LasAt(Policy):
         return AttackAction(eps=eps.clone())
 
     def target_inputs(self, result: AttackResult) -> TargetInputs:
-        """β per sample for LAS-TRADES, the label smoothing (target step and ŵ step alike); on
-        learning batches the target's look-ahead ŵ."""
-        return TargetInputs(beta=self._beta, true_class_prob=self.true_class_prob,
-                            lookahead=self._log_prob is not None)
+        """β per sample for LAS-TRADES; on learning batches the target's look-ahead ŵ (its
+        step takes the AT loss's label smoothing, which is this policy's)."""
+        return TargetInputs(beta=self._beta, lookahead=self._log_prob is not None)
 
     # -- learning --------------------------------------------------------------------
     def reward_parts(self, terms: RewardTerms) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -377,16 +388,6 @@ class LasAt(Policy):
         for h, head in enumerate(self.space.heads):
             out[f"policy/entropy_{head}"] = per_head[h]
         return out
-
-    def resolved_presets(self) -> dict[str, Any]:
-        """The variant, the grids, the learning schedule and the reward actually used."""
-        grids = {f"{head}_grid": list(grid) for head, grid in self.space.heads.items()}
-        grids["steps_grid"] = [int(k) for k in grids["steps_grid"]]
-        group = self.optimizer.param_groups[0]
-        return {"variant": self.variant.value, **grids,
-                "interval": self.interval, "lr": self.lr, "momentum": group["momentum"],
-                "weight_decay": group["weight_decay"], "lr_milestones": list(self.lr_milestones),
-                "reward_weights": list(self.weights), "r1_clamp": self.r1_clamp}
 
     def extra_state(self) -> dict[str, Any]:
         """Policy optimiser state, the batch counter (which batches learn) and this epoch's

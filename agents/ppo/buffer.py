@@ -38,6 +38,12 @@ def _as_tensor(value: Any, device: torch.device, dtype: torch.dtype | None = Non
     return torch.as_tensor(np.asarray(value), device=device, dtype=dtype)
 
 
+def _shape(space: spaces.Space) -> tuple[int, ...]:
+    """The shape of a Box observation space (gymnasium types it as optional)."""
+    assert space.shape is not None, f"{space} has no shape"
+    return space.shape
+
+
 class DeviceRolloutBuffer(RolloutBuffer):
     """PPO rollout storage as torch tensors on ``device`` (Box or Dict observation spaces).
 
@@ -50,6 +56,17 @@ class DeviceRolloutBuffer(RolloutBuffer):
         gamma: discount.
         n_envs: default N (replaced by the batch size seen at the first ``add``).
     """
+
+    # Torch tensors where SB3's RolloutBuffer declares numpy arrays (the point of this class;
+    # SB3 itself overrides ``distribution`` the same way): each redeclaration is an ignore.
+    observations: torch.Tensor | dict[str, torch.Tensor]  # type: ignore[assignment]
+    actions: torch.Tensor  # type: ignore[assignment]
+    rewards: torch.Tensor  # type: ignore[assignment]
+    advantages: torch.Tensor  # type: ignore[assignment]
+    episode_starts: torch.Tensor  # type: ignore[assignment]
+    log_probs: torch.Tensor  # type: ignore[assignment]
+    _values: torch.Tensor
+    _returns: torch.Tensor
 
     def __init__(self, buffer_size: int, observation_space: spaces.Space,
                  action_space: spaces.Space, device: torch.device | str = "cpu",
@@ -71,10 +88,10 @@ class DeviceRolloutBuffer(RolloutBuffer):
         self.n_envs = n_envs
         specs = self._obs_specs()
         if specs is None:
-            self.observations = torch.zeros((t, n_envs, *self.observation_space.shape),
+            self.observations = torch.zeros((t, n_envs, *_shape(self.observation_space)),
                                             dtype=torch.float32, device=dev)
         else:
-            self.observations = {k: torch.zeros((t, n_envs, *s.shape), dtype=torch.float32,
+            self.observations = {k: torch.zeros((t, n_envs, *_shape(s)), dtype=torch.float32,
                                                 device=dev) for k, s in specs.items()}
         act_dtype = torch.float32 if isinstance(self.action_space, spaces.Box) else torch.long
         self.actions = torch.zeros((t, n_envs, self.action_dim), dtype=act_dtype, device=dev)
@@ -150,7 +167,7 @@ class DeviceRolloutBuffer(RolloutBuffer):
         return self._returns.detach().cpu().numpy()
 
     # -- sampling ----------------------------------------------------------------------
-    def get(self, batch_size: int | None = None
+    def get(self, batch_size: int | None = None  # type: ignore[override]  # Box or Dict samples
             ) -> Generator[RolloutBufferSamples | DictRolloutBufferSamples, None, None]:
         """Yield shuffled minibatches of ``batch_size`` transitions (all when None)."""
         if not self.full:
@@ -166,8 +183,8 @@ class DeviceRolloutBuffer(RolloutBuffer):
     def _flat(self, t: torch.Tensor) -> torch.Tensor:
         return t.reshape(self.buffer_size * self.n_envs, *t.shape[2:])
 
-    def _get_samples(self, batch_inds: torch.Tensor, env: Any = None
-                     ) -> RolloutBufferSamples | DictRolloutBufferSamples:
+    def _get_samples(self, batch_inds: torch.Tensor,  # type: ignore[override]  # tensor indices
+                     env: Any = None) -> RolloutBufferSamples | DictRolloutBufferSamples:
         pick = lambda t: self._flat(t).index_select(0, batch_inds)  # noqa: E731
         rest = (pick(self.actions), pick(self._values), pick(self.log_probs),
                 pick(self.advantages), pick(self._returns))

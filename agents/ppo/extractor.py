@@ -36,13 +36,17 @@ class SmallCnnExtractor(BaseFeaturesExtractor):
                 or "image" not in observation_space.spaces):
             raise ValueError("SmallCnnExtractor needs a Dict observation space with an 'image' "
                              f"Box (C, H, W); got {observation_space}")
-        c = observation_space["image"].shape[0]
+        image_shape = observation_space["image"].shape
+        assert image_shape is not None  # a Box
+        c = image_shape[0]
         c1, c2, c3 = channels
         self.cnn = nn.Sequential(
             nn.Conv2d(c, c1, 3, 1, 1), nn.ReLU(), nn.Conv2d(c1, c2, 3, 2, 1), nn.ReLU(),
             nn.Conv2d(c2, c3, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.n_features = (observation_space["features"].shape[0]
-                           if "features" in observation_space.spaces else 0)
+        features_shape = (observation_space["features"].shape
+                          if "features" in observation_space.spaces else (0,))
+        assert features_shape is not None  # a Box
+        self.n_features = features_shape[0]
         self.head = nn.Sequential(nn.Linear(c3 + self.n_features, features_dim), nn.ReLU())
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:

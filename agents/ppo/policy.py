@@ -14,9 +14,9 @@ Usage::
     python -m runners.cotrain policy=ppo_strategy                       # digits
     python -m runners.cotrain policy=ppo_strategy policy.n_steps=20 \\
         policy.robust_weight=4 policy.clean_weight=2                     # LAS-AT's look-ahead
-    # SB3 drives instead (same policy object, same runner code per batch):
-    #   trainer = Cotrainer(compose_config(["policy=ppo_strategy"]), [])
-    #   agents.ppo.vec_env.learn_with_sb3(trainer, total_batches=200)
+    # SB3 drives instead (same policy object, the runner's train_step per batch):
+    #   run = build_run(compose_config(["policy=ppo_strategy"]))
+    #   learn_with_sb3(runners.train.sb3_driven(run), total_batches=200)
 
 Two drivers share this class:
 
@@ -27,9 +27,9 @@ Two drivers share this class:
   per-sample rewards after the target's AT step and, every ``n_steps`` batches, calls PPO's
   own ``train()``. SB3's ``train/*`` logger values are reported as ``ppo/*`` epoch metrics.
 * SB3 drives (``model.learn``): :class:`agents.ppo.vec_env.StrategyVecEnv` wraps the same
-  runner; SB3 chooses the actions, the adapter injects them (:meth:`PpoStrategy.inject`), and
-  the runner's ``train_batch`` attacks, steps the target and computes the rewards with the same
-  code as above.
+  co-training; SB3 chooses the actions, the adapter injects them (:meth:`PpoStrategy.inject`),
+  and the runner's ``train_step`` attacks, steps the target and computes the rewards with the
+  same code as above.
 
 Departures from LAS-AT's reference code (docs/seeds.md §1), on purpose:
     * the learner is PPO (clipped surrogate, value baseline, advantage normalisation, entropy
@@ -42,7 +42,7 @@ Departures from LAS-AT's reference code (docs/seeds.md §1), on purpose:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, ClassVar
 
@@ -51,16 +51,18 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3 import PPO
+from stable_baselines3.common.distributions import MultiCategoricalDistribution
 from stable_baselines3.common.logger import KVWriter, Logger
 
-from learned_at.agents.base import Policy, PolicyConfig, PolicyContext, StepInfo, register_policy
+from learned_at.agents.base import (Policy, PolicyConfig, PolicyContext, PresetContext,
+                                   StepInfo, register_policy)
 from learned_at.agents.ppo.buffer import DeviceRolloutBuffer
 from learned_at.agents.ppo.extractor import SmallCnnExtractor
 from learned_at.agents.strategy.lookahead import LookaheadConfig, lookahead_terms
 from learned_at.agents.strategy.space import (StrategySpace, Variant, make_strategy_space,
-                                              resolve_variant)
+                                              resolve_variant, resolved_grids)
 from learned_at.envs.attack_env import AttackAction, Obs
-from learned_at.envs.options import (COUNT, FINITE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, Limit,
+from learned_at.envs.options import (setting, COUNT, FINITE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, Limit,
                                      parse_option)
 from learned_at.envs.requirements import EnvRequirements, Extra
 from learned_at.envs.result import AttackResult
@@ -85,38 +87,7 @@ class StartPoint(str, Enum):
 
 @dataclass(frozen=True)
 class PpoStrategyConfig(PolicyConfig):
-    """PPO (stable-baselines3) learning LAS-AT's per-sample attack strategy.
-
-    Attributes:
-        name: registry id.
-        n_steps: target batches between PPO updates (rollout length; LAS-AT's interval k).
-        n_epochs: PPO epochs over each rollout.
-        minibatch_size: PPO minibatch size (transitions = samples).
-        learning_rate: Adam learning rate of the strategy network.
-        clip_range: PPO's clipping ε.
-        ent_coef: entropy bonus coefficient.
-        vf_coef: value loss coefficient.
-        max_grad_norm: gradient-norm clip of the strategy network.
-        features_dim: width of the CNN feature extractor's output.
-        net_arch: hidden layers of the policy and value heads on top of the extractor.
-        features: cheap per-sample target features in the observation, from
-            ``clean_loss`` (CE at the clean point, clamped to 10) and ``clean_confidence``
-            (softmax probability of the true class); empty = the image only.
-        variant: the LAS-AT variant whose grids PPO acts on (``auto``: from the AT loss; the
-            TRADES variant adds the β head, passed per sample to the TRADES loss).
-        eps_grid, alpha_grid, steps_grid, beta_grid: replace a preset grid (None = LAS-AT's).
-        init: random start: ``nominal`` (uniform in the run's ε ball, then projected into each
-            sample's chosen ball, as LAS-AT's reference), ``chosen`` (uniform in the chosen
-            ball) or ``none`` (start at the clean input).
-        reward_clip: R1 (the loss on the example) is clamped to [0, reward_clip] (LAS-AT: 10).
-        robust_weight: weight of R2, the look-ahead ŵ's PGD accuracy (LAS-PGD-AT: 4; 0 = off).
-            With R1 alone the learner drifts to the strongest attack (largest ε and K; see
-            benchmarks/ppo_strategy.py), which is what R2/R3 exist to counter.
-        clean_weight: weight of R3, the look-ahead ŵ's clean accuracy (LAS-PGD-AT: 2).
-        lookahead_steps: PGD steps of R2 (LAS-AT: 10), at the run's ε with α = ε/4.
-        lookahead_restarts: PGD restarts of R2 (LAS-AT: 2).
-        lookahead_per_sample: R2/R3 per sample (correctness) instead of batch accuracies.
-    """
+    """PPO (stable-baselines3) learning LAS-AT's per-sample attack strategy."""
 
     limits: ClassVar[dict[str, Limit]] = {
         "n_steps": COUNT, "n_epochs": COUNT, "minibatch_size": Limit(2, integer=True,
@@ -127,38 +98,62 @@ class PpoStrategyConfig(PolicyConfig):
         "reward_clip": POSITIVE, "robust_weight": FINITE, "clean_weight": FINITE,
         "lookahead_steps": NON_NEGATIVE_INT, "lookahead_restarts": COUNT}
 
-    name: str = "ppo_strategy"
-    n_steps: int = 8
-    n_epochs: int = 4
-    minibatch_size: int = 256
-    learning_rate: float = 3e-4
-    clip_range: float = 0.2
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    features_dim: int = 64
-    net_arch: list[int] = field(default_factory=lambda: [64])
-    features: list[Feature] = field(default_factory=lambda: list(Feature))
-    variant: Variant = Variant.auto
-    eps_grid: list[float] | None = None
-    alpha_grid: list[float] | None = None
-    steps_grid: list[int] | None = None
-    beta_grid: list[float] | None = None
-    init: StartPoint = StartPoint.nominal
-    reward_clip: float = 10.0
-    robust_weight: float = 0.0
-    clean_weight: float = 0.0
-    lookahead_steps: int = 10
-    lookahead_restarts: int = 2
-    lookahead_per_sample: bool = True
+    name: str = setting("ppo_strategy", "registry id.")
+    n_steps: int = setting(8, "target batches between PPO updates (rollout length; LAS-AT's "
+                              "interval k).")
+    n_epochs: int = setting(4, "PPO epochs over each rollout.")
+    minibatch_size: int = setting(256, "PPO minibatch size (transitions = samples).")
+    learning_rate: float = setting(3e-4, "Adam learning rate of the strategy network.")
+    clip_range: float = setting(0.2, "PPO's clipping ε.")
+    ent_coef: float = setting(0.01, "entropy bonus coefficient.")
+    vf_coef: float = setting(0.5, "value loss coefficient.")
+    max_grad_norm: float = setting(0.5, "gradient-norm clip of the strategy network.")
+    features_dim: int = setting(64, "width of the CNN feature extractor's output.")
+    net_arch: list[int] = setting(doc="hidden layers of the policy and value heads on top of the "
+                                      "extractor.", factory=lambda: [64])
+    features: list[Feature] = setting(doc="cheap per-sample target features in the observation, "
+                                          "from clean_loss (CE at the clean point, clamped to 10) "
+                                          "and clean_confidence (softmax probability of the true "
+                                          "class); empty = the image only.",
+                                         factory=lambda: list(Feature))
+    variant: Variant = setting(Variant.auto, "the LAS-AT variant whose grids PPO acts on (auto: "
+                                             "from the AT loss; the TRADES variant adds the β "
+                                             "head, passed per sample to the TRADES loss).")
+    eps_grid: list[float] | None = setting(None, "replace a preset grid (None = LAS-AT's).")
+    alpha_grid: list[float] | None = setting(None, "replace a preset grid (None = LAS-AT's).")
+    steps_grid: list[int] | None = setting(None, "replace a preset grid (None = LAS-AT's).")
+    beta_grid: list[float] | None = setting(None, "replace a preset grid (None = LAS-AT's).")
+    init: StartPoint = setting(StartPoint.nominal, "random start: nominal (uniform in the run's ε "
+                                                   "ball, then projected into each sample's "
+                                                   "chosen ball, as LAS-AT's reference), chosen "
+                                                   "(uniform in the chosen ball) or none (start "
+                                                   "at the clean input).")
+    reward_clip: float = setting(10.0, "R1 (the loss on the example) is clamped to [0, "
+                                       "reward_clip] (LAS-AT: 10).")
+    robust_weight: float = setting(0.0, "weight of R2, the look-ahead ŵ's PGD accuracy "
+                                        "(LAS-PGD-AT: 4; 0 = off). With R1 alone the learner "
+                                        "drifts to the strongest attack (largest ε and K; see "
+                                        "benchmarks/ppo_strategy.py), which is what R2/R3 exist "
+                                        "to counter.")
+    clean_weight: float = setting(0.0, "weight of R3, the look-ahead ŵ's clean accuracy "
+                                       "(LAS-PGD-AT: 2).")
+    lookahead_steps: int = setting(10, "PGD steps of R2 (LAS-AT: 10), at the run's ε with α = "
+                                       "ε/4.")
+    lookahead_restarts: int = setting(2, "PGD restarts of R2 (LAS-AT: 2).")
+    lookahead_per_sample: bool = setting(True, "R2/R3 per sample (correctness) instead of batch "
+                                               "accuracies.")
 
     def __post_init__(self) -> None:
         for f in self.features:
             parse_option(Feature, f, "policy.features")
-        if self.n_steps < 1 or self.n_epochs < 1:
-            raise ValueError("policy.n_steps and policy.n_epochs must be >= 1")
-        if self.minibatch_size < 2:
-            raise ValueError("policy.minibatch_size must be >= 2 (advantage normalisation)")
+
+    def resolve(self, preset: PresetContext) -> PpoStrategyConfig:
+        """The variant (``auto``: from the AT loss) and the grids (LAS-AT's presets)."""
+        variant = resolve_variant(self.variant, preset.at_loss_name)
+        grids: dict[str, Any] = resolved_grids(
+            preset.geometry, preset.data, variant, preset.eps, eps_grid=self.eps_grid,
+            alpha_grid=self.alpha_grid, steps_grid=self.steps_grid, beta_grid=self.beta_grid)
+        return replace(self, variant=variant, **grids)
 
 
 class CaptureOutput(KVWriter):
@@ -179,7 +174,8 @@ class CaptureOutput(KVWriter):
 def strategy_observation_space(image_shape: tuple[int, int, int], n_features: int
                                ) -> spaces.Dict:
     """One sample's observation: ``Dict{image: Box[0,1](C,H,W), features: Box(D,)}``."""
-    obs = {"image": spaces.Box(0.0, 1.0, tuple(image_shape), np.float32)}
+    obs: dict[str, spaces.Space] = {"image": spaces.Box(0.0, 1.0, tuple(image_shape),
+                                                        np.float32)}
     if n_features:
         obs["features"] = spaces.Box(-np.inf, np.inf, (n_features,), np.float32)
     return spaces.Dict(obs)
@@ -192,11 +188,13 @@ def make_ppo(config: PpoStrategyConfig, observation_space: spaces.Dict,
     ``seed`` is left unset: SB3 would seed the global RNGs (library code must not); the
     network is initialised from the global torch RNG, which the runner seeds.
     """
-    ppo = PPO("MultiInputPolicy", None, learning_rate=config.learning_rate,
-              n_steps=config.n_steps, batch_size=config.minibatch_size,
-              n_epochs=config.n_epochs, gamma=0.99, gae_lambda=1.0,
-              clip_range=config.clip_range, ent_coef=config.ent_coef, vf_coef=config.vf_coef,
-              max_grad_norm=config.max_grad_norm, rollout_buffer_class=DeviceRolloutBuffer,
+    # env=None: SB3 accepts it (the spaces are set below), its annotation does not
+    ppo = PPO("MultiInputPolicy", None,  # type: ignore[arg-type]
+              learning_rate=config.learning_rate, n_steps=config.n_steps,
+              batch_size=config.minibatch_size, n_epochs=config.n_epochs, gamma=0.99,
+              gae_lambda=1.0, clip_range=config.clip_range, ent_coef=config.ent_coef,
+              vf_coef=config.vf_coef, max_grad_norm=config.max_grad_norm,
+              rollout_buffer_class=DeviceRolloutBuffer,
               policy_kwargs={"features_extractor_class": SmallCnnExtractor,
                              "features_extractor_kwargs": {"features_dim": config.features_dim},
                              "net_arch": {"pi": list(config.net_arch),
@@ -206,6 +204,13 @@ def make_ppo(config: PpoStrategyConfig, observation_space: spaces.Dict,
     ppo.observation_space, ppo.action_space, ppo.n_envs = observation_space, action_space, 1
     ppo._setup_model()
     return ppo
+
+
+def device_buffer(ppo: PPO) -> DeviceRolloutBuffer:
+    """``ppo``'s rollout buffer, typed: :func:`make_ppo` builds it as a DeviceRolloutBuffer."""
+    buffer = ppo.rollout_buffer
+    assert isinstance(buffer, DeviceRolloutBuffer)
+    return buffer
 
 
 @register_policy(PpoStrategyConfig)
@@ -218,7 +223,8 @@ class PpoStrategy(Policy):
 
     def __init__(self, config: PpoStrategyConfig, context: PolicyContext) -> None:
         super().__init__(config, context)
-        self.variant = resolve_variant(config.variant, context.at_loss_name)
+        config = self.config  # resolved: its presets filled
+        self.variant = Variant(config.variant)
         self.space: StrategySpace = make_strategy_space(
             context.geometry, context.data, self.variant, context.eps,
             eps_grid=config.eps_grid, alpha_grid=config.alpha_grid,
@@ -283,6 +289,7 @@ class PpoStrategy(Policy):
             latent_pi = net.mlp_extractor.forward_actor(features[0])
             latent_vf = net.mlp_extractor.forward_critic(features[1])
         dist = net._get_action_dist_from_latent(latent_pi)
+        assert isinstance(dist, MultiCategoricalDistribution)  # a MultiDiscrete action space
         actions = torch.stack([torch.multinomial(c.probs, 1, generator=generator).squeeze(1)
                                for c in dist.distribution], 1)
         return actions, net.value_net(latent_vf).squeeze(1), dist.log_prob(actions)
@@ -348,7 +355,7 @@ class PpoStrategy(Policy):
             return metrics
         obs, actions, values, log_probs = self._pending
         self._pending = None
-        buffer = self.ppo.rollout_buffer
+        buffer = device_buffer(self.ppo)
         ones = torch.ones_like(reward)
         buffer.add(obs, actions, reward, ones, values, log_probs)
         self.ppo.num_timesteps += reward.shape[0]
@@ -386,19 +393,13 @@ class PpoStrategy(Policy):
         return {k: list(v) for k, v in self.space.heads.items()}
 
     # -- checkpointing ---------------------------------------------------------------
-    def resolved_presets(self) -> dict[str, Any]:
-        """The LAS-AT variant and the grids PPO acts on."""
-        grids = {f"{head}_grid": list(grid) for head, grid in self.space.heads.items()}
-        grids["steps_grid"] = [int(k) for k in grids["steps_grid"]]
-        return {"variant": self.variant.value, **grids}
-
     def extra_state(self) -> dict[str, Any]:
         """Adam state of the strategy net, PPO counters, the partial rollout and this epoch's
         PPO update records (a checkpoint may fall in the middle of an epoch)."""
         return {"optimizer": self.net.optimizer.state_dict(),
                 "n_updates": int(self.ppo._n_updates),
                 "num_timesteps": int(self.ppo.num_timesteps),
-                "buffer": self.ppo.rollout_buffer.state_dict(),
+                "buffer": device_buffer(self.ppo).state_dict(),
                 "epoch_records": [dict(r) for r in self._epoch_records]}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
@@ -407,5 +408,5 @@ class PpoStrategy(Policy):
         self.net.optimizer.load_state_dict(state["optimizer"])
         self.ppo._n_updates = int(state["n_updates"])
         self.ppo.num_timesteps = int(state["num_timesteps"])
-        self.ppo.rollout_buffer.load_state_dict(state["buffer"])
+        device_buffer(self.ppo).load_state_dict(state["buffer"])
         self._epoch_records = [dict(r) for r in state.get("epoch_records", [])]

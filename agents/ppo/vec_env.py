@@ -6,9 +6,9 @@ and cheap target features), the action is the LAS-AT strategy (``MultiDiscrete``
 the ε, α, K grids). ``step(actions)``:
 
 1. injects the actions into the ``ppo_strategy`` policy (:meth:`PpoStrategy.inject`);
-2. calls the trainer's ``train_batch`` (the runner's own code: attack through the attack env,
-   the target's AT step, distributions, and ``policy.update``, which computes the per-sample
-   rewards and, because the actions were injected, does not learn itself);
+2. calls the co-training's step on the batch (the runner's own ``train_step``: attack through
+   the attack env, the target's AT step, distributions, and ``policy.update``, which computes
+   the per-sample rewards and, because the actions were injected, does not learn itself);
 3. draws the next batch (a new epoch starts when the loader is exhausted) and observes it.
 
 Every episode is one step: ``dones`` is all True, ``infos[i]["terminal_observation"]`` is
@@ -20,15 +20,18 @@ Observations cross to SB3 as numpy, one device-to-host copy per key per batch (S
 ``collect_rollouts`` needs numpy); the attack and the target step stay on the target's
 device. ``infos`` is a lazy sequence: a per-sample dict is built only when SB3 reads it.
 
-The trainer is anything with ``policy`` (a :class:`~agents.ppo.policy.PpoStrategy`),
-``model``, ``train_loader`` (iterable of :class:`targets.loader.Batch` with ``batch_size``)
-and ``train_batch(batch, epoch)``: :class:`runners.cotrain.Cotrainer` is one.
+What it drives is a :class:`Driven` co-training: its ``policy`` (a
+:class:`~agents.ppo.policy.PpoStrategy`), the target ``model`` (for the observation's
+features), its ``loader`` (an iterable of :class:`targets.loader.Batch` with ``batch_size``)
+and its per-batch ``step(batch, epoch)``; :func:`runners.train.sb3_driven` builds one from a
+run (the step is :func:`runners.train.train_step`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,29 +59,45 @@ class TerminalInfos(Sequence):
                 "TimeLimit.truncated": False}
 
 
+@dataclass(frozen=True)
+class Driven:
+    """A co-training that SB3 drives one batch at a time.
+
+    Attributes:
+        policy: the ``ppo_strategy`` policy.
+        model: the target (the observation's features are its clean outputs).
+        loader: the training batches (a new pass per epoch; ``batch_size`` per batch).
+        step: ``step(batch, epoch)``: the co-training's whole step on one batch.
+    """
+
+    policy: Any
+    model: Any
+    loader: Iterable[Any]
+    step: Callable[[Any, int], Any]
+
+
 class StrategyVecEnv(VecEnv):
     """SB3 vector env whose sub-envs are the samples of the co-training's current batch.
 
     Args:
-        trainer: the co-training (e.g. :class:`runners.cotrain.Cotrainer`) with a
-            ``ppo_strategy`` policy.
-        epoch: epoch counter passed to ``train_batch`` (0-based); advanced on each new pass.
+        driven: the co-training, with a ``ppo_strategy`` policy.
+        epoch: epoch counter passed to its step (0-based); advanced on each new pass.
     """
 
     render_mode = None  # nothing to render
 
-    def __init__(self, trainer: Any, epoch: int = 0) -> None:
-        policy = trainer.policy
+    def __init__(self, driven: Driven, epoch: int = 0) -> None:
+        policy = driven.policy
         if not isinstance(policy, PpoStrategy):
-            raise TypeError("StrategyVecEnv needs a trainer with policy=ppo_strategy, got "
+            raise TypeError("StrategyVecEnv needs policy=ppo_strategy, got "
                             f"{type(policy).__name__}")
-        self.trainer, self.policy = trainer, policy
+        self.driven, self.policy = driven, policy
         self.epoch = epoch
         self._it: Iterator[Any] | None = None
         self._batch: Any = None
         self._obs: dict[str, np.ndarray] | None = None
         self._actions: np.ndarray | None = None
-        super().__init__(trainer.train_loader.batch_size, policy.observation_space,
+        super().__init__(driven.loader.batch_size, policy.observation_space,  # type: ignore
                          policy.action_space)
 
     # -- batches ------------------------------------------------------------------------
@@ -90,13 +109,13 @@ class StrategyVecEnv(VecEnv):
         except StopIteration:
             self.epoch += 1
             self.policy.begin_epoch(self.epoch)
-            self._it = iter(self.trainer.train_loader)
+            self._it = iter(self.driven.loader)
             self._batch = next(self._it)
         b = self._batch
         clean_logits = None
         if self.policy.config.features:
-            with torch.no_grad(), target_mode(self.trainer.model, False):
-                clean_logits = self.trainer.model(b.x)
+            with torch.no_grad(), target_mode(self.driven.model, False):
+                clean_logits = self.driven.model(b.x)
         obs = self.policy.observe(b.x, b.y, clean_logits)
         self._obs = {k: v.cpu().numpy() for k, v in obs.items()}  # one copy per key
         return self._obs
@@ -105,7 +124,7 @@ class StrategyVecEnv(VecEnv):
     def reset(self) -> dict[str, np.ndarray]:
         """Start a pass over the training data; returns the first batch's observations."""
         self.policy.begin_epoch(self.epoch)
-        self._it = iter(self.trainer.train_loader)
+        self._it = iter(self.driven.loader)
         self._reset_seeds()
         self._reset_options()
         return self._draw()
@@ -113,7 +132,9 @@ class StrategyVecEnv(VecEnv):
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = actions
 
-    def step_wait(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, TerminalInfos]:
+    # infos is a lazy Sequence (TerminalInfos) where SB3 annotates a list: hence the ignore
+    def step_wait(self  # type: ignore[override]
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, TerminalInfos]:
         """Attack the batch with the actions, take the target step, observe the next batch.
 
         Returns:
@@ -125,7 +146,7 @@ class StrategyVecEnv(VecEnv):
         actions = torch.as_tensor(np.asarray(self._actions), device=device).long()
         actions = actions.reshape(self.num_envs, -1)
         self.policy.inject(actions)
-        self.trainer.train_batch(self._batch, self.epoch)
+        self.driven.step(self._batch, self.epoch)
         assert self.policy.last_reward is not None
         rewards = self.policy.last_reward.float().cpu().numpy()
         terminal = self._obs
@@ -140,7 +161,7 @@ class StrategyVecEnv(VecEnv):
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         """The adapter's own attribute, once per selected sub-env (they share one object)."""
-        return [getattr(self, attr_name)] * len(self._get_indices(indices))
+        return [getattr(self, attr_name)] * len(list(self._get_indices(indices)))
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
         setattr(self, attr_name, value)
@@ -148,24 +169,24 @@ class StrategyVecEnv(VecEnv):
     def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
                    **method_kwargs: Any) -> list[Any]:
         result = getattr(self, method_name)(*method_args, **method_kwargs)
-        return [result] * len(self._get_indices(indices))
+        return [result] * len(list(self._get_indices(indices)))
 
     def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
-        return [False] * len(self._get_indices(indices))
+        return [False] * len(list(self._get_indices(indices)))
 
 
-def learn_with_sb3(trainer: Any, total_batches: int) -> StrategyVecEnv:
+def learn_with_sb3(driven: Driven, total_batches: int) -> StrategyVecEnv:
     """Let SB3's ``PPO.learn`` drive ``total_batches`` co-training batches (same policy net).
 
-    The policy's own PPO model (``trainer.policy.ppo``) is attached to a
-    :class:`StrategyVecEnv` over ``trainer`` and trained for ``total_batches · batch_size``
+    The policy's own PPO model (``driven.policy.ppo``) is attached to a
+    :class:`StrategyVecEnv` over ``driven`` and trained for ``total_batches · batch_size``
     timesteps; its ``n_steps`` is still the number of batches between PPO updates.
 
     Returns:
         The adapter (holding the epoch counter reached).
     """
-    env = StrategyVecEnv(trainer)
-    ppo = trainer.policy.ppo
+    env = StrategyVecEnv(driven)
+    ppo = driven.policy.ppo
     ppo.n_envs = env.num_envs  # built without an env; the buffer sizes itself on its first add
     ppo.set_env(env, force_reset=True)
     ppo.learn(total_timesteps=total_batches * env.num_envs, reset_num_timesteps=False)

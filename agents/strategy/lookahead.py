@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from learned_at.envs.options import setting
 from learned_at.envs.attack_env import target_mode
 from learned_at.envs.geometry.base import Geometry
 from learned_at.envs.pgd import pgd_attack, pgd_attack_max_loss
@@ -42,19 +43,14 @@ class RewardAttack(str, Enum):
 
 @dataclass(frozen=True)
 class LookaheadConfig:
-    """The R2 attack on ŵ.
+    """The R2 attack on ŵ."""
 
-    Attributes:
-        pgd_steps: PGD iterations (reference 10).
-        pgd_restarts: PGD restarts (reference 2).
-        alpha_ratio: PGD step size as a multiple of the nominal ε (reference 1/4).
-        attack: ``eval`` or ``reference`` (see the module docstring).
-    """
-
-    pgd_steps: int = 10
-    pgd_restarts: int = 2
-    alpha_ratio: float = 0.25
-    attack: RewardAttack = RewardAttack.eval
+    pgd_steps: int = setting(10, "PGD iterations (reference 10).")
+    pgd_restarts: int = setting(2, "PGD restarts (reference 2).")
+    alpha_ratio: float = setting(0.25, "PGD step size as a multiple of the nominal ε (reference "
+                                       "1/4).")
+    attack: RewardAttack = setting(RewardAttack.eval, "eval or reference (see the module "
+                                                      "docstring).")
 
 
 @dataclass(frozen=True)

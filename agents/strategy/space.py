@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import numpy as np
 import torch
@@ -151,3 +152,17 @@ def make_strategy_space(geometry: Geometry, data: str, variant: Variant, eps: fl
                          alpha=tuple(float(v) for v in pick(alpha_grid, "alpha")),
                          steps=tuple(int(v) for v in pick(steps_grid, "steps")),
                          beta=tuple(float(v) for v in beta))
+
+
+def resolved_grids(geometry: Geometry, data: str, variant: Variant, eps: float, *,
+                   eps_grid: Sequence[float] | None = None,
+                   alpha_grid: Sequence[float] | None = None,
+                   steps_grid: Sequence[int] | None = None,
+                   beta_grid: Sequence[float] | None = None) -> dict[str, list[Any]]:
+    """The grids of :func:`make_strategy_space` as config fields (``eps_grid``, ...,
+    ``beta_grid`` empty without a β head): what a strategy policy's config resolves to."""
+    space = make_strategy_space(geometry, data, variant, eps, eps_grid=eps_grid,
+                                alpha_grid=alpha_grid, steps_grid=steps_grid,
+                                beta_grid=beta_grid)
+    return {"eps_grid": list(space.eps), "alpha_grid": list(space.alpha),
+            "steps_grid": [int(k) for k in space.steps], "beta_grid": list(space.beta)}

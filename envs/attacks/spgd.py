@@ -80,7 +80,8 @@ def spgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, geometry:
             return x_adv
         config = EnvConfig(geometry=geo, loss=loss,
                            requirements=EnvRequirements(observe_after_step=True))
-        env = AttackEnv(model, config, tuple(x.shape[1:]), num_envs=idx.numel(),
+        image_shape = (x.shape[1], x.shape[2], x.shape[3])  # (C, H, W)
+        env = AttackEnv(model, config, image_shape, num_envs=idx.numel(),
                         max_budget=steps)
         actor = StopOnSuccess(geo, k_t.index_select(0, idx), steps)
         adv = run_episode(env, actor, x.index_select(0, idx), y.index_select(0, idx),

@@ -17,10 +17,13 @@ A geometry owns everything norm-specific about an attack:
   the nominal budget its own config sets (:meth:`Geometry.nominal_budget`), its per-data-set
   default budget, the step size that is a given fraction of its step scale
   (:meth:`Geometry.step_size`), the budget that can erase any image (masking checks), the
-  grids learned strategies search over, which evaluation attacks apply and which of them play
-  the roles of the gradient-masking checks (:attr:`Geometry.ensemble_attack`,
-  :attr:`Geometry.blackbox_attack`), and per-geometry defaults of AT-loss fields
+  grids learned strategies search over, AutoAttack's name for its norm
+  (:attr:`Geometry.autoattack_norm`), and per-geometry defaults of AT-loss fields
   (:attr:`Geometry.at_loss_defaults`, e.g. sTRADES' β = 3 for L0).
+
+Which evaluation attacks apply to a geometry, and which of them play the roles of the
+gradient-masking checks, is registered per geometry id in :mod:`envs.attacks.registry` (the
+built-in ones in :mod:`envs.attacks.catalog`), not here.
 
 Nothing outside ``envs/geometry/`` branches on the geometry's kind: callers ask it.
 
@@ -30,13 +33,14 @@ broadcast to all samples). Inputs are images in ``[0, 1]``; ``delta = x_adv - x`
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, ClassVar
 
 import torch
 
-from learned_at.envs.options import check_limits
+from learned_at.envs.options import setting, check_limits
 from learned_at.envs.registry import Registry
 
 Scalar = float | torch.Tensor
@@ -114,15 +118,11 @@ class AttackState:
 
 @dataclass(frozen=True)
 class GeometryConfig:
-    """Fields shared by every geometry's config (``threat=<name>`` on the command line).
+    """Fields shared by every geometry's config (``threat=<name>`` on the command line)."""
 
-    Attributes:
-        name: registry id of the geometry.
-        eps: the nominal budget in the geometry's unit; None = the data set's preset.
-    """
-
-    name: str = "linf"
-    eps: float | None = None
+    name: str = setting("linf", "registry id of the geometry.")
+    eps: float | None = setting(None, "the nominal budget in the geometry's unit; None = the data "
+                                      "set's preset.")
 
 
 class Geometry:
@@ -136,15 +136,9 @@ class Geometry:
         name: registry id (set by :func:`register_geometry`).
         budget_unit: what the budget counts.
         autoattack_norm: AutoAttack's name for this norm (``"Linf"``, ``"L2"``) or None when the
-            standard AutoAttack does not apply.
-        eval_attacks: the evaluation attack families (runners/robustness.py) that apply.
+            standard AutoAttack does not apply (envs/attacks/autoattack.py reads it).
         default_budgets: data set -> nominal budget.
         has_corner_init: :meth:`corner_init` is defined (FGSM-PGI's reference start).
-        ensemble_attack: the evaluation attack kind (runners/robustness.py) of the strong
-            ensemble that must not be weaker than any single gradient attack (masking checks);
-            None where the geometry has none.
-        blackbox_attack: the black-box attack kind the masking checks run (with a query
-            budget) to compare against the gradient attacks; None where it has none.
         budget_symbol: how tables and check messages name the budget (``ε``, ``k``).
         budget_setting: the override that sets the budget, as messages name it.
         at_loss_defaults: AT-loss id -> {config field: value} for fields the user left at
@@ -154,12 +148,9 @@ class Geometry:
     name: ClassVar[str] = "base"
     budget_unit: ClassVar[BudgetUnit] = BudgetUnit.radius
     autoattack_norm: ClassVar[str | None] = None
-    eval_attacks: ClassVar[tuple[str, ...]] = ()
     default_budgets: ClassVar[dict[str, float]] = {}
     budget_setting: ClassVar[str] = "threat.eps=<value>"
     has_corner_init: ClassVar[bool] = False
-    ensemble_attack: ClassVar[str | None] = None
-    blackbox_attack: ClassVar[str | None] = None
     budget_symbol: ClassVar[str] = "ε"
     at_loss_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
 
@@ -175,6 +166,11 @@ class Geometry:
         None for the data set's preset (:meth:`default_budget`)."""
         eps = getattr(self.config, "eps", None)
         return None if eps is None else float(eps)
+
+    def with_budget(self, budget: float) -> Geometry:
+        """This geometry with its config's nominal budget set to ``budget`` (a run's resolved
+        threat; L0 sets ``threat.k``)."""
+        return type(self)(dataclasses.replace(self.config, eps=float(budget)))
 
     def step_size(self, eps: Scalar, ratio: float) -> Scalar:
         """The step size that is ``ratio`` of this geometry's step scale, per sample.

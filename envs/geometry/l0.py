@@ -63,7 +63,7 @@ import torch
 
 from learned_at.envs.geometry.base import (AttackState, BudgetUnit, Geometry, GeometryConfig,
                                            Scalar, clip_to_box, register_geometry)
-from learned_at.envs.options import COUNT, POSITIVE, Limit, parse_option
+from learned_at.envs.options import setting, COUNT, POSITIVE, Limit, parse_option
 
 MAGNITUDE_BOUND = 1.0
 """ε of the magnitude p: any per-channel change that stays in [0, 1] (sPGD's ε = 255/255)."""
@@ -156,26 +156,21 @@ def _generator(generator: torch.Generator | None, device: torch.device) -> torch
 
 @dataclass(frozen=True)
 class L0Config(GeometryConfig):
-    """L0 threat model (``threat=l0 threat.k=<pixels>``).
+    """L0 threat model (``threat=l0 threat.k=<pixels>``)."""
 
-    Attributes:
-        name: registry id.
-        eps: unused (L0 counts pixels: set ``threat.k``); must stay None.
-        k: changed pixels allowed; None = preset (digits 2, mnist 20, cifar10/100 20).
-        gradient: sPGD's magnitude gradient: ``random`` (per sample and episode, training),
-            ``projected`` or ``unprojected``.
-        mask_step: β of the mask-logit step β·√(H·W)·g/‖g‖₂ (sPGD 0.25).
-        patience: unchanged-mask steps before m is re-drawn (sPGD: 10 training, 3 evaluation).
-    """
-
-    name: str = "l0"
+    name: str = setting("l0", "registry id.")
     limits: ClassVar[dict[str, Limit]] = {"k": COUNT, "mask_step": POSITIVE, "patience": COUNT}
 
-    eps: float | None = None
-    k: int | None = None
-    gradient: SparseGradient = SparseGradient.random
-    mask_step: float = 0.25
-    patience: int = 10
+    eps: float | None = setting(None, "unused (L0 counts pixels: set threat.k); must stay None.")
+    k: int | None = setting(None, "changed pixels allowed; None = preset (digits 2, mnist 20, "
+                                  "cifar10/100 20).")
+    gradient: SparseGradient = setting(SparseGradient.random, "sPGD's magnitude gradient: random "
+                                                              "(per sample and episode, "
+                                                              "training), projected or "
+                                                              "unprojected.")
+    mask_step: float = setting(0.25, "β of the mask-logit step β·√(H·W)·g/‖g‖₂ (sPGD 0.25).")
+    patience: int = setting(10, "unchanged-mask steps before m is re-drawn (sPGD: 10 training, 3 "
+                                "evaluation).")
 
     def __post_init__(self) -> None:
         if self.eps is not None:
@@ -206,16 +201,13 @@ class L0(Geometry):
 
     budget_unit: ClassVar[BudgetUnit] = BudgetUnit.pixels
     autoattack_norm: ClassVar[str | None] = None
-    eval_attacks: ClassVar[tuple[str, ...]] = ("clean", "fgsm", "pgd", "spgd_p", "spgd_u",
-                                               "sparse_rs", "sparse_autoattack")
     default_budgets: ClassVar[dict[str, float]] = {"digits": 2, "mnist": 20, "cifar10": 20,
                                                    "cifar100": 20}
-    ensemble_attack: ClassVar[str | None] = "sparse_autoattack"
-    blackbox_attack: ClassVar[str | None] = "sparse_rs"
     budget_symbol: ClassVar[str] = "k"
     budget_setting: ClassVar[str] = "threat.k=<pixels>"
     at_loss_defaults: ClassVar[dict[str, dict[str, Any]]] = {
         "trades": {"beta": 3.0, "attack": "ce"}}  # sTRADES (docs/seeds.md §6.3)
+    config: L0Config  # set by Geometry.__init__, always an L0Config here
 
     def __init__(self, config: L0Config | None = None) -> None:
         super().__init__(config if config is not None else L0Config())
@@ -231,6 +223,9 @@ class L0(Geometry):
         return L0(dataclasses.replace(self.config, **changes))
 
     # -- budgets -----------------------------------------------------------------------
+    def with_budget(self, budget: float) -> L0:
+        return L0(dataclasses.replace(self.config, k=int(budget)))
+
     def nominal_budget(self) -> float | None:
         return None if self.config.k is None else float(self.config.k)
 

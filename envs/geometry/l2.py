@@ -8,6 +8,7 @@ from typing import ClassVar
 
 import torch
 
+from learned_at.envs.options import setting
 from learned_at.envs.geometry.base import (Geometry, GeometryConfig, Scalar, clip_to_box, flat_norm,
                                            per_sample, register_geometry)
 
@@ -53,15 +54,11 @@ def fosc_l2(grad: torch.Tensor, offset: torch.Tensor, eps: Scalar) -> torch.Tens
 
 @dataclass(frozen=True)
 class L2Config(GeometryConfig):
-    """L2 threat model (``threat=l2``).
+    """L2 threat model (``threat=l2``)."""
 
-    Attributes:
-        name: registry id.
-        eps: radius in [0, 1]-pixel units; None = preset (digits 1.0, mnist 2.0, cifar 0.5).
-    """
-
-    name: str = "l2"
-    eps: float | None = None
+    name: str = setting("l2", "registry id.")
+    eps: float | None = setting(None, "radius in [0, 1]-pixel units; None = preset (digits 1.0, "
+                                      "mnist 2.0, cifar 0.5).")
 
 
 @register_geometry(L2Config)
@@ -69,10 +66,6 @@ class L2(Geometry):
     """‖δ‖₂ ≤ ε; PGD steps α·∇/‖∇‖₂."""
 
     autoattack_norm: ClassVar[str | None] = "L2"
-    eval_attacks: ClassVar[tuple[str, ...]] = ("clean", "fgsm", "pgd", "cw", "autoattack",
-                                               "square")
-    ensemble_attack: ClassVar[str | None] = "autoattack"
-    blackbox_attack: ClassVar[str | None] = "square"
     default_budgets: ClassVar[dict[str, float]] = {"digits": 1.0, "mnist": 2.0, "cifar10": 0.5,
                                                    "cifar100": 0.5}
 

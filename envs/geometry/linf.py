@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import torch
 
+from learned_at.envs.options import setting
 from learned_at.envs.geometry.base import (Geometry, GeometryConfig, Scalar, clip_to_box, flat_norm,
                                            per_sample, register_geometry)
 
@@ -64,15 +65,11 @@ def fosc_linf(grad: torch.Tensor, offset: torch.Tensor, eps: Scalar) -> torch.Te
 
 @dataclass(frozen=True)
 class LinfConfig(GeometryConfig):
-    """L∞ threat model (``threat=linf``).
+    """L∞ threat model (``threat=linf``)."""
 
-    Attributes:
-        name: registry id.
-        eps: radius in [0, 1]-pixel units; None = preset (digits 0.2, mnist 0.3, cifar 8/255).
-    """
-
-    name: str = "linf"
-    eps: float | None = None
+    name: str = setting("linf", "registry id.")
+    eps: float | None = setting(None, "radius in [0, 1]-pixel units; None = preset (digits 0.2, "
+                                      "mnist 0.3, cifar 8/255).")
 
 
 @register_geometry(LinfConfig)
@@ -80,10 +77,6 @@ class Linf(Geometry):
     """‖δ‖∞ ≤ ε; PGD steps α·sign(∇)."""
 
     autoattack_norm: ClassVar[str | None] = "Linf"
-    eval_attacks: ClassVar[tuple[str, ...]] = ("clean", "fgsm", "pgd", "cw", "autoattack",
-                                               "square")
-    ensemble_attack: ClassVar[str | None] = "autoattack"
-    blackbox_attack: ClassVar[str | None] = "square"
     default_budgets: ClassVar[dict[str, float]] = {"digits": 0.2, "mnist": 0.3,
                                                    "cifar10": 8 / 255, "cifar100": 8 / 255}
     has_corner_init: ClassVar[bool] = True

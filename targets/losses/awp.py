@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from learned_at.envs.attack_loss import AttackLoss
-from learned_at.envs.options import NON_NEGATIVE, POSITIVE, Limit
+from learned_at.envs.options import setting, NON_NEGATIVE, POSITIVE, Limit
 from learned_at.envs.result import AttackResult
 from learned_at.targets.inputs import TargetInputs
 from learned_at.targets.losses.base import ATLossOutput, register_at_loss
@@ -40,21 +40,14 @@ _EPS = 1e-20
 
 @dataclass(frozen=True)
 class AwpConfig(CrossEntropyConfig):
-    """Cross-entropy AT with adversarial weight perturbation.
-
-    Attributes:
-        name: registry id.
-        true_class_prob: label smoothing (1.0 = off; LAS-AWP uses plain CE).
-        gamma: relative size γ of the weight perturbation per layer.
-        proxy_lr: learning rate of the proxy's ascent step.
-    """
+    """Cross-entropy AT with adversarial weight perturbation."""
 
     limits: ClassVar[dict[str, Limit]] = {**CrossEntropyConfig.limits, "gamma": NON_NEGATIVE,
                                             "proxy_lr": POSITIVE}
 
-    name: str = "awp"
-    gamma: float = 0.01
-    proxy_lr: float = 0.01
+    name: str = setting("awp", "registry id.")
+    gamma: float = setting(0.01, "relative size γ of the weight perturbation per layer.")
+    proxy_lr: float = setting(0.01, "learning rate of the proxy's ascent step.")
 
 
 def weight_perturbation(model: nn.Module, proxy: nn.Module, gamma: float
@@ -87,7 +80,7 @@ def add_to_weights(model: nn.Module, perturbation: dict[str, torch.Tensor], sign
 class Awp(CrossEntropy):
     """CE AT step at the adversarially perturbed weights w + v."""
 
-    attack_loss: ClassVar[AttackLoss] = AttackLoss.CE
+    attack_loss: AttackLoss = AttackLoss.CE
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)

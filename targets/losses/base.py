@@ -11,13 +11,14 @@ the union of the policy's and the loss's requirements, so adding such a loss is 
 Registry ids select them (``at_loss=ce``, ``at_loss=trades``, ...). :func:`make_at_loss` binds
 the loss to the run (:class:`LossContext`: training-set size, classes, schedule, device,
 geometry), which per-sample memories (soft labels, :mod:`targets.losses.soft_labels`) and
-per-geometry defaults (:attr:`envs.geometry.base.Geometry.at_loss_defaults`) need. The target
+per-geometry defaults (:attr:`envs.geometry.base.Geometry.at_loss_defaults`, applied by
+:meth:`ATLossConfig.resolve`) need. The target
 calls :meth:`ATLoss.end_step` after each of its own optimiser steps (never after a look-ahead).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -26,7 +27,7 @@ from torch import nn
 
 from learned_at.envs.attack_loss import AttackLoss
 from learned_at.envs.geometry.base import Geometry
-from learned_at.envs.options import PROBABILITY, Limit
+from learned_at.envs.options import setting, PROBABILITY, Limit
 from learned_at.envs.registry import Registry
 from learned_at.envs.requirements import EnvRequirements
 from learned_at.envs.result import AttackResult
@@ -88,20 +89,33 @@ class ATLossOutput:
 
 @dataclass(frozen=True)
 class ATLossConfig:
-    """Fields shared by every AT loss config.
-
-    Attributes:
-        name: registry id.
-        true_class_prob: label smoothing as the probability put on the true class (1.0 = off).
-        soft_labels: Self-Adaptive Training soft labels (``at_loss.soft_labels.enabled=true``;
-            losses that support them: ce, trades, tradeoff, awp).
-    """
+    """Fields shared by every AT loss config."""
 
     limits: ClassVar[dict[str, Limit]] = {"true_class_prob": PROBABILITY}
 
-    name: str = "ce"
-    true_class_prob: float = 1.0
-    soft_labels: SoftLabelConfig = field(default_factory=SoftLabelConfig)
+    name: str = setting("ce", "registry id.")
+    true_class_prob: float | None = setting(None, "label smoothing as the probability put on the "
+                                                  "true class (1.0 = off); None = the policy's "
+                                                  "(LAS-AT, FGSM-SDI, FGSM-PGI carry their "
+                                                  "recipe's), else 1.0 (runners/presets.py makes "
+                                                  "the two one setting).")
+    soft_labels: SoftLabelConfig = setting(doc="Self-Adaptive Training soft labels "
+                                               "(at_loss.soft_labels.enabled=true; losses that "
+                                               "support them: ce, trades, tradeoff, awp).",
+                                              factory=SoftLabelConfig)
+
+    def resolve(self, geometry: Geometry, epochs: int) -> ATLossConfig:
+        """Every preset field filled: the geometry's defaults for this loss
+        (:attr:`envs.geometry.base.Geometry.at_loss_defaults`, e.g. L0's sTRADES β = 3) where
+        a field is None, then the loss's own fallbacks (:attr:`fallbacks`), and the soft
+        labels' warm-up for a run of ``epochs`` epochs. ``true_class_prob`` is the runner's
+        business (it depends on the policy)."""
+        defaults = {**self.fallbacks, **geometry.at_loss_defaults.get(self.name, {})}
+        filled = {k: v for k, v in defaults.items() if getattr(self, k, 0) is None}
+        return replace(self, **filled, soft_labels=self.soft_labels.resolve(epochs))
+
+    #: field -> value for ``None`` fields the geometry leaves open (class attribute).
+    fallbacks: ClassVar[dict[str, Any]] = {}
 
 
 @dataclass(frozen=True)
@@ -129,10 +143,11 @@ class ATLoss:
     """Base AT loss: subclasses implement :meth:`compute` (see the module docstring)."""
 
     name: ClassVar[str] = "base"
-    #: the objective the attack should maximise for this loss.
-    attack_loss: ClassVar[AttackLoss] = AttackLoss.CE
+    #: the objective the attack should maximise for this loss. This and ``env_requirements``
+    #: are class defaults that an instance may replace from its config (TRADES in ``bind``).
+    attack_loss: AttackLoss = AttackLoss.CE
     #: what the env must compute for this loss (merged with the policy's requirements).
-    env_requirements: ClassVar[EnvRequirements] = EnvRequirements()
+    env_requirements: EnvRequirements = EnvRequirements()
     #: the loss's CE terms can take Self-Adaptive Training soft labels.
     supports_soft_labels: ClassVar[bool] = False
 
@@ -142,8 +157,12 @@ class ATLoss:
         self.soft_labels: SoftLabels | None = None
 
     def bind(self, context: LossContext) -> None:
-        """Attach the run's context; builds the soft-label memory when the option is on."""
+        """Attach the run's context: the config's presets are resolved for its geometry
+        (:meth:`ATLossConfig.resolve`) and the soft-label memory is built when the option is
+        on."""
         self.context = context
+        if context.geometry is not None and hasattr(self.config, "resolve"):
+            self.config = self.config.resolve(context.geometry, context.epochs)
         option = getattr(self.config, "soft_labels", None)
         if option is None or not option.enabled:
             return
@@ -152,16 +171,6 @@ class ATLoss:
                              "at_loss.soft_labels applies to ce, trades, tradeoff and awp")
         self.soft_labels = SoftLabels(option, context.num_train, context.num_classes,
                                       context.epochs, context.batches_per_epoch, context.device)
-
-    def setting(self, name: str, fallback: Any) -> Any:
-        """A config field, where None means the geometry's default for this loss (e.g. L0's
-        sTRADES β = 3), else ``fallback``."""
-        value = getattr(self.config, name, None)
-        if value is not None:
-            return value
-        geometry = self.context.geometry
-        defaults = getattr(geometry, "at_loss_defaults", {}).get(self.name, {})
-        return defaults.get(name, fallback)
 
     def soft_targets(self, model: nn.Module, result: AttackResult,
                      clean_logits: torch.Tensor | None, adv_logits: torch.Tensor
@@ -189,10 +198,11 @@ class ATLoss:
         if self.soft_labels is not None:
             self.soft_labels.end_step()
 
-    def true_class_prob(self, inputs: TargetInputs) -> float:
-        """Label smoothing: the policy's preset (FGSM-SDI 0.5, ...) wins over the config's."""
-        preset = inputs.true_class_prob
-        return self.config.true_class_prob if preset is None else float(preset)
+    @property
+    def true_class_prob(self) -> float:
+        """Label smoothing of the loss's CE terms (1.0 where the config leaves it None)."""
+        value = self.config.true_class_prob
+        return 1.0 if value is None else float(value)
 
     def compute(self, model: nn.Module, result: AttackResult, inputs: TargetInputs
                 ) -> ATLossOutput:

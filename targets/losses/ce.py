@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from torch import nn
 
+from learned_at.envs.options import setting
 from learned_at.envs.attack_loss import AttackLoss
 from learned_at.envs.result import AttackResult
 from learned_at.targets.inputs import TargetInputs
@@ -18,14 +19,9 @@ from learned_at.targets.losses.soft_labels import soft_target_ce
 
 @dataclass(frozen=True)
 class CrossEntropyConfig(ATLossConfig):
-    """Cross-entropy AT: minimise CE(f(x_adv), y).
+    """Cross-entropy AT: minimise CE(f(x_adv), y)."""
 
-    Attributes:
-        name: registry id.
-        true_class_prob: label smoothing as the probability put on the true class (1.0 = off).
-    """
-
-    name: str = "ce"
+    name: str = setting("ce", "registry id.")
 
 
 @register_at_loss(CrossEntropyConfig)
@@ -35,7 +31,7 @@ class CrossEntropy(ATLoss):
     With soft labels (after their warm-up) the CE is against the per-sample soft targets,
     weighted by their SAT weights."""
 
-    attack_loss: ClassVar[AttackLoss] = AttackLoss.CE
+    attack_loss: AttackLoss = AttackLoss.CE
     supports_soft_labels: ClassVar[bool] = True
 
     def compute(self, model: nn.Module, result: AttackResult, inputs: TargetInputs
@@ -43,7 +39,7 @@ class CrossEntropy(ATLoss):
         logits = model(result.x_adv)
         soft = self.soft_targets(model, result, None, logits)
         if soft is None:
-            per = soft_cross_entropy(logits, result.y, self.true_class_prob(inputs))
+            per = soft_cross_entropy(logits, result.y, self.true_class_prob)
         else:
             per = soft_target_ce(logits, soft[0]) * soft[1]
         loss = weighted_mean(per, inputs.weight)

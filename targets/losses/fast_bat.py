@@ -88,7 +88,7 @@ from torch import nn
 from learned_at.envs.attack_env import target_mode
 from learned_at.envs.attack_loss import AttackLoss
 from learned_at.envs.geometry.base import Geometry, per_sample
-from learned_at.envs.options import NON_NEGATIVE, POSITIVE, Limit, parse_option
+from learned_at.envs.options import setting, NON_NEGATIVE, POSITIVE, Limit, parse_option
 from learned_at.envs.requirements import BnMode, EnvRequirements, Extra
 from learned_at.envs.result import AttackResult
 from learned_at.targets.distributed import average_gradients
@@ -183,44 +183,36 @@ def policy_problem(policy: Any) -> str | None:
 
 @dataclass(frozen=True)
 class FastBatConfig(ATLossConfig):
-    """Fast-BAT: bi-level fast AT with the implicit-gradient target step.
-
-    Attributes:
-        name: registry id.
-        true_class_prob: label smoothing of ℓ_tr (1.0 = off, the reference).
-        lam: λ weighting the implicit term (reference 10); null = 1/γ (the reference's
-            ``--lmbda 0``: the term is then the exact derivative of δ*).
-        step: raw-gradient step γ of the lower level, in input units per unit of the summed
-            per-sample CE gradient; null = the reference's 5000/255 for ε ≤ 8/255, else 2000/255.
-        linearisation: ``raw`` (the method) or ``sign`` (the paper's pitfall: the implicit
-            term vanishes; warns).
-        ig_point: where the implicit derivative is taken: ``z`` (reference code) or
-            ``delta_star`` (the paper).
-        z_from: the linearisation point: ``auto`` (per sample: ``raw_step`` after one-step
-            episodes, the episode's example otherwise), ``raw_step`` (one raw step from the
-            episode's start, the reference; single-step policies only) or ``episode`` (the
-            episode's example).
-        mask: H = ``inactive`` (1 where no bound is active at δ*, reference) or ``ones``.
-        mask_tol: a coordinate within this distance of a bound counts as at the bound.
-        implicit: add the implicit term (false: the upper level without it, an ablation that
-            skips the double back-propagation).
-        lower_bn: BatchNorm mode of the lower level's pass at z (``eval``, like the project's
-            attacks; ``train``, the reference's).
-    """
+    """Fast-BAT: bi-level fast AT with the implicit-gradient target step."""
 
     limits: ClassVar[dict[str, Limit]] = {**ATLossConfig.limits, "lam": POSITIVE,
                                           "step": POSITIVE, "mask_tol": NON_NEGATIVE}
 
-    name: str = "fast_bat"
-    lam: float | None = 10.0
-    step: float | None = None
-    linearisation: Linearisation = Linearisation.raw
-    ig_point: IgPoint = IgPoint.z
-    z_from: ZFrom = ZFrom.auto
-    mask: HMask = HMask.inactive
-    mask_tol: float = 1e-7
-    implicit: bool = True
-    lower_bn: BnMode = BnMode.eval
+    name: str = setting("fast_bat", "registry id.")
+    lam: float | None = setting(10.0, "λ weighting the implicit term (reference 10); null = 1/γ "
+                                      "(the reference's --lmbda 0: the term is then the exact "
+                                      "derivative of δ*).")
+    step: float | None = setting(None, "raw-gradient step γ of the lower level, in input units "
+                                       "per unit of the summed per-sample CE gradient; null = the "
+                                       "reference's 5000/255 for ε ≤ 8/255, else 2000/255.")
+    linearisation: Linearisation = setting(Linearisation.raw, "raw (the method) or sign (the "
+                                                              "paper's pitfall: the implicit term "
+                                                              "vanishes; warns).")
+    ig_point: IgPoint = setting(IgPoint.z, "where the implicit derivative is taken: z (reference "
+                                           "code) or delta_star (the paper).")
+    z_from: ZFrom = setting(ZFrom.auto, "the linearisation point: auto (per sample: raw_step "
+                                        "after one-step episodes, the episode's example "
+                                        "otherwise), raw_step (one raw step from the episode's "
+                                        "start, the reference; single-step policies only) or "
+                                        "episode (the episode's example).")
+    mask: HMask = setting(HMask.inactive, "H = inactive (1 where no bound is active at δ*, "
+                                          "reference) or ones.")
+    mask_tol: float = setting(1e-7, "a coordinate within this distance of a bound counts as at "
+                                    "the bound.")
+    implicit: bool = setting(True, "add the implicit term (false: the upper level without it, an "
+                                   "ablation that skips the double back-propagation).")
+    lower_bn: BnMode = setting(BnMode.eval, "BatchNorm mode of the lower level's pass at z (eval, "
+                                            "like the project's attacks; train, the reference's).")
 
 
 @dataclass(frozen=True)
@@ -286,7 +278,7 @@ def _norm(tensors: list[torch.Tensor]) -> torch.Tensor:
 class FastBat(ATLoss):
     """Fast-BAT's target step (see the module docstring)."""
 
-    attack_loss: ClassVar[AttackLoss] = AttackLoss.CE
+    attack_loss: AttackLoss = AttackLoss.CE
 
     def __init__(self, config: FastBatConfig) -> None:
         super().__init__(config)
@@ -377,7 +369,9 @@ class FastBat(ATLoss):
         if self.mask is HMask.ones:
             h = torch.ones_like(delta_star)
         else:
-            h = geometry.inactive_mask(delta_star, x, eps, self.config.mask_tol)
+            inactive = geometry.inactive_mask(delta_star, x, eps, self.config.mask_tol)
+            assert inactive is not None  # check_setting requires geometry.has_inactive_mask
+            h = inactive
         return LowerLevel(z, delta_star, h, direction, step, lam)
 
     # -- the upper level -------------------------------------------------------------------
@@ -386,7 +380,7 @@ class FastBat(ATLoss):
         """The upper level's training forward at δ* (ℓ_tr)."""
         d = lower.delta_star.detach().requires_grad_(True)
         logits = model(result.x + d)
-        per = soft_cross_entropy(logits, result.y, self.true_class_prob(inputs))
+        per = soft_cross_entropy(logits, result.y, self.true_class_prob)
         weight = inputs.weight
         train_loss = per.mean() if weight is None else (per * weight.to(per.dtype)).mean()
         return _UpperForward(train_loss, d, lower.direction, logits, per)

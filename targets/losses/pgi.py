@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from learned_at.envs.attack_loss import AttackLoss
-from learned_at.envs.options import NON_NEGATIVE, Limit, parse_option
+from learned_at.envs.options import setting, NON_NEGATIVE, Limit, parse_option
 from learned_at.envs.result import AttackResult
 from learned_at.targets.inputs import TargetInputs
 from learned_at.targets.losses.base import (ATLoss, ATLossConfig, ATLossOutput, register_at_loss,
@@ -43,28 +43,23 @@ class Reduction(str, Enum):
 
 @dataclass(frozen=True)
 class PgiLossConfig(ATLossConfig):
-    """CE AT plus FGSM-PGI's logit-pairing regulariser.
-
-    Attributes:
-        name: registry id.
-        lam: regulariser weight λ (reference 10).
-        reduction: ``mean`` over N×K (reference code) or ``sum`` over K, mean over N.
-        prior_grad: back-propagate through the prior branch f(x_init) too (reference).
-    """
+    """CE AT plus FGSM-PGI's logit-pairing regulariser."""
 
     limits: ClassVar[dict[str, Limit]] = {**ATLossConfig.limits, "lam": NON_NEGATIVE}
 
-    name: str = "pgi"
-    lam: float = 10.0
-    reduction: Reduction = Reduction.mean
-    prior_grad: bool = True
+    name: str = setting("pgi", "registry id.")
+    lam: float = setting(10.0, "regulariser weight λ (reference 10).")
+    reduction: Reduction = setting(Reduction.mean, "mean over N×K (reference code) or sum over K, "
+                                                   "mean over N.")
+    prior_grad: bool = setting(True, "back-propagate through the prior branch f(x_init) too "
+                                     "(reference).")
 
 
 @register_at_loss(PgiLossConfig)
 class PgiLoss(ATLoss):
     """λ-weighted squared error between the logits at the example and at the starting point."""
 
-    attack_loss: ClassVar[AttackLoss] = AttackLoss.CE
+    attack_loss: AttackLoss = AttackLoss.CE
 
     def __init__(self, config: PgiLossConfig) -> None:
         super().__init__(config)
@@ -76,7 +71,7 @@ class PgiLoss(ATLoss):
         with torch.set_grad_enabled(self.config.prior_grad and torch.is_grad_enabled()):
             z_init = model(result.x_init)
         logits = model(result.x_adv)
-        ce = soft_cross_entropy(logits, result.y, self.true_class_prob(inputs))
+        ce = soft_cross_entropy(logits, result.y, self.true_class_prob)
         sq = (logits - z_init).pow(2)
         reg_per = sq.mean(1) if self.reduction is Reduction.mean else sq.sum(1)  # (N,)
         per = ce + self.config.lam * reg_per

@@ -24,14 +24,14 @@ epochs); Fast-LS-ℓ0's own warm-up is not published in the material read (§6.5
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from learned_at.envs.options import parse_option
+from learned_at.envs.options import setting, MOMENTUM, NON_NEGATIVE_INT, Limit, parse_option
 from learned_at.targets.distributed import all_gather_cat, all_reduce_mean
 
 
@@ -44,28 +44,28 @@ class SoftLabelSource(str, Enum):
 
 @dataclass(frozen=True)
 class SoftLabelConfig:
-    """Self-Adaptive Training soft labels (``at_loss.soft_labels.enabled=true``).
+    """Self-Adaptive Training soft labels (``at_loss.soft_labels.enabled=true``)."""
 
-    Attributes:
-        enabled: replace the labels of the loss's CE terms by per-sample soft targets.
-        momentum: m of tᵢ ← m·tᵢ + (1 − m)·p (SAT 0.9).
-        warmup_epochs: epochs with plain labels before the first update; None = 70 % of the
-            run (SAT's TRADES setting).
-        source: the prediction p: ``clean`` (SAT's reference) or ``adversarial``.
-    """
+    limits: ClassVar[dict[str, Limit]] = {"momentum": MOMENTUM,
+                                          "warmup_epochs": NON_NEGATIVE_INT}
 
-    enabled: bool = False
-    momentum: float = 0.9
-    warmup_epochs: int | None = None
-    source: SoftLabelSource = SoftLabelSource.clean
+    enabled: bool | None = setting(None, "replace the labels of the loss's CE terms by per-sample "
+                                         "soft targets; None = the policy's preset "
+                                         "(policy=fast_ls_l0: on), else off.")
+    momentum: float = setting(0.9, "m of tᵢ ← m·tᵢ + (1 − m)·p (SAT 0.9).")
+    warmup_epochs: int | None = setting(None, "epochs with plain labels before the first update; "
+                                              "None = 70 % of the run (SAT's TRADES setting).")
+    source: SoftLabelSource = setting(SoftLabelSource.clean, "the prediction p: clean (SAT's "
+                                                             "reference) or adversarial.")
+
+    def resolve(self, epochs: int) -> SoftLabelConfig:
+        """``warmup_epochs`` = 70 % of a run of ``epochs`` epochs (rounded) when None;
+        ``enabled`` None (the policy's preset) stays for the runner to decide."""
+        if self.warmup_epochs is not None:
+            return self
+        return replace(self, warmup_epochs=round(0.7 * epochs))
 
     def __post_init__(self) -> None:
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"at_loss.soft_labels.momentum must be in [0, 1), got "
-                             f"{self.momentum}")
-        if self.warmup_epochs is not None and self.warmup_epochs < 0:
-            raise ValueError(f"at_loss.soft_labels.warmup_epochs must be >= 0, got "
-                             f"{self.warmup_epochs}")
         object.__setattr__(self, "source", parse_option(SoftLabelSource, self.source,
                                                         "at_loss.soft_labels.source"))
 
@@ -88,8 +88,9 @@ class SoftLabels:
             raise ValueError("at_loss.soft_labels needs the training-set size and the number of "
                              "classes: build the loss with make_at_loss(config, LossContext(...))")
         self.config = config
-        warmup = (round(0.7 * epochs) if config.warmup_epochs is None
-                  else int(config.warmup_epochs))
+        warmup_epochs = config.resolve(epochs).warmup_epochs
+        assert warmup_epochs is not None  # resolve() fills the default
+        warmup = int(warmup_epochs)
         self.warmup_steps = warmup * max(batches_per_epoch, 1)
         self.memory = torch.zeros(num_train, num_classes, device=device)  # (num_train, K)
         self.seen = torch.zeros(num_train, dtype=torch.bool, device=device)

@@ -15,7 +15,7 @@ from typing import ClassVar
 from torch import nn
 
 from learned_at.envs.attack_loss import AttackLoss
-from learned_at.envs.options import FRACTION, Limit
+from learned_at.envs.options import setting, FRACTION, Limit
 from learned_at.envs.result import AttackResult
 from learned_at.targets.inputs import TargetInputs
 from learned_at.targets.losses.base import (ATLoss, ATLossConfig, ATLossOutput, register_at_loss,
@@ -25,17 +25,13 @@ from learned_at.targets.losses.soft_labels import soft_target_ce
 
 @dataclass(frozen=True)
 class TradeoffConfig(ATLossConfig):
-    """Trade-off loss.
-
-    Attributes:
-        name: registry id.
-        a: weight of the adversarial term, in [0, 1] (0 = standard training, 1 = sAT / CE-AT).
-    """
+    """Trade-off loss."""
 
     limits: ClassVar[dict[str, Limit]] = {**ATLossConfig.limits, "a": FRACTION}
 
-    name: str = "tradeoff"
-    a: float = 0.5
+    name: str = setting("tradeoff", "registry id.")
+    a: float = setting(0.5, "weight of the adversarial term, in [0, 1] (0 = standard training, 1 "
+                            "= sAT / CE-AT).")
 
     def __post_init__(self) -> None:
         if not 0 <= self.a <= 1:
@@ -46,7 +42,7 @@ class TradeoffConfig(ATLossConfig):
 class Tradeoff(ATLoss):
     """(1 − a)·CE(f(x)) + a·CE(f(x_adv)) per sample (module docstring)."""
 
-    attack_loss: ClassVar[AttackLoss] = AttackLoss.CE
+    attack_loss: AttackLoss = AttackLoss.CE
     supports_soft_labels: ClassVar[bool] = True
 
     def compute(self, model: nn.Module, result: AttackResult, inputs: TargetInputs
@@ -54,7 +50,7 @@ class Tradeoff(ATLoss):
         clean, adv = model(result.x), model(result.x_adv)
         soft = self.soft_targets(model, result, clean, adv)
         if soft is None:
-            tcp = self.true_class_prob(inputs)
+            tcp = self.true_class_prob
             ce_clean = soft_cross_entropy(clean, result.y, tcp)
             ce_adv = soft_cross_entropy(adv, result.y, tcp)
         else:

@@ -33,13 +33,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from learned_at.envs.attack_loss import AttackLoss, kl_loss
-from learned_at.envs.options import NON_NEGATIVE, Limit, parse_option
+from learned_at.envs.options import setting, NON_NEGATIVE, Limit, parse_option
 from learned_at.envs.requirements import EnvRequirements
 from learned_at.envs.result import AttackResult
 from learned_at.targets.inputs import TargetInputs
@@ -63,24 +63,21 @@ class TradesAttack(str, Enum):
 
 @dataclass(frozen=True)
 class TradesConfig(ATLossConfig):
-    """TRADES.
-
-    Attributes:
-        name: registry id.
-        beta: trade-off β; None = the geometry's default (L0 3, else 6); a policy may override
-            it per sample (``TargetInputs.beta``).
-        attack: what the attack maximises: ``kl`` or ``ce``; None = the geometry's default
-            (L0 ce, else kl).
-        joint_pass: forward clean and adversarial inputs as one concatenated batch (faster on
-            GPUs; BatchNorm then mixes their statistics). Default: two passes (reference).
-    """
+    """TRADES."""
 
     limits: ClassVar[dict[str, Limit]] = {**ATLossConfig.limits, "beta": NON_NEGATIVE}
 
-    name: str = "trades"
-    beta: float | None = None
-    attack: TradesAttack | None = None
-    joint_pass: bool = False
+    name: str = setting("trades", "registry id.")
+    beta: float | None = setting(None, "trade-off β; None = the geometry's default (L0 3, else "
+                                       "6); a policy may override it per sample "
+                                       "(TargetInputs.beta).")
+    attack: TradesAttack | None = setting(None, "what the attack maximises: kl or ce; None = the "
+                                                "geometry's default (L0 ce, else kl).")
+    joint_pass: bool = setting(False, "forward clean and adversarial inputs as one concatenated "
+                                      "batch (faster on GPUs; BatchNorm then mixes their "
+                                      "statistics). Default: two passes (reference).")
+
+    fallbacks: ClassVar[dict[str, Any]] = {"beta": DEFAULT_BETA, "attack": TradesAttack.kl}
 
     def __post_init__(self) -> None:
         if self.attack is not None:
@@ -92,22 +89,22 @@ class TradesConfig(ATLossConfig):
 class Trades(ATLoss):
     """TRADES with an optional per-sample β (LAS-TRADES picks β per sample)."""
 
-    attack_loss: ClassVar[AttackLoss] = AttackLoss.KL
-    env_requirements: ClassVar[EnvRequirements] = EnvRequirements(
+    attack_loss: AttackLoss = AttackLoss.KL
+    env_requirements: EnvRequirements = EnvRequirements(
         start_noise=TRADES_START_NOISE)
     supports_soft_labels: ClassVar[bool] = True
 
     def bind(self, context: LossContext) -> None:
         super().bind(context)
-        attack = TradesAttack(self.setting("attack", TradesAttack.kl))
+        attack = TradesAttack(self.config.attack or TradesAttack.kl)
         kl = attack is TradesAttack.kl
         self.attack_loss = AttackLoss.KL if kl else AttackLoss.CE
         self.env_requirements = EnvRequirements(start_noise=TRADES_START_NOISE if kl else 0.0)
 
     @property
     def beta(self) -> float:
-        """The configured β, else the geometry's, else 6."""
-        return float(self.setting("beta", DEFAULT_BETA))
+        """The configured β (resolved: the geometry's, else 6, when it was None)."""
+        return float(DEFAULT_BETA if self.config.beta is None else self.config.beta)
 
     def logits(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,7 +120,7 @@ class Trades(ATLoss):
         clean, adv = self.logits(model, result.x, result.x_adv)
         soft = self.soft_targets(model, result, clean, adv)
         if soft is None:
-            ce = soft_cross_entropy(clean, result.y, self.true_class_prob(inputs))
+            ce = soft_cross_entropy(clean, result.y, self.true_class_prob)
         else:
             ce = soft_target_ce(clean, soft[0]) * soft[1]
         kl = kl_loss(adv, clean)

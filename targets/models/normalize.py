@@ -18,6 +18,9 @@ class Normalize(nn.Module):
         x: float (B, C, H, W) in [0, 1] -> (B, C, H, W).
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         if len(mean) != len(std) or min(std) <= 0:

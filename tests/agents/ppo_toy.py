@@ -58,19 +58,20 @@ class ToyLoader:
 
 
 class ToyTrainer:
-    """The runner's ``train_batch`` contract on the toy target (the target does not learn)."""
+    """The co-training's step on the toy target (the target does not learn), with what SB3's
+    adapter drives (:class:`agents.ppo.vec_env.Driven`: policy, model, loader, step)."""
 
     def __init__(self, policy, batch_size: int = 64, batches: int = 4, seed: int = 0) -> None:
         self.policy, self.model = policy, ToyTarget()
         self.env = AttackEnv(self.model, EnvConfig(requirements=policy.requirements(),
                                                    num_classes=2), SHAPE, batch_size)
         self.loss = CrossEntropy(CrossEntropyConfig())
-        self.train_loader = ToyLoader(batch_size, batches)
+        self.loader = ToyLoader(batch_size, batches)
         self.gen = torch.Generator().manual_seed(seed)
         self.global_step = 0
         self.chosen_eps: list[torch.Tensor] = []
 
-    def train_batch(self, b: Batch, epoch: int):
+    def step(self, b: Batch, epoch: int):
         result = run_episode(self.env, self.policy, b.x, b.y, b.index, generator=self.gen)
         self.chosen_eps.append(self.policy.describe(result)["eps"])
         with torch.no_grad():  # the target's step without the step: its per-sample loss

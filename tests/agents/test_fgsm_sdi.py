@@ -4,9 +4,9 @@ import copy
 
 import torch
 
-from learned_at.agents.base import StepInfo
+from learned_at.agents.base import StepInfo, make_policy
 from learned_at.agents.fgsm_sdi.generator import InitGenerator
-from learned_at.agents.fgsm_sdi.policy import FgsmSdi, FgsmSdiConfig
+from learned_at.agents.fgsm_sdi.policy import FgsmSdiConfig
 from learned_at.envs.requirements import Extra
 from learned_at.targets.losses.base import soft_cross_entropy
 from tests.helpers import attack, make_context, target_for
@@ -14,7 +14,7 @@ from tests.helpers import attack, make_context, target_for
 
 def _policy(**kw):
     torch.manual_seed(0)
-    return FgsmSdi(FgsmSdiConfig(**kw), make_context(epochs=1, batches_per_epoch=1))
+    return make_policy(FgsmSdiConfig(**kw), make_context(epochs=1, batches_per_epoch=1))
 
 
 def test_generator_output_inside_eps_ball_for_any_input():
@@ -64,25 +64,25 @@ def test_update_only_every_k_batches(tiny_net, batch):
 
 
 def test_target_step_does_not_backprop_into_generator(tmp_path, tracking_uri):
-    from learned_at.runners.config import compose_config
-    from learned_at.runners.cotrain import Cotrainer
+    from learned_at.runners.compose import compose_config
+    from learned_at.runners.run import build_run
+    from learned_at.runners.train import train_step
 
     cfg = compose_config(["policy=fgsm_sdi", "policy.update_every=1000", "epochs=1",
                           "batch_size=64", "progress=false", f"checkpoint_dir={tmp_path}"])
-    trainer = Cotrainer(cfg, [], tracking_uri)
-    b = next(iter(trainer.train_loader))
-    trainer.global_step = 1  # not an update batch
-    before = copy.deepcopy(trainer.model).train()
+    run = build_run(cfg)
+    b = next(iter(run.loader))
+    before = copy.deepcopy(run.target.model).train()
     seen = {}
-    step = trainer.target.step
+    step = run.target.step
 
     def record(result, inputs):
         seen["result"] = result
         return step(result, inputs)
 
-    trainer.target.step = record
-    stats, _ = trainer.train_batch(b, 0)
-    assert all(p.grad is None for p in trainer.policy.generator.parameters())
+    run.target.step = record
+    stats, _ = train_step(run, b, 0, step=1)  # not an update batch
+    assert all(p.grad is None for p in run.policy.generator.parameters())
     # attack success = training samples the pre-step target (train mode, as its step)
     # misclassifies on the attacked batch
     with torch.no_grad():

@@ -8,10 +8,11 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from learned_at.agents.base import StepInfo
+from learned_at.agents.base import StepInfo, make_policy
 from learned_at.agents.las_at.net import categorical_entropy, categorical_log_prob
-from learned_at.agents.las_at.policy import LasAt, LasAtConfig
+from learned_at.agents.las_at.policy import LasAtConfig
 from learned_at.envs.attack_loss import AttackLoss
+from learned_at.runners.validation import config_problems
 from learned_at.runners.cotrain import cotrain
 from learned_at.runners.distributions import DistributionHistory
 from learned_at.targets.losses.awp import Awp, AwpConfig
@@ -68,7 +69,7 @@ def test_reinforce_concentrates_a_head_on_the_rewarded_value(mode, baseline):
     """The faithful form (one scalar reward per batch, no baseline) learns a bandit whose
     reward is 0 unless the batch hits; per-sample rewards and the baseline learn it too."""
     torch.manual_seed(0)
-    policy = LasAt(LasAtConfig(interval=1, lr=0.5, reward_mode=mode, baseline=baseline,
+    policy = make_policy(LasAtConfig(interval=1, lr=0.5, reward_mode=mode, baseline=baseline,
                                steps_grid=[1, 2]), _context())
     probs = _bandit(policy, 80 if baseline == "moving_average" or mode == "per_sample" else 200)
     assert probs[2] > 0.8 and probs.argmax() == 2, probs
@@ -79,7 +80,7 @@ def test_lookahead_leaves_target_weights_and_optimiser_untouched(tiny_net, batch
     at_loss = {"ce": CrossEntropy(CrossEntropyConfig()), "trades": Trades(TradesConfig()),
                "awp": Awp(AwpConfig())}[loss_name]
     kl = loss_name == "trades"
-    policy = LasAt(LasAtConfig(interval=1),
+    policy = make_policy(LasAtConfig(interval=1),
                    _context(loss_name, AttackLoss.KL if kl else AttackLoss.CE))
     target = target_for(tiny_net, at_loss)
     x, y = batch
@@ -113,6 +114,13 @@ def test_lookahead_leaves_target_weights_and_optimiser_untouched(tiny_net, batch
     torch.testing.assert_close(metrics["policy/reward"], expected)
 
 
+def _smoothed_ce(policy):
+    """The run's CE loss with the policy's label smoothing (one setting: runners/presets.py)."""
+    from learned_at.targets.losses.ce import CrossEntropy, CrossEntropyConfig
+
+    return CrossEntropy(CrossEntropyConfig(true_class_prob=policy.config.true_class_prob))
+
+
 def _plain_sgd_step(model, x_adv, y, lr, weight_decay, true_class_prob):
     """w − lr·(∇ LS-CE(f_w(x_adv), y) + wd·w), the forward in train mode, on a copy."""
     ref = copy.deepcopy(model).train()
@@ -125,8 +133,8 @@ def _plain_sgd_step(model, x_adv, y, lr, weight_decay, true_class_prob):
 def test_lookahead_is_one_plain_sgd_step_before_the_target_step_with_smoothing(tiny_net, batch):
     """ŵ = w − lr·(∇L + wd·w) at the target's current lr and weight decay, no momentum, on the
     weights *before* the target's step; LAS-PGD-AT's label smoothing (0.7) reaches both."""
-    policy = LasAt(LasAtConfig(interval=1, true_class_prob=0.7), _context())
-    target = target_for(tiny_net, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    policy = make_policy(LasAtConfig(interval=1, true_class_prob=0.7), _context())
+    target = target_for(tiny_net, _smoothed_ce(policy), lr=0.1, momentum=0.9, weight_decay=5e-4)
     x, y = batch
     for step, lr in enumerate((0.1, 0.03)):  # the second ŵ would see momentum if it kept any
         for group in target.optimizer.param_groups:
@@ -134,7 +142,7 @@ def test_lookahead_is_one_plain_sgd_step_before_the_target_step_with_smoothing(t
         tiny_net.eval()
         result, _ = attack(policy, tiny_net, x, y, seed=step)
         inputs = policy.target_inputs(result)
-        assert inputs.lookahead and inputs.true_class_prob == 0.7
+        assert inputs.lookahead and policy.config.true_class_prob == 0.7
         expected, loss_w = _plain_sgd_step(tiny_net, result.x_adv, y, lr, 5e-4, 0.7)
         out = target.step(result, inputs)
         torch.testing.assert_close(out.loss, loss_w)  # the target's step: smoothed, at w
@@ -146,7 +154,7 @@ def test_lookahead_is_one_plain_sgd_step_before_the_target_step_with_smoothing(t
 
 
 def test_attack_costs_the_sum_of_chosen_iterations_and_respects_each_eps(tiny_net, batch):
-    policy = LasAt(LasAtConfig(interval=1000), _context())
+    policy = make_policy(LasAtConfig(interval=1000), _context())
     x, y = batch
     result, env = attack(policy, tiny_net, x, y)
     assert env.samples_evaluated == int(result.budget.sum())
@@ -159,7 +167,7 @@ def test_attack_costs_the_sum_of_chosen_iterations_and_respects_each_eps(tiny_ne
 def test_tracked_distributions_sum_to_one_with_an_entry_per_grid_value(tiny_net, batch,
                                                                       loss_name):
     kl = loss_name == "trades"
-    policy = LasAt(LasAtConfig(), _context(loss_name, AttackLoss.KL if kl else AttackLoss.CE))
+    policy = make_policy(LasAtConfig(), _context(loss_name, AttackLoss.KL if kl else AttackLoss.CE))
     history = DistributionHistory()
     for key, grid in policy.grids().items():
         history.declare(key, grid)
@@ -182,11 +190,11 @@ def test_tracked_distributions_sum_to_one_with_an_entry_per_grid_value(tiny_net,
 
 def test_bad_settings_name_the_field():
     with pytest.raises(ValueError, match="reward_mode"):
-        LasAt(LasAtConfig(reward_mode="nope"), _context())
+        make_policy(LasAtConfig(reward_mode="nope"), _context())
     with pytest.raises(ValueError, match="steps_grid"):
-        LasAt(LasAtConfig(steps_grid=[0, 1]), _context())
+        make_policy(LasAtConfig(steps_grid=[0, 1]), _context())
     with pytest.raises(ValueError, match="variant"):
-        LasAt(LasAtConfig(variant="nope"), _context())
+        make_policy(LasAtConfig(variant="nope"), _context())
 
 
 @pytest.mark.parametrize("at_loss", ["ce", "trades", "awp"])
@@ -221,18 +229,18 @@ def test_presets_follow_the_reference_per_variant_and_data_set():
     assert c100["momentum"] == 0.9 and c100["true_class_prob"] == 0.6 and ce["momentum"] == 0.0
     cifar = make_context(eps=8 / 255, data="cifar100", image_shape=(3, 32, 32))
     units = {h: [round(v * 255) for v in g] if h in ("eps", "alpha") else [int(v) for v in g]
-             for h, g in LasAt(LasAtConfig(trunk="small_cnn"), cifar).grids().items()}
+             for h, g in make_policy(LasAtConfig(trunk="small_cnn"), cifar).grids().items()}
     assert units["steps"] == list(range(3, 13)) and units["eps"] == list(range(3, 16))
     trades_ctx = make_context(eps=8 / 255, data="cifar100", image_shape=(3, 32, 32),
                               at_loss_name="trades", attack_loss=AttackLoss.KL)
-    grids = LasAt(LasAtConfig(trunk="small_cnn"), trades_ctx).grids()
+    grids = make_policy(LasAtConfig(trunk="small_cnn"), trades_ctx).grids()
     assert [round(v * 255) for v in grids["eps"]] == list(range(5, 11))
     awp_ctx = make_context(eps=8 / 255, data="cifar100", image_shape=(3, 32, 32),
                            at_loss_name="awp")
-    assert LasAt(LasAtConfig(trunk="small_cnn"), awp_ctx).grids()["steps"] == [
+    assert make_policy(LasAtConfig(trunk="small_cnn"), awp_ctx).grids()["steps"] == [
         float(k) for k in range(8, 16)]
-    assert LasAt(LasAtConfig(trunk="small_cnn"), trades_ctx).target_inputs(None).true_class_prob \
-        is None  # LAS-TRADES leaves the loss's own smoothing
+    # LAS-TRADES' preset is no smoothing: the loss's own setting (1.0 unless the user sets one)
+    assert make_policy(LasAtConfig(trunk="small_cnn"), trades_ctx).config.true_class_prob == 1.0
 
 
 def test_final_clip_projects_the_last_step_onto_the_nominal_budget(tiny_net, batch):
@@ -240,9 +248,9 @@ def test_final_clip_projects_the_last_step_onto_the_nominal_budget(tiny_net, bat
     the result is the unclipped attack's δ clamped to the nominal ε."""
     x, y = batch
     ctx = _context("awp")
-    clipped_policy = LasAt(LasAtConfig(interval=1000), ctx)
+    clipped_policy = make_policy(LasAtConfig(interval=1000), ctx)
     assert clipped_policy.final_clip
-    plain_policy = LasAt(LasAtConfig(interval=1000, final_clip=False), ctx)
+    plain_policy = make_policy(LasAtConfig(interval=1000, final_clip=False), ctx)
     plain_policy.load_state_dict(clipped_policy.state_dict())
     clipped, _ = attack(clipped_policy, tiny_net, x, y, seed=3)
     plain, _ = attack(plain_policy, tiny_net, x, y, seed=3)
@@ -258,27 +266,27 @@ def test_reward_forms_and_clamps_by_hand():
     terms = RewardTerms(r1=torch.tensor([30.0, 2.0]), r2=torch.tensor([1.0, 0.0]),
                         r3=torch.tensor([1.0, 1.0]), ce_robust=torch.tensor([0.5, 4.5]),
                         ce_clean=torch.tensor([0.1, 0.3]))
-    acc = LasAt(LasAtConfig(reward_mode="batch"), _context())  # (a, b) = (4, 2), clamp 10
+    acc = make_policy(LasAtConfig(reward_mode="batch"), _context())  # (a, b) = (4, 2), clamp 10
     torch.testing.assert_close(acc.reward(terms), torch.tensor(10.0 + 4 * 0.5 + 2 * 1.0))
-    ce = LasAt(LasAtConfig(reward_form="ce", reward_mode="batch"), _context())  # paper's −CE
+    ce = make_policy(LasAtConfig(reward_form="ce", reward_mode="batch"), _context())  # paper's −CE
     torch.testing.assert_close(ce.reward(terms), torch.tensor(10.0 - 4 * 2.5 - 2 * 0.2))
-    per = LasAt(LasAtConfig(reward_form="ce", reward_mode="per_sample"), _context())
+    per = make_policy(LasAtConfig(reward_form="ce", reward_mode="per_sample"), _context())
     # a·R2 of the second sample, −18, is clamped to −10 (the reference's clamp of R2, R3)
     torch.testing.assert_close(per.reward(terms), torch.tensor([10.0 - 2.0 - 0.2,
                                                                 2.0 - 10.0 - 0.6]))
     with pytest.raises(ValueError, match="reward_form"):
-        LasAt(LasAtConfig(reward_form="loss"), _context())
-    with pytest.raises(ValueError, match="true_class_prob"):
-        LasAt(LasAtConfig(true_class_prob=0.0), _context())
+        make_policy(LasAtConfig(reward_form="loss"), _context())
+    assert config_problems(LasAtConfig(true_class_prob=0.0), "policy") == [  # checked once
+        "policy.true_class_prob=0 is out of range: accepted (0, 1]"]
 
 
 @pytest.mark.parametrize("reward_attack", ["eval", "reference"])
 def test_r1_is_plain_ce_of_the_examples_and_r2_r3_come_from_the_lookahead(tiny_net, batch,
                                                                           reward_attack):
     x, y = batch
-    policy = LasAt(LasAtConfig(interval=1, reward_attack=reward_attack, reward_pgd_steps=3,
-                               true_class_prob=0.7), _context())
-    target = target_for(tiny_net)
+    policy = make_policy(LasAtConfig(interval=1, reward_attack=reward_attack, reward_pgd_steps=3,
+                                     true_class_prob=0.7), _context())
+    target = target_for(tiny_net, _smoothed_ce(policy))
     result, _ = attack(policy, tiny_net, x, y)
     out = target.step(result, policy.target_inputs(result))
     metrics = policy.update(result, target.view(), out,
@@ -296,7 +304,7 @@ def test_default_digits_preset_learns_a_strategy_its_reward_favours():
     """One default digits run's worth of policy updates (330 batches / interval 4) on a reward
     shaped like the measured one (R1 rises by ≈ 1.3 over the ε grid, per-sample noise of the
     size of R1's spread, R2/R3 Bernoulli): the preset's learner moves ε measurably up."""
-    policy = LasAt(LasAtConfig(), _context())
+    policy = make_policy(LasAtConfig(), _context())
     assert policy.interval == 4
     updates = 30 * 11 // policy.interval
     gen = torch.Generator().manual_seed(0)

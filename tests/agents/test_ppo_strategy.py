@@ -28,9 +28,9 @@ def test_ppo_concentrates_on_the_largest_eps_when_the_runner_drives():
     torch.manual_seed(0)
     policy = PpoStrategy(FAST, toy_context())
     trainer = ToyTrainer(policy, batch_size=64)
-    batch = next(iter(trainer.train_loader))
+    batch = next(iter(trainer.loader))
     for _ in range(20):
-        trainer.train_batch(batch, 0)
+        trainer.step(batch, 0)
     first = (torch.cat(trainer.chosen_eps[:2]) == max(policy.space.eps)).float().mean().item()
     assert first < 0.3  # starts near uniform over 13 values
     assert _top_share(trainer, policy) > 0.8
@@ -79,9 +79,9 @@ def test_extra_state_restores_optimizer_counters_and_partial_rollout():
     policy = PpoStrategy(PpoStrategyConfig(n_steps=3, n_epochs=2, minibatch_size=64),
                          toy_context())
     trainer = ToyTrainer(policy, batch_size=32)
-    batch = next(iter(trainer.train_loader))
+    batch = next(iter(trainer.loader))
     for _ in range(4):  # one PPO update, then one batch in the next rollout
-        trainer.train_batch(batch, 0)
+        trainer.step(batch, 0)
     state, extra = policy.state_dict(), policy.extra_state()
     assert extra["n_updates"] == 2 and extra["buffer"]["pos"] == 1
     twin = PpoStrategy(PpoStrategyConfig(n_steps=3, n_epochs=2, minibatch_size=64),

@@ -72,7 +72,7 @@ def test_reset_and_step_follow_the_sb3_vecenv_api(venv):
     assert len(infos) == N and infos[N - 1]["TimeLimit.truncated"] is False
     np.testing.assert_array_equal(infos[3]["terminal_observation"]["image"], obs["image"][3])
     assert new_obs["image"].shape == (N, *SHAPE)
-    chosen = venv.policy.describe(venv.trainer.env)
+    chosen = venv.policy.describe(venv.driven.env)
     eps_grid = np.array(venv.policy.space.eps, dtype=np.float32)
     np.testing.assert_allclose(chosen["eps"].numpy(), eps_grid[actions[:, 0]])
 
@@ -84,7 +84,7 @@ def test_rewards_follow_the_injected_strategy(venv):
     _, r_top, _, _ = venv.step(top)
     _, r_bottom, _, _ = venv.step(bottom)
     assert r_top.min() > r_bottom.max()
-    assert venv.trainer.env.steps.tolist() == [3] * N  # K grid starts at 3
+    assert venv.driven.env.steps.tolist() == [3] * N  # K grid starts at 3
 
 
 def test_sb3_wrappers_accept_it(venv):

@@ -11,7 +11,8 @@ from learned_at.agents.dynamic import DynamicConfig
 from learned_at.agents.las_at.policy import LasAtConfig
 from learned_at.agents.spgd_at import FastLsL0Config, SpgdAtConfig
 from learned_at.envs.attacks.saa import predict_labels
-from learned_at.runners.config import compose_config
+from learned_at.runners.compose import compose_config
+from learned_at.runners.presets import resolve_config
 from tests.helpers import attack, make_context
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -57,11 +58,12 @@ def test_spgd_at_refuses_radius_threats_and_dynamic_refuses_l0():
 
 def test_fast_ls_l0_selects_strades_with_soft_labels_unless_the_user_picks_a_loss():
     cfg = compose_config(["threat=l0", "threat.k=4", "policy=fast_ls_l0"])
-    assert cfg.at_loss.name == "trades" and cfg.at_loss.soft_labels.enabled
-    assert cfg.at_loss.beta is None  # β = 3 comes from the L0 geometry
-    own = compose_config(["threat=l0", "policy=fast_ls_l0", "at_loss=ce"])
+    assert cfg.at_loss.name == "trades" and cfg.at_loss.beta is None  # presets: resolved below
+    resolved = resolve_config(cfg).at_loss
+    assert resolved.soft_labels.enabled and resolved.beta == 3.0  # β = 3 from the L0 geometry
+    own = resolve_config(compose_config(["threat=l0", "policy=fast_ls_l0", "at_loss=ce"]))
     assert own.at_loss.name == "ce" and not own.at_loss.soft_labels.enabled
-    field = compose_config(["threat=l0", "policy=fast_ls_l0", "at_loss.beta=5"])
+    field = resolve_config(compose_config(["threat=l0", "policy=fast_ls_l0", "at_loss.beta=5"]))
     assert field.at_loss.name == "trades" and field.at_loss.beta == 5
     assert compose_config(["threat=l0", "policy=spgd_at"]).at_loss.name == "ce"
 

@@ -45,6 +45,17 @@ def digits_model(digits_tensors) -> nn.Module:
     return net.eval()
 
 
+class QuantisedInput(nn.Module):
+    """Rounds the input to ``levels`` grey levels first: zero input gradient everywhere."""
+
+    def __init__(self, net: nn.Module, levels: int = 4) -> None:
+        super().__init__()
+        self.net, self.levels = net, levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.round(x * self.levels) / self.levels)
+
+
 def run_interrupted(args: list[str], tracking_uri: str, monkeypatch: pytest.MonkeyPatch
                     ) -> str:
     """Run ``args``, interrupted (KeyboardInterrupt) at the start of its second epoch.
@@ -54,18 +65,19 @@ def run_interrupted(args: list[str], tracking_uri: str, monkeypatch: pytest.Monk
     """
     from mlflow.tracking import MlflowClient
 
-    from learned_at.runners.cotrain import Cotrainer, cotrain
+    from learned_at.runners.checkpoint import Position
+    from learned_at.runners.cotrain import cotrain
 
     calls = {"n": 0}
-    original = Cotrainer.train_epoch
+    original = Position.begin_epoch
 
-    def interrupt_second_epoch(self, epoch, bar):
+    def interrupt_second_epoch(self, policy, epoch, data_rng):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return original(self, epoch, bar)
+        return original(self, policy, epoch, data_rng)
 
-    monkeypatch.setattr(Cotrainer, "train_epoch", interrupt_second_epoch)
+    monkeypatch.setattr(Position, "begin_epoch", interrupt_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         cotrain(args, tracking_uri)
     client = MlflowClient(tracking_uri)
@@ -73,7 +85,7 @@ def run_interrupted(args: list[str], tracking_uri: str, monkeypatch: pytest.Monk
                               order_by=["attributes.start_time DESC"])
     cut_id = runs[0].info.run_id
     assert runs[0].info.status == "KILLED"
-    monkeypatch.setattr(Cotrainer, "train_epoch", original)
+    monkeypatch.setattr(Position, "begin_epoch", original)
     return cut_id
 
 
@@ -132,17 +144,17 @@ def sigterm_after_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
     """Send this process SIGTERM right after the training batch of global step ``step``."""
     import signal
 
-    from learned_at.runners.cotrain import Cotrainer
+    from learned_at.runners import train
 
-    original = Cotrainer.train_batch
+    original = train.train_step
 
-    def train_batch(self, b, epoch):
-        out = original(self, b, epoch)
-        if self.global_step == step + 1:
+    def train_step(run, batch, epoch, global_step):
+        out = original(run, batch, epoch, global_step)
+        if global_step == step:
             signal.raise_signal(signal.SIGTERM)
         return out
 
-    monkeypatch.setattr(Cotrainer, "train_batch", train_batch)
+    monkeypatch.setattr(train, "train_step", train_step)
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
-from learned_at.runners.config import compose_config
-from learned_at.runners.cotrain import Cotrainer
+from learned_at.runners.compose import compose_config
+from learned_at.runners.cotrain import execute
+from learned_at.runners.run import build_run
 from learned_at.runners.distributed import exit_process, shutdown, world_from_env
 
 
@@ -22,11 +23,11 @@ def main(out_dir: str, jobs: list[str]) -> None:
     for job in jobs:
         name, overrides = job.split("=", 1)
         args = overrides.split(",")
-        trainer = Cotrainer(compose_config(args), args)
-        run_id = trainer.run()
-        soft = trainer.target.loss.soft_labels  # Self-Adaptive Training memory, if any
-        torch.save({"run_id": run_id, "model": trainer.model.state_dict(),
-                    "policy": {k: v for k, v in trainer.policy.state_dict().items()},
+        run = build_run(compose_config(args), args)
+        run_id = execute(run)
+        soft = run.target.loss.soft_labels  # Self-Adaptive Training memory, if any
+        torch.save({"run_id": run_id, "model": run.target.model.state_dict(),
+                    "policy": {k: v for k, v in run.policy.state_dict().items()},
                     "soft_labels": None if soft is None else {"memory": soft.memory}},
                    Path(out_dir) / f"{name}.rank{world.rank}.pt")
     shutdown(world)

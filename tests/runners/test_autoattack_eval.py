@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from learned_at.envs.geometry import make_geometry
-from learned_at.runners import autoattack_eval
-from learned_at.runners.autoattack_eval import (AUTOATTACK_VERSION, STANDARD_ATTACKS,
+from learned_at.envs.attacks import autoattack as autoattack_eval
+from learned_at.envs.attacks.autoattack import (AUTOATTACK_VERSION, STANDARD_ATTACKS,
                                                 make_autoattack, run_autoattack)
 from learned_at.runners.robustness import evaluate
 

@@ -12,6 +12,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from learned_at.runners import compare, cotrain, evaluate, inspect
+from tests.helpers import run_command
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIS = {"cotrain": cotrain.main, "evaluate": evaluate.main, "inspect": inspect.main,
@@ -33,30 +34,33 @@ BAD_INPUTS = [  # (cli, argv, words the one line must hold)
     ("cotrain", ["optim.lr=nan"], ["optim.lr=nan", "(0, inf)"]),
     ("cotrain", ["policy=curriculum", "policy.k_min=5", "policy.k_max=2"], ["k_min <= k_max"]),
     ("cotrain", ["device=gpu"], ["device='gpu'", "cuda"]),
-    ("cotrain", ["recipe=nope"], ["unknown recipe 'nope'"]),
-    ("cotrain", ["--info"], ["unknown option '--info'", "--help"]),
-    ("cotrain", ["--cfg", "hydra"], ["--cfg hydra", "--cfg job"]),
+    ("cotrain", ["recipe=nope"], ["unknown option 'nope' for 'recipe'", "fast_bat_cifar10"]),
+    ("cotrain", ["--bogus"], ["unknown option '--bogus'", "--help"]),
+    ("cotrain", ["optim.schedule=bogus"], ["optim.schedule=bogus", "piecewise, cyclic"]),
+    ("cotrain", ["policy=pgd_at", "policy.stepz=1"], ["unknown config key 'policy.stepz'",
+                                                      "alpha_ratio, name, random_start, steps"]),
     ("cotrain", ["data=mnist", "data.root=/nonexistent"], ["t10k-images-idx3-ubyte",
                                                            "data.download=true"]),
     ("cotrain", [f"resume={UNKNOWN}"], [f"no MLflow run '{UNKNOWN}'"]),
     ("cotrain", ["-m", "policy=pgd_at,nope"], ["unknown option 'nope' for 'policy'"]),
     ("cotrain", ["-m", "epochz=1,2"], ["unknown config key 'epochz'"]),
     ("cotrain", ["-m", "seed=0,1", "threat.eps=0.1,-1"], ["threat.eps=-1"]),
-    ("cotrain", ["-m", "--cfg", "job", "batch_size=0,1"], ["batch_size=0"]),
-    ("cotrain", ["-m", "seed=range(0"], ["cannot read the sweep"]),
+    ("cotrain", ["-m", "--cfg", "job", "batch_size=0,1"], ["--cfg job shows one config"]),
+    ("cotrain", ["-m", "seed=range(0"], ["cannot read the override(s)"]),
     ("evaluate", [], ["run_id=<mlflow run id> is required"]),
-    ("evaluate", ["bogus=1"], ["unknown argument 'bogus=1'", "attacks="]),
+    ("evaluate", ["bogus=1"], ["unknown config key 'bogus'", "attacks"]),
     ("evaluate", [f"run_id={UNKNOWN}"], [f"no MLflow run '{UNKNOWN}'"]),
     ("evaluate", [f"run_id={UNKNOWN}", "n_examples=many"], ["n_examples=many", "integer"]),
     ("evaluate", [f"run_id={UNKNOWN}", "batch_size=0"], ["batch_size=0"]),
     ("inspect", [], ["run_id=<id> is required"]),
-    ("inspect", ["bogus=1"], ["unknown argument 'bogus=1'", "run_id="]),
+    ("inspect", ["bogus=1"], ["unknown config key 'bogus'", "run_id"]),
     ("inspect", [f"run_id={UNKNOWN}"], [f"no MLflow run '{UNKNOWN}'"]),
     ("compare", [], ["give run_ids=[...]"]),
-    ("compare", ["bogus=1"], ["unknown argument 'bogus=1'", "run_ids="]),
+    ("compare", ["bogus=1"], ["unknown config key 'bogus'", "run_ids"]),
     ("compare", [f"run_ids=[{UNKNOWN}]"], [f"no MLflow run '{UNKNOWN}'"]),
     ("compare", ["experiment=nope"], ["no experiment named 'nope'"]),
-    ("compare", ["filter=this is not a filter"], ["filter='this is not a filter'"]),
+    ("compare", ["filter='this is not a filter'"], ["filter='this is not a filter'"]),
+    ("compare", ["filter=tags.data = 'x'"], ["cannot read the override(s)"]),
     ("compare", ["log=maybe", "experiment=x"], ["log=maybe", "true or false"]),
 ]
 
@@ -66,7 +70,7 @@ BAD_INPUTS = [  # (cli, argv, words the one line must hold)
 def test_bad_input_is_one_line_and_status_2(cli, argv, words, tracking_uri, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     monkeypatch.setattr(sys, "argv", [cli])
-    assert CLIS[cli](argv) == 2
+    assert run_command(CLIS[cli], argv) == 2
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
@@ -91,13 +95,14 @@ def test_bad_input_through_the_interpreter_has_no_traceback(tmp_path):
 
 @pytest.mark.parametrize("cli", sorted(CLIS))
 def test_help_lists_fields_with_defaults_and_an_example(cli, capsys):
-    assert CLIS[cli](["--help"]) == 0
+    assert run_command(CLIS[cli], ["--help"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("usage: python -m runners.") and "\nexample:\n  python -m" in text
     expected = {"cotrain": ["config groups", "policy ", "*las_at", "batch_size=128",
                             "policy.reward_pgd_steps=10", "threat.eps=null",
                             "tracking.system_metrics=true", "checkpoint_every_s=600", "--cfg job"],
-                "evaluate": ["run_id=", "n_examples=0", "batch_size=500", "checks=false"],
+                "evaluate": ["run_id=", "n_examples=0", "batch_size=500", "checks=false",
+                             "the first n test samples"],
                 "inspect": ["run_id=", "key=", "tracking_uri="],
                 "compare": ["run_ids=[]", "pgd=auto", "log=false"]}[cli]
     for word in expected:
@@ -105,21 +110,30 @@ def test_help_lists_fields_with_defaults_and_an_example(cli, capsys):
 
 
 def test_help_shows_the_fields_of_the_chosen_option(capsys):
-    assert cotrain.main(["policy=pgd_at", "--help"]) == 0
+    assert run_command(cotrain.main, ["policy=pgd_at", "--help"]) == 0
     text = capsys.readouterr().out
     assert "policy (policy=pgd_at):" in text and "policy.steps=10" in text
     assert "reward_pgd_steps" not in text
+    # each field with its meaning, from the config dataclasses' field metadata
+    assert "iterations K per sample" in text.split("policy.steps=10", 1)[1].splitlines()[0]
+    assert "las_pgd_at_cifar10: LAS-PGD-AT" in text  # the recipes, each with its line
 
 
-def test_cfg_job_prints_the_composed_config(capsys):
-    assert cotrain.main(["policy=pgd_at", "policy.steps=3", "--cfg", "job"]) == 0
+@pytest.mark.parametrize("cli", sorted(CLIS))
+def test_cfg_job_prints_the_composed_config(cli, capsys):
+    argv = {"cotrain": ["policy=pgd_at", "policy.steps=3"], "evaluate": ["n_examples=7"],
+            "inspect": ["key=eps"], "compare": ["pgd=pgd20"]}[cli]
+    assert run_command(CLIS[cli], [*argv, "--cfg", "job"]) == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
-    assert cfg["policy"] == {"name": "pgd_at", "steps": 3, "alpha_ratio": 0.25,
-                             "random_start": True}
-    assert cfg["batch_size"] == 128
-    assert cotrain.main(["-m", "seed=0,1", "--cfg", "job"]) == 0
-    docs = list(yaml.safe_load_all(capsys.readouterr().out))
-    assert [d["seed"] for d in docs] == [0, 1]
+    key, value = argv[-1].split("=")
+    node = cfg
+    for part in key.split(".")[:-1]:
+        node = node[part]
+    assert str(node[key.split(".")[-1]]) == value
+    if cli == "cotrain":
+        assert cfg["policy"] == {"name": "pgd_at", "steps": 3, "alpha_ratio": 0.25,
+                                 "random_start": True}
+        assert cfg["batch_size"] == 128
 
 
 def test_console_scripts_point_at_the_clis(capsys):
@@ -128,7 +142,7 @@ def test_console_scripts_point_at_the_clis(capsys):
     assert set(scripts) == {"lat-cotrain", "lat-evaluate", "lat-inspect", "lat-compare"}
     for name, target in scripts.items():
         module, _, function = target.partition(":")
-        assert getattr(importlib.import_module(module), function)(["--help"]) == 0
+        assert run_command(getattr(importlib.import_module(module), function), ["--help"]) == 0
         assert f"console script: {name}" in capsys.readouterr().out
 
 
@@ -139,8 +153,9 @@ def test_sweep_keeps_hydra_job_lines_and_tags_its_runs(tmp_path, tracking_uri, m
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     args = [a for a in TINY_RUN if a != "epochs=2"]
-    assert cotrain.main(["-m", "seed=0,1", "epochs=1", "policy=pgd_at", "policy.steps=1",
-                         f"checkpoint_dir={tmp_path}/ck", *args]) == 0
+    assert run_command(cotrain.main, ["-m", "seed=0,1", "epochs=1", "policy=pgd_at",
+                                      "policy.steps=1", f"checkpoint_dir={tmp_path}/ck",
+                                      *args]) == 0
     out = capsys.readouterr().out.splitlines()
     jobs = [i for i, line in enumerate(out) if "[HYDRA] \t#" in line]
     ids = [i for i, line in enumerate(out) if line.startswith("run_id=")]

@@ -2,7 +2,8 @@
 
 from mlflow.tracking import MlflowClient
 
-from learned_at.runners.co_monitor import MonitorConfig, detect_co
+from learned_at.runners.co_monitor import detect_co
+from learned_at.runners.config import MonitorConfig
 from learned_at.runners.cotrain import cotrain
 
 

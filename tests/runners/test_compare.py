@@ -6,6 +6,7 @@ from mlflow import MlflowClient
 
 from learned_at.runners.compare import main
 from learned_at.runners.tracking import Tracker
+from tests.helpers import run_command
 
 
 def _make_run(uri, name, policy, at_loss, evals, epoch_times, checks=None, params=None,
@@ -30,9 +31,9 @@ def test_compare_writes_the_expected_table(tracking_uri, capsys):
                   {"clean": 0.99, "pgd20": 0.5, "pgd50x10": 0.45}, [4.0, 6.0],
                   {"eps_monotone": 1.0, "large_eps": 0.0})
     c = _make_run(tracking_uri, "trades", "pgd_at", "trades", {"clean": 0.97}, [20.0])
-    assert main([f"run_ids=[{a},{b},{c}]", f"tracking_uri={tracking_uri}"]) == 0
+    assert run_command(main, [f"run_ids=[{a},{b},{c}]", f"tracking_uri={tracking_uri}"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 5  # a table only: logging is opt-in
-    assert main([f"run_ids=[{a},{b},{c}]", "log=true", f"tracking_uri={tracking_uri}"]) == 0
+    assert run_command(main, [f"run_ids=[{a},{b},{c}]", "log=true", f"tracking_uri={tracking_uri}"]) == 0
     out = capsys.readouterr().out.splitlines()
     expected = [
         "| run | policy | AT loss | seed | clean % | PGD (pgd50x10) % | AutoAttack % "
@@ -51,12 +52,12 @@ def test_compare_writes_the_expected_table(tracking_uri, capsys):
     text = client.download_artifacts(comparison_id, "compare/table.md")
     assert open(text).read().splitlines() == expected
     assert client.get_run(comparison_id).data.tags["kind"] == "comparison"
-    assert main(["experiment=ablation", "pgd=pgd20", "log=false",
+    assert run_command(main, ["experiment=ablation", "pgd=pgd20", "log=false",
                  f"tracking_uri={tracking_uri}"]) == 0
     rows = capsys.readouterr().out.splitlines()
     assert len(rows) == 5 and "PGD (pgd20) %" in rows[0]
     assert rows[2].startswith("| pgd (") and "| 92.00 |" in rows[2]
-    assert main(["filter=tags.at_loss = 'trades'", "log=false",
+    assert run_command(main, ["filter=\"tags.at_loss = 'trades'\"", "log=false",
                  f"tracking_uri={tracking_uri}"]) == 0
     rows = capsys.readouterr().out.splitlines()
     assert len(rows) == 3 and "| trades |" in rows[2] and "PGD (–)" in rows[0]
@@ -75,7 +76,7 @@ def test_seeds_are_aggregated_and_two_methods_paired(tracking_uri, capsys):
     _make_run(tracking_uri, "pgd-short", "pgd_at", "ce", {"clean": 0.5, "pgd20": 0.1}, [1.0],
               params={"seed": "0", "policy.name": "pgd_at", "epochs": "2"}, experiment="seeds")
     common = ["experiment=seeds", "log=false", f"tracking_uri={tracking_uri}"]
-    assert main([*common, "paired=[las_at,pgd_at&epochs=30]"]) == 0
+    assert run_command(main, [*common, "paired=[las_at,'pgd_at&epochs=30']"]) == 0
     out = capsys.readouterr().out.split("\n\n")
     assert len(out[0].splitlines()) == 2 + 7  # one line per run
     groups = out[1].splitlines()
@@ -93,9 +94,9 @@ def test_seeds_are_aggregated_and_two_methods_paired(tracking_uri, capsys):
                          "| -2.00 ± 1.00 [±2.48] | +2.67 ± 1.53 [±3.79] | – | – "
                          "| +0.0 ± 0.0 [±0.0] |")
     # group_by= merges the two pgd_at settings; a token naming two groups is refused
-    assert main([*common, "group_by=[policy.name]"]) == 0
+    assert run_command(main, [*common, "group_by=[policy.name]"]) == 0
     groups = capsys.readouterr().out.split("\n\n")[1].splitlines()
     assert groups[2].startswith("| policy.name=las_at | 3 | 0,1,2 |")
     assert groups[3].startswith("| policy.name=pgd_at | 4 | 0,1,2,0 | 82.25 ± 21.52 |")
-    assert main([*common, "paired=[las_at,pgd_at]"]) == 2
+    assert run_command(main, [*common, "paired=[las_at,pgd_at]"]) == 2
     assert "2 groups match 'pgd_at'" in capsys.readouterr().err

@@ -11,11 +11,12 @@ import pytest
 import torch
 import yaml
 from mlflow.tracking import MlflowClient
-from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from learned_at.runners.cotrain import cotrain, main
 from learned_at.runners.preemption import RunInterrupted
-from learned_at.runners.tracking import Tracker, source_tags
+from learned_at.runners.run_store import source_tags
+from learned_at.runners.tracking import Tracker
+from tests.helpers import run_command
 from tests.runners.conftest import (TINY_RUN, assert_same_training, final_state,
                                     interrupt_and_resume, metric_histories, sigterm_after_step)
 
@@ -32,7 +33,7 @@ def _metrics(uri, run_id):
 
 
 def test_tiny_run_logs_documented_metrics(tmp_path, tracking_uri, caplog, capsys, monkeypatch):
-    caplog.set_level(logging.INFO, logger="learned_at.runners.cotrain")
+    caplog.set_level(logging.INFO, logger="learned_at.runners.train")
     run_id = cotrain([*TINY, f"checkpoint_dir={tmp_path}/ck", "tracking.register_as=digits-test",
                       "tracking.system_metrics_interval_s=0.5"], tracking_uri)
     client = MlflowClient(tracking_uri)
@@ -40,8 +41,10 @@ def test_tiny_run_logs_documented_metrics(tmp_path, tracking_uri, caplog, capsys
     missing = [k for k in DOCUMENTED if k not in run.data.metrics]
     assert not missing, missing
     assert run.data.tags["policy"] == "pgd_at" and run.data.tags["data"] == "digits"
-    assert run.data.params["policy.steps"] == "2" and run.data.params["resolved.eps"] == "0.2"
-    assert "None" not in run.data.params.values()  # presets are resolved.*, not "None"
+    params = run.data.params  # the resolved config: every preset filled in
+    assert params["policy.steps"] == "2" and params["threat.eps"] == "0.2"
+    assert params["target.name"] == "digits_cnn" and params["epochs"] == "2"
+    assert "None" not in params.values() and "monitor.train_subset" in params
     assert run.info.status == "FINISHED"
     assert run.data.metrics["policy/steps_mean"] == 2.0
     history = client.get_metric_history(run_id, "train/loss")
@@ -52,7 +55,7 @@ def test_tiny_run_logs_documented_metrics(tmp_path, tracking_uri, caplog, capsys
         "distributions/eps.json", "distributions/steps.json"}
     assert client.list_artifacts(run_id, "plots") == []  # pgd_at's ε and K never change
     # per-epoch summaries through logging, progress bars off
-    summaries = [r.getMessage() for r in caplog.records if r.name == "learned_at.runners.cotrain"]
+    summaries = [r.getMessage() for r in caplog.records if r.name == "learned_at.runners.train"]
     assert [s.split("  ")[0] for s in summaries[:2]] == ["epoch 1/2", "epoch 2/2"]
     # what mlflow.start_run records, in a model-training experiment
     tags = run.data.tags
@@ -72,17 +75,21 @@ def test_tiny_run_logs_documented_metrics(tmp_path, tracking_uri, caplog, capsys
     assert len(run.outputs.model_outputs) == 1
     import mlflow.pytorch
 
-    with _use_tracking_uri(tracking_uri):
-        logged = mlflow.pytorch.load_model(tags["model_uri"])
-        registered = mlflow.pytorch.load_model("models:/digits-test/1")
+    mlflow.set_tracking_uri(tracking_uri)
+    logged = mlflow.pytorch.load_model(tags["model_uri"])
+    registered = mlflow.pytorch.load_model("models:/digits-test/1")
+    # the model belongs to the run's own experiment (its Models tab), not to "Default"
+    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id],
+                                         output_format="list")
+    assert [m.source_run_id for m in models] == [run_id]
     x = torch.rand(3, 1, 8, 8)
     assert torch.equal(logged(x), registered(x)) and logged(x).shape == (3, 10)
 
     # a second run (another seed) from the CLI: its own name, tables that load with the first
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     capsys.readouterr()
-    assert main([*TINY, "epochs=1", "seed=1", f"checkpoint_dir={tmp_path}/ck",
-                 "tracking.log_model=false", "tracking.system_metrics=false"]) == 0
+    assert run_command(main, [*TINY, "epochs=1", "seed=1", f"checkpoint_dir={tmp_path}/ck",
+                              "tracking.log_model=false", "tracking.system_metrics=false"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("run_id=") and len(last) > len("run_id=") + 10
     other = client.get_run(last.split("=", 1)[1])
@@ -94,16 +101,16 @@ def test_tiny_run_logs_documented_metrics(tmp_path, tracking_uri, caplog, capsys
 
 
 def test_bad_input_exits_with_message_not_traceback(tmp_path, capsys, tracking_uri, monkeypatch):
-    assert main(["policy=nope"]) == 2
+    assert run_command(main, ["policy=nope"]) == 2
     assert "valid:" in capsys.readouterr().err
-    assert main(["data=mnist", f"data.root={tmp_path}/none"]) == 2
+    assert run_command(main, ["data=mnist", f"data.root={tmp_path}/none"]) == 2
     assert "t10k-images-idx3-ubyte" in capsys.readouterr().err
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     with Tracker("learned-at", tracking_uri=tracking_uri) as tracker:  # a run, a broken file
         pass
     (tmp_path / "ck" / tracker.run_id).mkdir(parents=True)
     (tmp_path / "ck" / tracker.run_id / "last.pt").write_bytes(b"garbage")
-    assert main([f"resume={tracker.run_id}", f"checkpoint_dir={tmp_path}/ck"]) == 2
+    assert run_command(main, [f"resume={tracker.run_id}", f"checkpoint_dir={tmp_path}/ck"]) == 2
     assert "corrupt" in capsys.readouterr().err
 
 
@@ -111,14 +118,15 @@ KILL_AT_CHECKPOINT = """
 import os, signal, sys
 import torch
 torch.set_num_threads(1)
-from learned_at.runners.cotrain import Cotrainer, cotrain
-original = Cotrainer.save
-def save(self, next_epoch, batch=0):
-    written = original(self, next_epoch, batch)
-    if (next_epoch, batch) == (1, 2):  # right after the checkpoint at epoch 2, batch 2
+from learned_at.runners.checkpoint import Checkpointer
+from learned_at.runners.cotrain import cotrain
+original = Checkpointer.save
+def save(self, state, epoch, batch=0):
+    written = original(self, state, epoch, batch)
+    if (epoch, batch) == (1, 2):  # right after the checkpoint at epoch 2, batch 2
         os.kill(os.getpid(), signal.SIGKILL)
     return written
-Cotrainer.save = save
+Checkpointer.save = save
 cotrain(sys.argv[2:], sys.argv[1])
 """
 

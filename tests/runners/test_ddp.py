@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from learned_at.runners.config import compose_config
-from learned_at.runners.cotrain import Cotrainer
+from learned_at.runners.compose import compose_config
+from learned_at.runners.cotrain import execute
+from learned_at.runners.run import build_run
 from tests.runners.tracking_server import free_port
 
 pytestmark = pytest.mark.ddp
@@ -70,9 +71,9 @@ def test_two_ranks_train_the_weights_of_one_process(two_ranks, name, tmp_path, t
     rank0, rank1 = _load(two_ranks, name, 0), _load(two_ranks, name, 1)
     assert _max_difference(rank0["model"], rank1["model"]) == 0.0  # DDP keeps ranks equal
     overrides = [*TINY, *PGD, *LOSSES[name], f"checkpoint_dir={tmp_path}/ck"]
-    one = Cotrainer(compose_config(overrides), overrides, tracking_uri)
-    one_run = one.run()
-    reference = {k: v.detach().cpu() for k, v in one.model.state_dict().items()}
+    one = build_run(compose_config(overrides), overrides)
+    one_run = execute(one, tracking_uri)
+    reference = {k: v.detach().cpu() for k, v in one.target.model.state_dict().items()}
     start = {k: v.detach().cpu() for k, v in _initial_weights(overrides).items()}
     assert _max_difference(reference, start) > 1e-3  # the run trained: the check can fail
     difference = _max_difference(rank0["model"], reference)
@@ -108,11 +109,11 @@ def test_learned_policy_is_the_same_on_both_ranks(two_ranks, name):
 def _initial_weights(overrides: list[str]) -> dict[str, torch.Tensor]:
     from learned_at.targets.datasets import load_dataset
     from learned_at.targets.models import make_model
-    from learned_at.runners.config import resolve
+    from learned_at.runners.presets import resolve_config
 
     data = load_dataset("digits")
     torch.manual_seed(0)
-    return make_model(resolve(compose_config(overrides)).target, data.image_shape,
+    return make_model(resolve_config(compose_config(overrides)).target.name, data.image_shape,
                       data.num_classes).state_dict()
 
 
@@ -121,17 +122,17 @@ def test_a_two_rank_checkpoint_resumes_in_one_process(two_ranks, tmp_path, track
     """Checkpoints hold the whole state: the 2-rank run's last checkpoint (1 epoch), extended
     to 2 epochs in one process, ends with the weights of a 2-epoch one-process run."""
     from learned_at.runners.checkpoint import load_checkpoint
-    from learned_at.runners.cotrain import resume
+    from learned_at.runners.cotrain import cotrain
 
     rank0 = _load(two_ranks, "resume", 0)
-    run_id = resume(rank0["run_id"], ["epochs=2", "progress=false"], str(two_ranks / "ck"),
-                    f"sqlite:///{two_ranks}/mlflow.db")
+    run_id = cotrain([f"resume={rank0['run_id']}", "epochs=2", "progress=false",
+                      f"checkpoint_dir={two_ranks / 'ck'}"], f"sqlite:///{two_ranks}/mlflow.db")
     resumed = load_checkpoint(two_ranks / "ck" / run_id / "last.pt")["model"]
     overrides = [*(o for o in TINY if not o.startswith("epochs=")), "epochs=2", *PGD,
                  *CONSTANT_LR, f"checkpoint_dir={tmp_path}/ck"]
-    one = Cotrainer(compose_config(overrides), overrides, tracking_uri)
-    one.run()
-    reference = {k: v.detach().cpu() for k, v in one.model.state_dict().items()}
+    one = build_run(compose_config(overrides), overrides)
+    execute(one, tracking_uri)
+    reference = {k: v.detach().cpu() for k, v in one.target.model.state_dict().items()}
     assert _max_difference(rank0["model"], reference) > 1e-4  # epoch 2 moved the weights
     difference = _max_difference(resumed, reference)
     print(f"2 ranks (epoch 1) -> 1 process (epoch 2): max |w - w_1process| = {difference:.3g}")

@@ -10,20 +10,78 @@ from mlflow import MlflowClient
 
 from learned_at.envs.geometry import make_geometry
 from learned_at.runners.evaluate import main
-from learned_at.runners.robustness import AttackSpec, evaluate, parse_attack, worst_case
+from learned_at.envs.attacks.autoattack import AutoAttack
+from learned_at.envs.attacks.base import AttackRole, Clean
+from learned_at.envs.attacks.gradient import CW, FGSM, PGD
+from learned_at.envs.attacks.square import Square
+from learned_at.envs.attacks.transfer import Transfer
+from learned_at.runners.robustness import evaluate, log_evaluation, parse_attack, worst_case
+from tests.helpers import run_command
 
 
 def test_parse_attack_names():
-    assert parse_attack("pgd50x10") == AttackSpec("pgd50x10", "pgd", 50, 10)
-    assert parse_attack("cw30") == AttackSpec("cw30", "cw", 30, 1)
-    assert parse_attack("autoattack") == AttackSpec("autoattack", "autoattack", 0, 1)
-    assert parse_attack("square") == AttackSpec("square", "square", 5000, 1)
-    assert parse_attack("square200").steps == 200
-    assert parse_attack("transfer_pgd20") == AttackSpec("transfer_pgd20", "pgd", 20, 1, True)
+    assert parse_attack("pgd50x10") == PGD("pgd50x10", 50, 10)
+    assert parse_attack(" cw30 ") == CW("cw30", 30, 1)
+    assert parse_attack("autoattack") == AutoAttack("autoattack")
+    assert parse_attack("square") == Square("square", 5000)
+    assert parse_attack("square200").queries == 200
+    assert parse_attack("transfer_pgd20") == Transfer("transfer_pgd20", PGD("pgd20", 20, 1))
+    assert parse_attack("clean") == Clean() and parse_attack("fgsm") == FGSM()
     for bad in ("pgd", "autoattack5", "square10x2", "transfer_autoattack", "transfer_clean",
-                "fgsm3", "apgd"):
-        with pytest.raises(ValueError, match="valid: clean, fgsm"):
+                "fgsm3", "apgd", "transfer_transfer_pgd2", "transfer_ pgd2"):
+        with pytest.raises(ValueError, match="valid: clean, fgsm, pgd<K>"):
             parse_attack(bad)
+    with pytest.raises(ValueError, match=r"unknown attack 'pgd' for threat=l2; valid: clean"):
+        parse_attack("pgd", make_geometry("l2"))
+
+
+def test_attack_roles_strength_and_variants():
+    """What the masking checks read: typed roles, strength order, stronger and query variants."""
+    pgd, cw = parse_attack("pgd20"), parse_attack("cw20x3")
+    assert pgd.roles == cw.roles == AttackRole.WHITEBOX and pgd.transferable
+    assert pgd.ensemble_reference and not cw.ensemble_reference
+    assert AttackRole.BLACKBOX in parse_attack("transfer_fgsm").roles
+    assert parse_attack("transfer_fgsm").needs_surrogate and not pgd.needs_surrogate
+    assert parse_attack("autoattack").roles == AttackRole.ENSEMBLE
+    assert parse_attack("clean").roles == AttackRole.CLEAN
+    assert pgd.not_stronger_than(parse_attack("pgd50x10"))
+    assert not parse_attack("pgd50x10").not_stronger_than(parse_attack("pgd100"))
+    assert not pgd.not_stronger_than(parse_attack("cw50x10"))  # another class
+    assert pgd.stronger() == PGD("pgd40x2", 40, 2) and cw.stronger().name == "cw40x2"
+    assert parse_attack("fgsm").stronger() is None
+    assert Square.with_queries(300) == parse_attack("square300")
+
+
+class _Tracker:
+    """Records what log_evaluation hands to the tracker."""
+
+    def __init__(self) -> None:
+        self.metrics, self.tags, self.artifacts = {}, {}, []
+
+    def log_metrics(self, metrics, step):
+        self.metrics.update(metrics)
+
+    def set_tag(self, key, value):
+        self.tags[key] = value
+
+    def log_dict(self, data, path):
+        self.artifacts.append(path)
+
+    def log_text(self, text, path):
+        self.artifacts.append(path)
+
+
+def test_log_evaluation_tags_what_the_attacks_ask_for():
+    row = {"acc": 0.5, "time_s": 1.0, "n": 8}
+    tracker = _Tracker()
+    log_evaluation(tracker, {"pgd5": row, "autoattack": row, "autoattack.apgd-ce": row,
+                             "worst_case": row}, 0.1, ["pgd5", "autoattack"])
+    assert tracker.tags == {"eval/autoattack_version": "pyautoattack standard"}
+    assert set(tracker.metrics) == {"eval/pgd5_acc", "eval/autoattack_acc",
+                                    "eval/autoattack.apgd-ce_acc", "eval/worst_case_acc"}
+    tracker = _Tracker()
+    log_evaluation(tracker, {"pgd5": row, "worst_case": row}, 0.1, ["pgd5"])
+    assert tracker.tags == {}
 
 
 def test_worst_case_on_hand_made_results():
@@ -97,11 +155,11 @@ def test_cli_logs_metrics_table_and_checks(tmp_path, tracking_uri, monkeypatch, 
                       "policy.steps=1", "tracking.log_model=false", "tracking.system_metrics=false",
                       "eval.test_subset=32", "eval.final_pgd_steps=1", "progress=false", ck],
                      tracking_uri)
-    assert main([f"run_id={run_id}", "attacks=[pgd]", ck]) == 2
+    assert run_command(main, [f"run_id={run_id}", "attacks=[pgd]", ck]) == 2
     assert "unknown attack 'pgd'" in capsys.readouterr().err
     client = MlflowClient(tracking_uri)
     before = client.get_run(run_id)
-    assert main([f"run_id={run_id}", "attacks=[clean,pgd3,pgd3x2,transfer_fgsm]",
+    assert run_command(main, [f"run_id={run_id}", "attacks=[clean,pgd3,pgd3x2,transfer_fgsm]",
                  f"surrogate={run_id}", "n_examples=32", "checks=true", "square_queries=0",
                  "check_attack=pgd3", "progress=false", ck]) == 0
     out = capsys.readouterr().out
@@ -134,7 +192,8 @@ def test_cli_logs_metrics_table_and_checks(tmp_path, tracking_uri, monkeypatch, 
     # runners.compare reads the evaluation over the run's own final numbers
     from learned_at.runners.compare import main as compare
 
-    assert compare([f"run_ids=[{run_id}]", f"tracking_uri={tracking_uri}", "pgd=pgd3x2"]) == 0
+    assert run_command(compare, [f"run_ids=[{run_id}]", f"tracking_uri={tracking_uri}",
+                                 "pgd=pgd3x2"]) == 0
     line = capsys.readouterr().out.splitlines()[2]
     assert f"| {100 * m['eval/pgd3x2_acc']:.2f} |" in line
     assert f"| {100 * m['eval/clean_acc']:.2f} |" in line

@@ -6,11 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 from mlflow import MlflowClient
-from tqdm.auto import tqdm
 
-from learned_at.runners.config import ConfigError, compose_config
-from learned_at.runners.cotrain import Cotrainer, cotrain, main
+from learned_at.runners.compose import compose_config
+from learned_at.runners.config import ConfigError
+from learned_at.runners.cotrain import cotrain, main
 from learned_at.runners.evaluate import budget_prefix, main as evaluate_main, parse_budget
+from learned_at.runners.run import build_run
+from learned_at.runners.train import train_step
+from tests.helpers import run_command
 
 TINY = ["at_loss=fast_bat", "policy=fgsm_rs", "epochs=1", "batch_size=64",
         "data.train_subset=192", "eval.test_subset=32", "eval.final_pgd_steps=2",
@@ -32,7 +35,7 @@ def test_tracked_run_with_validation_split_then_evaluation_at_two_budgets(
     assert m["train/implicit_norm"] > 0 and 0 < m["train/h_active_fraction"] < 1
     assert client.get_run(run_id).data.params["at_loss.ig_point"] == "z"
 
-    assert evaluate_main([f"run_id={run_id}", "attacks=[clean,pgd2]", "eps=[0.2,1/10]",
+    assert run_command(evaluate_main, [f"run_id={run_id}", "attacks=[clean,pgd2]", "eps=[0.2,1/10]",
                           "n_examples=32", "progress=false", ck]) == 0
     out = capsys.readouterr().out
     assert "| pgd2 | 0.1 | 32 |" in out and "| pgd2 | 0.2 | 32 |" in out
@@ -41,9 +44,9 @@ def test_tracked_run_with_validation_split_then_evaluation_at_two_budgets(
     m = client.get_run(eval_id).data.metrics
     assert "eval/eps0.1/pgd2_acc" in m and "eval/pgd2_acc" in m
     assert m["eval/eps0.1/clean_acc"] == m["eval/clean_acc"]
-    assert evaluate_main([f"run_id={run_id}", "eps=[8/x]", ck]) == 2
+    assert run_command(evaluate_main, [f"run_id={run_id}", "eps=[8/x]", ck]) == 2
     assert "fraction" in capsys.readouterr().err
-    assert evaluate_main([f"run_id={run_id}", "eps=[0.1]", "checks=true", ck]) == 2
+    assert run_command(evaluate_main, [f"run_id={run_id}", "eps=[0.1]", "checks=true", ck]) == 2
     assert "checks=true" in capsys.readouterr().err
 
 
@@ -62,7 +65,7 @@ def test_budget_names():
 ])
 def test_refused_combinations_exit_with_one_line(overrides, fix, capsys):
     args = [a for a in TINY if not a.startswith("policy=")]
-    assert main([*args, *overrides]) == 2
+    assert run_command(main, [*args, *overrides]) == 2
     err = capsys.readouterr().err.strip()
     assert fix in err and len(err.splitlines()) == 1
 
@@ -76,11 +79,12 @@ def test_refused_combinations_exit_with_one_line(overrides, fix, capsys):
 ])
 def test_combines_with_policies(overrides, one_thread):
     args = [a for a in TINY if not a.startswith("policy=")]
-    trainer = Cotrainer(compose_config([*args, *overrides, "data.train_subset=128"]), [])
-    before = [p.detach().clone() for p in trainer.model.parameters()]
-    stats = trainer.train_epoch(0, tqdm(disable=True))
-    assert torch.isfinite(stats["train/implicit_norm"]) and stats["train/implicit_norm"] > 0
-    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    run = build_run(compose_config([*args, *overrides, "data.train_subset=128"]))
+    before = [p.detach().clone() for p in run.target.model.parameters()]
+    norms = torch.stack([train_step(run, b, 0, step)[0]["train/implicit_norm"]
+                         for step, b in enumerate(run.loader)])
+    assert torch.isfinite(norms).all() and norms.mean() > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, run.target.model.parameters()))
 
 
 def test_paper_recipe():
@@ -93,4 +97,4 @@ def test_paper_recipe():
     assert cfg.threat.eps == pytest.approx(8 / 255)
     assert compose_config(["recipe=fast_bat_cifar10_eps16"]).threat.eps == pytest.approx(16 / 255)
     with pytest.raises(ConfigError, match="data.val_size"):
-        Cotrainer(compose_config([*TINY, "data.val_size=-1"]), [])
+        build_run(compose_config([*TINY, "data.val_size=-1"]))

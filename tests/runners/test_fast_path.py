@@ -14,16 +14,17 @@ import torch
 
 from learned_at.envs.geometry.linf import Linf
 from learned_at.envs.pgd import pgd_attack
-from learned_at.runners.config import compose_config
-from learned_at.runners.cotrain import Cotrainer
+from learned_at.runners.compose import compose_config
+from learned_at.runners.run import Run, build_run
+from learned_at.runners.train import evaluate_epoch, train_step
 from learned_at.runners.fast_path import CompileMode, PerfConfig
 
 TINY = ["batch_size=64", "data.train_subset=128", "data.test_subset=64", "eval.test_subset=32",
         "epochs=1", "monitor.enabled=false", "progress=false", "device=cpu"]
 
 
-def _trainer(*overrides: str) -> Cotrainer:
-    return Cotrainer(compose_config([*TINY, *overrides]), [])
+def _trainer(*overrides: str) -> Run:
+    return build_run(compose_config([*TINY, *overrides]))
 
 
 def test_switches_are_off_by_default():
@@ -34,9 +35,9 @@ def test_switches_are_off_by_default():
     assert cfg.bf16 and CompileMode(cfg.compile_mode).torch_name == "reduce-overhead"
 
 
-def _first_conv_dtypes(trainer: Cotrainer) -> tuple[list[torch.dtype], torch.utils.hooks.RemovableHandle]:
+def _first_conv_dtypes(trainer: Run) -> tuple[list[torch.dtype], torch.utils.hooks.RemovableHandle]:
     seen: list[torch.dtype] = []
-    conv = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d))
+    conv = next(m for m in trainer.target.model.modules() if isinstance(m, torch.nn.Conv2d))
     return seen, conv.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
 
 
@@ -45,14 +46,14 @@ def test_bf16_runs_attack_and_at_step_in_bf16_and_evaluates_in_fp32(one_thread):
     trainer = _trainer("policy=pgd_at", "policy.steps=2", "perf.bf16=true", "batch_size=16",
                        "eval.test_subset=16", "data.test_subset=16")
     seen, hook = _first_conv_dtypes(trainer)
-    batch = next(iter(trainer.train_loader))
-    stats, _ = trainer.train_batch(batch, 0)
+    batch = next(iter(trainer.loader))
+    stats, _ = train_step(trainer, batch, 0, 0)
     assert seen and set(seen) == {torch.bfloat16}  # 2 attack steps + the AT step
     assert len(seen) == 3
     assert all(torch.isfinite(v) for v in stats.values())
-    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # fp32 master weights
+    assert all(p.dtype == torch.float32 for p in trainer.target.model.parameters())  # fp32 master weights
     seen.clear()
-    trainer.evaluate_epoch()
+    evaluate_epoch(trainer)
     hook.remove()
     assert seen and set(seen) == {torch.float32}
 
@@ -82,11 +83,11 @@ def test_bf16_pgd_accuracy_matches_fp32_on_a_trained_model(digits_model, digits_
 
 def test_channels_last_keeps_checkpoints_interchangeable(one_thread):
     trainer = _trainer("policy=fgsm_rs", "perf.channels_last=true")
-    conv = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d))
+    conv = next(m for m in trainer.target.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    trainer.train_batch(next(iter(trainer.train_loader)), 0)
+    train_step(trainer, next(iter(trainer.loader)), 0, 0)
     plain = _trainer("policy=fgsm_rs")
-    plain.model.load_state_dict(trainer.model.state_dict())  # same keys, any layout
+    plain.target.model.load_state_dict(trainer.target.model.state_dict())  # same keys, any layout
 
 
 @pytest.mark.slow
@@ -99,9 +100,9 @@ def test_compiled_target_trains_like_the_eager_one(monkeypatch, one_thread):
     runs = {}
     for switch in ("false", "true"):
         trainer = _trainer("policy=pgd_at", "policy.steps=2", f"perf.compile={switch}")
-        for b in trainer.train_loader:
-            trainer.train_batch(b, 0)
-        runs[switch] = trainer.model.state_dict()
+        for b in trainer.loader:
+            train_step(trainer, b, 0, 0)
+        runs[switch] = trainer.target.model.state_dict()
     assert runs["true"].keys() == runs["false"].keys()
     for key, value in runs["false"].items():
         torch.testing.assert_close(runs["true"][key], value, rtol=1e-4, atol=1e-5)
@@ -132,10 +133,10 @@ def count_host_syncs(monkeypatch: pytest.MonkeyPatch):
 @pytest.mark.parametrize("policy", ["policy=pgd_at", "policy=fgsm_rs"])
 def test_one_host_sync_per_batch_for_uniform_budgets(policy, monkeypatch, one_thread):
     trainer = _trainer(policy)
-    batches = list(trainer.train_loader)
-    trainer.train_batch(batches[0], 0)  # warm-up (lazy allocations)
+    batches = list(trainer.loader)
+    train_step(trainer, batches[0], 0, 0)  # warm-up (lazy allocations)
     with count_host_syncs(monkeypatch) as calls:
-        stats, _ = trainer.train_batch(batches[1], 0)
+        stats, _ = train_step(trainer, batches[1], 0, 0)
     # the attack env reads its budgets' range once per episode; nothing else waits
     assert calls == Counter({"tolist": 1}), calls
     assert all(isinstance(v, torch.Tensor) for v in stats.values())
@@ -149,14 +150,14 @@ def test_cuda_batch_syncs_once_with_every_switch_on():
 
     trainer = _trainer("policy=pgd_at", "device=cuda", "perf.bf16=true",
                        "perf.channels_last=true", "perf.pin_memory=true")
-    batches = list(trainer.train_loader)
-    trainer.train_batch(batches[0], 0)
+    batches = list(trainer.loader)
+    train_step(trainer, batches[0], 0, 0)
     torch.cuda.synchronize()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            trainer.train_batch(batches[1], 0)
+            train_step(trainer, batches[1], 0, 0)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     # torch also warns once that the detector is a prototype: count the detections only

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 from learned_at.runners.inspect import format_distribution_table, main
+from tests.helpers import run_command
 
 CATEGORICAL = [
     {"epoch": 0, "values": [2 / 255, 8 / 255], "fractions": [0.25, 0.75], "mean": 0.0255, "n": 4},
@@ -55,10 +56,10 @@ def test_empty_rows():
 
 
 def test_cli_rejects_unknown_tokens(capsys):
-    assert main(["run_id=abc", "bogus=1"]) == 2
+    assert run_command(main, ["run_id=abc", "bogus=1"]) == 2
     message = capsys.readouterr().err
     assert "run_id" in message and "key" in message and "tracking_uri" in message
-    assert main([]) == 2
+    assert run_command(main, []) == 2
     assert "run_id" in capsys.readouterr().err
 
 
@@ -77,9 +78,9 @@ def test_cli_prints_tables(tmp_path, monkeypatch, capsys):
         hist.add("alpha", torch.rand(10))
         hist.end_epoch(0)
         log_distributions(tracker, hist, 0)
-    assert main([f"run_id={tracker.run_id}", "key=eps", f"tracking_uri={uri}"]) == 0
+    assert run_command(main, [f"run_id={tracker.run_id}", "key=eps", f"tracking_uri={uri}"]) == 0
     out, err = capsys.readouterr()
     assert "25.0" in out and "75.0" in out and "alpha" not in out
     assert "Downloading" not in err  # no download bars
-    assert main([f"run_id={tracker.run_id}", f"tracking_uri={uri}"]) == 0
+    assert run_command(main, [f"run_id={tracker.run_id}", f"tracking_uri={uri}"]) == 0
     assert "alpha" in capsys.readouterr().out

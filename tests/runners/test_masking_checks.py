@@ -6,7 +6,6 @@ import io
 
 import pytest
 import torch
-from torch import nn
 
 from learned_at.envs.geometry import make_geometry
 from learned_at.runners.robustness import evaluate
@@ -15,19 +14,9 @@ from learned_at.runners.masking_checks import (CheckConfig, check_autoattack_le_
                                                check_large_eps, check_stronger_not_better,
                                                default_large_eps, noise_margin, report_checks,
                                                run_masking_checks)
+from tests.runners.conftest import QuantisedInput
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class QuantisedInput(nn.Module):
-    """Rounds the input to ``levels`` grey levels first: zero input gradient everywhere."""
-
-    def __init__(self, net: nn.Module, levels: int = 4) -> None:
-        super().__init__()
-        self.net, self.levels = net, levels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.round(x * self.levels) / self.levels)
 
 
 def test_noise_margin():

@@ -17,7 +17,8 @@ from mlflow import MlflowClient
 
 from learned_at.runners import compare
 from learned_at.runners.cotrain import main
-from learned_at.runners.multirun import SWEEP_TAG, compare_command, new_sweep_id, sweep_runs
+from learned_at.runners.sweeper import SWEEP_TAG, compare_command, new_sweep_id, sweep_runs
+from tests.helpers import run_command
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["epochs=1", "batch_size=64", "data.train_subset=128", "data.test_subset=64",
@@ -40,8 +41,7 @@ def _check_grid(uri: str, sweep_id: str, capsys: pytest.CaptureFixture) -> None:
     found = compare.find_runs(client, [], "", f"tags.{SWEEP_TAG} = '{sweep_id}'")
     assert {r.info.run_id for r in found} == {r.info.run_id for r in runs}
     capsys.readouterr()
-    assert compare.main([f"filter=tags.{SWEEP_TAG} = '{sweep_id}'", "log=false",
-                         f"tracking_uri={uri}"]) == 0
+    assert run_command(compare.main, [f"sweep_id={sweep_id}", f"tracking_uri={uri}"]) == 0
     table = capsys.readouterr().out
     rows = [line for line in table.splitlines() if line.startswith("| ") and "run " not in line]
     assert len(rows) == 2 and any("pgd_at" in r for r in rows) and any("fgsm_rs" in r for r in rows)
@@ -50,12 +50,12 @@ def _check_grid(uri: str, sweep_id: str, capsys: pytest.CaptureFixture) -> None:
 def test_sweep_ids_are_unique_and_sortable():
     a, b = new_sweep_id(), new_sweep_id()
     assert a != b and re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", a)
-    assert compare_command(a) == f"python -m runners.compare filter=\"tags.sweep_id = '{a}'\""
+    assert compare_command(a) == f"python -m runners.compare sweep_id={a}"
 
 
 def test_in_process_sweep_tags_every_run(tracking_uri, monkeypatch, capsys, one_thread):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-    assert main(["-m", "policy=pgd_at,fgsm_rs", *TINY, "checkpoint_dir=ck"]) == 0
+    assert run_command(main, ["-m", "policy=pgd_at,fgsm_rs", *TINY, "checkpoint_dir=ck"]) == 0
     out = capsys.readouterr().out
     sweep_id = _sweep_id(out)
     assert len(re.findall(r"^run_id=", out, re.MULTILINE)) == 2

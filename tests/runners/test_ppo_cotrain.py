@@ -55,3 +55,20 @@ def test_ppo_strategy_run_logs_its_metrics_and_resumes_exactly(tmp_path, trackin
     b = load_run_state(cut_id, f"{tmp_path}/ck")["policy"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_sb3_drives_the_runners_own_train_step(tmp_path):
+    """``learn_with_sb3`` over a real run: SB3 chooses, :func:`runners.train.train_step` does
+    the rest (distributions, target step, rewards) on every batch."""
+    from learned_at.agents.ppo.vec_env import learn_with_sb3
+    from learned_at.runners.compose import compose_config
+    from learned_at.runners.run import build_run
+    from learned_at.runners.train import sb3_driven
+
+    run = build_run(compose_config([*TINY, f"checkpoint_dir={tmp_path}/ck"]))
+    before = [p.detach().clone() for p in run.target.model.parameters()]
+    env = learn_with_sb3(sb3_driven(run), total_batches=4)  # 3 batches per pass
+    assert env.epoch == 1 and run.policy.ppo.num_timesteps == 4 * 64
+    assert any(not torch.equal(a, b) for a, b in zip(before, run.target.model.parameters()))
+    run.distributions.end_epoch(0)
+    assert run.distributions.history("eps")[0]["n"] == 4 * 64  # every batch was tracked

@@ -10,8 +10,11 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from learned_at.runners import train
 from learned_at.runners.config import ConfigError
-from learned_at.runners.cotrain import Cotrainer, NonFiniteError, cotrain, main
+from learned_at.runners.cotrain import cotrain, main
+from learned_at.runners.train import NonFiniteError
+from tests.helpers import run_command
 from learned_at.runners.preemption import RunInterrupted
 from tests.runners.conftest import (TINY_RUN, assert_same_training, final_state,
                                     metric_histories, sigterm_after_step)
@@ -27,13 +30,13 @@ def _only_run(uri: str) -> str:
 
 
 def _sigterm_during_first_evaluation(monkeypatch) -> None:
-    original = Cotrainer.evaluate_epoch
+    original = train.evaluate_epoch
 
-    def evaluate_epoch(self):
+    def evaluate_epoch(run):
         signal.raise_signal(signal.SIGTERM)  # stops the evaluation at once
-        return original(self)
+        return original(run)
 
-    monkeypatch.setattr(Cotrainer, "evaluate_epoch", evaluate_epoch)
+    monkeypatch.setattr(train, "evaluate_epoch", evaluate_epoch)
 
 
 #: PGI's per-sample memories (reset by begin_epoch at epoch 0) and PPO's rollout buffer (3
@@ -108,18 +111,18 @@ def test_failed_checkpoint_write_keeps_the_previous_one_and_the_run_resumable(
 
 def test_nan_loss_stops_the_run_naming_the_batch_and_the_last_good_checkpoint(
         tmp_path, tracking_uri, monkeypatch, capsys):
-    original = Cotrainer.train_batch
+    original = train.train_step
 
-    def train_batch(self, b, epoch):
-        stats, pm = original(self, b, epoch)
-        if self.global_step - 1 >= 5:  # from epoch 2, batch 2 on
+    def train_step(run, b, epoch, step):
+        stats, pm = original(run, b, epoch, step)
+        if step >= 5:  # from epoch 2, batch 2 on
             stats["train/loss"] = stats["train/loss"] * float("nan")
         return stats, pm
 
-    monkeypatch.setattr(Cotrainer, "train_batch", train_batch)
+    monkeypatch.setattr(train, "train_step", train_step)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     ck = tmp_path / "ck"
-    assert main([*PLAIN, f"checkpoint_dir={ck}"]) == 1
+    assert run_command(main, [*PLAIN, f"checkpoint_dir={ck}"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]  # after the epoch-1 summary: one line, the reason
@@ -141,8 +144,12 @@ def test_resume_with_epochs_extends_a_finished_run(tmp_path, tracking_uri, refer
     with pytest.raises(ConfigError, match=f"run {run_id} finished its 1 epochs; resume=.* "
                                           "epochs=N \\(N > 1\\) extends it"):
         cotrain([f"resume={run_id}", ck], tracking_uri)
-    with pytest.raises(ConfigError, match="policy.steps=3 cannot change it"):
+    with pytest.raises(ConfigError, match="policy.steps=3 differs from the run's policy.steps=2"):
         cotrain([f"resume={run_id}", "policy.steps=3", ck], tracking_uri)
+    # the run's own values are accepted: the original command line with resume= added
+    with pytest.raises(ConfigError, match="finished its 1 epochs"):
+        cotrain([f"resume={run_id}", *(a for a in PLAIN if a != "epochs=2"), "epochs=1", ck],
+                tracking_uri)
     assert cotrain([f"resume={run_id}", "epochs=2", ck], tracking_uri) == run_id
 
     # the same weights as a run planned for 2 epochs (constant schedule)

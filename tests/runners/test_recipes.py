@@ -2,8 +2,8 @@
 
 import pytest
 
-from learned_at.runners.config import compose_config, resolve
-from learned_at.runners.paper_recipes import PAPER_RECIPES
+from learned_at.runners.compose import compose_config
+from learned_at.runners.presets import resolve_config
 from learned_at.runners.schedule import lr_multiplier
 
 #: recipe -> (epochs, decay epochs) of the reference (docs/seeds.md §1.7, §2.3, §3.3, §4.3, §8).
@@ -16,11 +16,11 @@ DECAYS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(PAPER_RECIPES))
+@pytest.mark.parametrize("name", sorted(DECAYS))
 def test_recipe_decays_the_lr_at_the_reference_epochs(name):
     cfg = compose_config([f"recipe={name}"])
     epochs, decays = DECAYS[name]
-    assert resolve(cfg).epochs == epochs
+    assert resolve_config(cfg).epochs == epochs
     batches = {"mnist": 468}.get(cfg.data.name, 390)  # 60000 // 128, 50000 // 128
     o = cfg.optim
     f = lr_multiplier(o.schedule, epochs * batches, o.milestones, o.gamma, o.cyclic_peak)

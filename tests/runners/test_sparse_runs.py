@@ -9,9 +9,11 @@ from mlflow import MlflowClient
 
 from learned_at.envs.geometry import make_geometry
 from learned_at.runners.masking_checks import CheckConfig, run_masking_checks
-from learned_at.runners.robustness import AttackSpec, evaluate, parse_attack
+from learned_at.envs.attacks.sparse import SparseAutoAttack, SparsePGDProjected, SparseRS
+from learned_at.runners.robustness import evaluate, parse_attack
 from learned_at.runners.run_loading import load_run_state
 from tests.runners.conftest import interrupt_and_resume
+from tests.helpers import run_command
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,18 +24,19 @@ L0_TINY = ["threat=l0", "threat.k=4", "batch_size=128", "data.train_subset=256",
 
 def test_sparse_attack_names_and_defaults():
     l0, linf = make_geometry("l0"), make_geometry("linf")
-    assert parse_attack("spgd_p", l0) == AttackSpec("spgd_p", "spgd_p", 300, 1)
+    assert parse_attack("spgd_p", l0) == SparsePGDProjected("spgd_p", 300)
     assert parse_attack("spgd_u50", l0).steps == 50
-    assert parse_attack("sparse_rs", l0).steps == 10_000
-    assert parse_attack("sparse_autoattack", l0) == AttackSpec(
-        "sparse_autoattack", "sparse_autoattack", 300, 1, False, 10_000)
+    assert parse_attack("sparse_rs", l0) == SparseRS("sparse_rs", 10_000)
+    assert parse_attack("sparse_autoattack", l0) == SparseAutoAttack("sparse_autoattack", 300,
+                                                                     10_000)
     saa = parse_attack("sparse_autoattack20x500", l0)
     assert (saa.steps, saa.queries) == (20, 500)
+    assert parse_attack("transfer_pgd20", l0).source == parse_attack("pgd20")
     for bad in ("spgd_p3x2", "sparse_rs10x2", "transfer_spgd_p"):
         with pytest.raises(ValueError, match="valid: clean"):
             parse_attack(bad)
-    for name in ("autoattack", "square", "cw20"):
-        with pytest.raises(ValueError, match="does not apply to threat=l0"):
+    for name in ("autoattack", "square", "cw20", "transfer_cw20"):
+        with pytest.raises(ValueError, match="does not apply to threat=l0; its attacks: clean"):
             parse_attack(name, l0)
     with pytest.raises(ValueError, match="does not apply to threat=linf"):
         parse_attack("sparse_autoattack", linf)
@@ -80,10 +83,10 @@ def test_fast_ls_l0_cotrains_tracked_and_evaluates(tmp_path, tracking_uri, monke
     run = MlflowClient(tracking_uri).get_run(run_id)
     assert run.data.params["at_loss.name"] == "trades"
     assert run.data.params["at_loss.soft_labels.enabled"] == "True"
-    assert run.data.params["resolved.eps"] == "4.0" and run.data.tags["threat"] == "l0"
+    assert run.data.params["threat.k"] == "4" and run.data.tags["threat"] == "l0"
     for key in ("test/pgd_acc", "monitor/test_fgsm_acc", "policy/pixels_mean", "eval/pgd3_acc"):
         assert key in run.data.metrics, key
-    assert main([f"run_id={run_id}", "attacks=[clean,sparse_autoattack5x30]", "n_examples=24",
+    assert run_command(main, [f"run_id={run_id}", "attacks=[clean,sparse_autoattack5x30]", "n_examples=24",
                  "checks=true", "check_attack=pgd3", "square_queries=30", "progress=false",
                  ck]) == 0
     out = capsys.readouterr().out

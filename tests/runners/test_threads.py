@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from learned_at.runners import threads
-from learned_at.runners.config import compose_config
+from learned_at.runners.compose import compose_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,6 +68,7 @@ def test_wait_policy_is_set_before_torch_loads_unless_the_user_chose_one():
 
 def test_negative_threads_is_a_config_error(capsys):
     from learned_at.runners.cotrain import main
+    from tests.helpers import run_command
 
-    assert main(["threads=-1", "progress=false"]) == 2
+    assert run_command(main, ["threads=-1", "progress=false"]) == 2
     assert "threads=-1" in capsys.readouterr().err

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from learned_at.runners.tracking import ParamConflictError, Tracker, UnknownRunError, flatten_config
+from learned_at.runners.run_store import UnknownRunError, flatten_config
+from learned_at.runners.tracking import ParamConflictError, Tracker
 
 
 @pytest.fixture()

@@ -23,6 +23,7 @@ from mlflow import MlflowClient
 from learned_at.runners import compare, evaluate, inspect
 from learned_at.runners.cotrain import cotrain
 from learned_at.runners.run_loading import load_run_state
+from tests.helpers import run_command
 from tests.runners.conftest import run_interrupted
 from tests.runners.tracking_server import mlflow_server, postgres_cluster, postgres_missing
 
@@ -111,11 +112,11 @@ def test_cotraining_against_postgres_backed_server(server, tmp_path, monkeypatch
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlartifacts").exists()
 
     # evaluate: the checkpoint comes from the server (empty local checkpoint folder)
-    assert evaluate.main([f"run_id={run_a}", "attacks=[clean,pgd3]", "n_examples=64",
+    assert run_command(evaluate.main, [f"run_id={run_a}", "attacks=[clean,pgd3]", "n_examples=64",
                           f"checkpoint_dir={tmp_path}/empty", "progress=false"]) == 0
-    assert inspect.main([f"run_id={run_a}", f"tracking_uri={uri}"]) == 0
+    assert run_command(inspect.main, [f"run_id={run_a}", f"tracking_uri={uri}"]) == 0
     capsys.readouterr()
-    assert compare.main([f"run_ids=[{run_a},{run_b}]", "pgd=pgd3", "log=false",
+    assert run_command(compare.main, [f"run_ids=[{run_a},{run_b}]", "pgd=pgd3", "log=false",
                          f"tracking_uri={uri}"]) == 0
     table = capsys.readouterr().out
     row_a = next(line for line in table.splitlines() if run_a[:8] in line)

@@ -1,6 +1,6 @@
 """The seams: a geometry, a policy and an AT loss that needs the attack's internals are each one
-class plus its registration — registered here, from the test module — and the co-training
-runs them with no runner change."""
+class plus its registration — registered here, from the test module, with the evaluation
+attacks that apply to the geometry — and the co-training runs them with no runner change."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ from learned_at.agents.base import Policy, PolicyConfig, register_policy
 from learned_at.agents.fixed import uniform_action
 from learned_at.envs.attack_env import AttackAction, Obs
 from learned_at.envs.attack_loss import AttackLoss
+from learned_at.envs.attacks.base import Clean
+from learned_at.envs.attacks.gradient import PGD
+from learned_at.envs.attacks.registry import register_eval_attack, unregister_eval_attack
 from learned_at.envs.geometry.base import (Geometry, GeometryConfig, Scalar, clip_to_box, flat_norm,
                                            per_sample, register_geometry)
 from learned_at.envs.requirements import EnvRequirements, Extra
@@ -38,7 +41,6 @@ class HalfBoxConfig(GeometryConfig):
 
 class HalfBox(Geometry):
     default_budgets: ClassVar[dict[str, float]] = {"digits": 0.4}
-    eval_attacks: ClassVar[tuple[str, ...]] = ("clean", "pgd")
 
     def step(self, delta, grad, alpha):
         return delta + per_sample(alpha, delta) * grad / grad.abs().amax((1, 2, 3),
@@ -114,10 +116,14 @@ class StartAware(ATLoss):
 def toys():
     """Register the three toys for one test, then remove them from the registries."""
     register_geometry(HalfBoxConfig)(HalfBox)
+    for attack in (Clean, PGD):  # the evaluation attacks that apply to the toy geometry
+        register_eval_attack("toy_half_box", attack)
     register_policy(ThreeStepsConfig)(ThreeSteps)
     register_at_loss(StartAwareConfig)(StartAware)
     yield
     geometry_base.GEOMETRIES.unregister("toy_half_box")
+    for attack in (Clean, PGD):
+        unregister_eval_attack("toy_half_box", attack)
     agents_base.POLICIES.unregister("toy_three_steps")
     losses_base.AT_LOSSES.unregister("toy_start_aware")
 
@@ -133,7 +139,7 @@ def test_toy_geometry_policy_and_loss_co_train_with_no_runner_change(toys, tmp_p
                       f"checkpoint_dir={tmp_path}/ck"], tracking_uri)
     run = MlflowClient(tracking_uri).get_run(run_id)
     assert run.data.tags["threat"] == "toy_half_box"
-    assert run.data.params["resolved.eps"] == "0.4"  # the geometry's own preset
+    assert run.data.params["threat.eps"] == "0.4"  # the geometry's own preset, resolved
     assert run.data.metrics["policy/steps_mean"] == pytest.approx(2.5)  # odd samples stop at 2
     assert len(SEEN["alpha"]) == 2  # two batches of 128
     torch.testing.assert_close(SEEN["alpha"][0], torch.full((128,), 0.4 / 3))

@@ -1,5 +1,7 @@
 """Structural rules of the code base: no norm branching outside the geometries, no import cycle
-in runners/, and one implementation of the look-ahead."""
+in runners/, envs/ (and agents/, targets/) never import runners/, runners/ never parse or
+compare evaluation-attack names (the attack registry does), and one implementation of the
+look-ahead."""
 
 from __future__ import annotations
 
@@ -64,6 +66,50 @@ def test_runners_have_no_import_cycle():
         if m not in state:
             visit(m, [m])
     assert not cycles, cycles
+
+
+def test_components_do_not_import_runners():
+    offenders = [f"{p.relative_to(ROOT)}: {m}" for pkg in ("envs", "agents", "targets")
+                 for p in _sources(pkg) for m in _imports(p)
+                 if m.startswith("learned_at.runners")]
+    assert not offenders, offenders
+
+
+def _compared_strings(tree: ast.AST) -> set[str]:
+    """String constants a file compares against (==, !=, in, not in) or tests as a prefix or
+    suffix (``.startswith``, ``.endswith``)."""
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            operands += [e for n in operands if isinstance(n, (ast.Tuple, ast.List, ast.Set))
+                         for e in n.elts]
+            out.update(n.value for n in operands
+                       if isinstance(n, ast.Constant) and isinstance(n.value, str))
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr in ("startswith", "endswith")):
+            out.update(n.value for n in node.args
+                       if isinstance(n, ast.Constant) and isinstance(n.value, str))
+    return out
+
+
+def test_runners_dispatch_evaluation_attacks_through_the_registry():
+    """No regular expression over attack names and no comparison with an attack's name or
+    family in runners/: which attack does what is the attack objects' business."""
+    from learned_at.envs.attacks.registry import EVAL_ATTACKS
+
+    def names_an_attack(text: str) -> bool:  # a name, a family (pgd) or a prefix (transfer_)
+        return bool(text) and text == text.strip() and any(
+            EVAL_ATTACKS.recognise(text + tail) is not None for tail in ("", "1", "fgsm"))
+
+    offenders = []
+    for path in _sources("runners"):
+        tree = ast.parse(path.read_text())
+        offenders += [f"{path.relative_to(ROOT)}: {s!r}" for s in sorted(_compared_strings(tree))
+                      if names_an_attack(s)]
+        if path.name in ("robustness.py", "masking_checks.py") and "re" in _imports(path):
+            offenders.append(f"{path.relative_to(ROOT)}: imports re")
+    assert not offenders, offenders
 
 
 def test_configuration_does_not_import_evaluation():

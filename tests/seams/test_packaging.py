@@ -1,5 +1,7 @@
 """Import names: the project imports as ``learned_at.*`` everywhere, so a user's own ``envs``,
-``agents``, ``targets`` or ``runners`` package cannot shadow it (learned_at/__init__.py)."""
+``agents``, ``targets`` or ``runners`` package cannot shadow it; ``learned_at/`` links to the
+top-level folders, so the names resolve the same way in the checkout, an editable install, a
+wheel and for static tools (learned_at/__init__.py)."""
 
 from __future__ import annotations
 
@@ -21,13 +23,15 @@ SOURCE_DIRS = (*FOLDERS, "benchmarks", "tests", "learned_at")
 PROBE = """
 import envs, runners
 assert envs.DECOY and runners.DECOY                     # the user's packages are importable
+import sys
 import learned_at.runners.cotrain as cotrain
 from learned_at.envs.attack_env import AttackEnv
 from learned_at.envs.geometry.base import make_geometry
 import learned_at.envs as project_envs
 assert not hasattr(project_envs, "DECOY"), project_envs.__file__
 assert project_envs.__file__.startswith({where!r}), project_envs.__file__
-assert cotrain.main(["--help"]) == 0
+sys.argv = ["lat-cotrain", "--help"]
+assert cotrain.main() == 0
 print("PROBE-OK", project_envs.__file__)
 """
 
@@ -59,14 +63,40 @@ def test_no_module_imports_the_folders_as_top_level_packages():
     assert not offenders, offenders
 
 
-def test_package_list_names_every_package_folder():
+def test_one_packaging_mechanism_links_in_the_package():
+    """learned_at/<folder> is a relative link to the top-level folder; setuptools finds the
+    packages through it (no hand-kept package list, no package-dir mapping, no __path__
+    surgery)."""
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    for name in FOLDERS:
+        link = ROOT / "learned_at" / name
+        assert link.is_symlink() and os.readlink(link) == f"../{name}", link
+        assert link.resolve() == (ROOT / name).resolve()
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    folders = sorted("learned_at." + ".".join(p.parent.relative_to(ROOT).parts)
-                     for name in FOLDERS for p in (ROOT / name).rglob("__init__.py"))
-    assert sorted(config["packages"]) == sorted(["learned_at", *folders])
-    assert config["package-dir"] == {"learned_at": "learned_at",
-                                     **{f"learned_at.{n}": n for n in FOLDERS}}
+    assert "package-dir" not in config and config["packages"] == {
+        "find": {"include": ["learned_at", "learned_at.*"]}}
+    source = (ROOT / "learned_at" / "__init__.py").read_text()
+    assert "__path__" not in source
+
+
+def test_a_static_tool_resolves_the_import_names():
+    """An import-graph walk that executes nothing (the files on disk, the repository root as
+    the only search path) finds the project's imports between its own files."""
+    found, missing = 0, []
+    files = [p for name in FOLDERS for p in (ROOT / "learned_at" / name).rglob("*.py")]
+    assert files  # rglob follows the links
+    for path in sorted(files):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and \
+                    (node.module or "").startswith("learned_at."):
+                parts = node.module.split(".")
+                target = ROOT.joinpath(*parts)
+                if target.with_suffix(".py").is_file() or (target / "__init__.py").is_file():
+                    found += 1
+                else:
+                    missing.append(f"{path.relative_to(ROOT)}: {node.module}")
+    assert not missing, missing
+    assert found > 200
 
 
 def test_source_checkout_imports_the_project_beside_a_users_decoy_packages(tmp_path):
@@ -83,8 +113,8 @@ def test_installed_wheel_imports_the_project_beside_a_users_decoy_packages(tmp_p
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    for name in ("learned_at", *FOLDERS):
-        shutil.copytree(ROOT / name, source / name,
+    for name in ("learned_at", *FOLDERS):  # learned_at's links stay links
+        shutil.copytree(ROOT / name, source / name, symlinks=True,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     wheels = tmp_path / "wheels"
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
@@ -106,8 +136,7 @@ def test_installed_wheel_imports_the_project_beside_a_users_decoy_packages(tmp_p
 
 
 def test_readme_commands_run_from_the_repository_root():
-    """``python -m runners.cotrain`` (the README's form) hands over to the package's module, so
-    its per-epoch log lines come from ``learned_at.runners.cotrain``, not ``__main__``."""
+    """``python -m runners.cotrain`` (the README's form) runs from the repository root."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
     done = subprocess.run([sys.executable, "-m", "runners.cotrain", "--help"], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=300)

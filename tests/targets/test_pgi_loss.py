@@ -21,9 +21,8 @@ def test_pgi_loss_matches_hand_computation(tiny_net, batch):
     x_init = (x - 0.05).clamp(0, 1)
     tiny_net.eval()
     for reduction, scale in (("mean", 1 / 10), ("sum", 1.0)):
-        loss = make_at_loss(PgiLossConfig(lam=10.0, reduction=reduction))
-        out = loss.compute(tiny_net, _result(x, y, x_adv, x_init),
-                           TargetInputs(true_class_prob=0.6))
+        loss = make_at_loss(PgiLossConfig(lam=10.0, reduction=reduction, true_class_prob=0.6))
+        out = loss.compute(tiny_net, _result(x, y, x_adv, x_init), TargetInputs())
         z, z0 = tiny_net(x_adv), tiny_net(x_init)
         expected = soft_cross_entropy(z, y, 0.6).mean() + 10.0 * scale * (
             (z - z0) ** 2).sum(1).mean()
@@ -54,11 +53,12 @@ def test_bad_reduction_names_the_field():
         make_at_loss(PgiLossConfig(reduction="max"))
 
 
-def test_policy_label_smoothing_preset_overrides_config(tiny_net, batch):
+def test_label_smoothing_is_the_loss_configs(tiny_net, batch):
     x, y = batch
     tiny_net.eval()
-    ce = make_at_loss(CrossEntropyConfig())
-    plain = ce.compute(tiny_net, _result(x, y, x), TargetInputs()).loss
-    smoothed = ce.compute(tiny_net, _result(x, y, x), TargetInputs(true_class_prob=0.5)).loss
+    plain = make_at_loss(CrossEntropyConfig()).compute(tiny_net, _result(x, y, x),
+                                                       TargetInputs()).loss
+    smoothed = make_at_loss(CrossEntropyConfig(true_class_prob=0.5)).compute(
+        tiny_net, _result(x, y, x), TargetInputs()).loss
     torch.testing.assert_close(smoothed, soft_cross_entropy(tiny_net(x), y, 0.5).mean())
     assert not torch.allclose(plain, smoothed)

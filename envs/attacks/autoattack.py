@@ -1,13 +1,21 @@
 """AutoAttack (Croce & Hein, 2020) from its authors' package, ``pyautoattack`` 0.2.0.
 
+The evaluation attack ``autoattack`` (:class:`AutoAttack`, the ensemble of the masking checks
+under L∞ and L2) and the pyautoattack wrapper behind it and behind ``square[<Q>]``
+(:mod:`envs.attacks.square`). ``pyautoattack`` is an optional dependency (extra ``eval``),
+imported only when one of these attacks runs (:func:`import_pyautoattack`).
+
 Reported numbers always come from ``version="standard"``: APGD-CE, APGD-T (9 target classes),
 FAB-T (9 target classes) and Square (5000 queries), 100 iterations each, for L∞ and L2
 (https://github.com/fra31/auto-attack, ``autoattack.py::_set_version``). ART's and torchattacks'
 "AutoAttack" are *not* used: ART swaps in DeepFool and untargeted DLR, torchattacks runs 10
-instead of 100 iterations (see ``shared/docs/ecosystem.md`` §4).
+instead of 100 iterations (see ``shared/docs/ecosystem.md`` §4). AutoAttack's norm is the
+geometry's :attr:`~envs.geometry.base.Geometry.autoattack_norm` (a fact about the norm; a
+geometry without one refuses AutoAttack and Square).
 
 Like the original, each attack runs only on the points that are still robust and the result is
-the per-example worst case over the four attacks. Two departures from
+the per-example worst case over the four attacks; its stages are reported as
+``autoattack.<attack>`` (robust accuracy after each). Two departures from
 ``AutoAttack.run_standard_evaluation``, both about bookkeeping, not about the attacks:
 
 * **Resumable state of our own.** pyautoattack 0.2.0's ``state_path`` cannot resume: the state
@@ -29,19 +37,22 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from learned_at.envs.attack_env import target_mode
+from learned_at.envs.attacks.base import AttackContext, AttackOutcome, AttackRole, EvalAttack
 from learned_at.envs.geometry.base import Geometry
 
-__all__ = ["AUTOATTACK_VERSION", "STANDARD_ATTACKS", "AutoAttackResult", "import_pyautoattack",
-           "make_autoattack", "make_square", "run_autoattack"]
+__all__ = ["AUTOATTACK_VERSION", "STANDARD_ATTACKS", "AutoAttack", "AutoAttackResult",
+           "import_pyautoattack", "make_autoattack", "make_square", "run_autoattack",
+           "state_path"]
 
 AUTOATTACK_VERSION = "standard"
 """The only version used for reported numbers."""
@@ -245,3 +256,45 @@ def _run_one(adversary: Any, attack: str, model: nn.Module, x: torch.Tensor, y: 
     state.update(current=None, pending=[], position=0)
     _save_state(path, state)
     return robust
+
+
+def state_path(context: AttackContext, name: str) -> Path | None:
+    """The resumable-state file of the attack ``name`` in ``context.state_dir`` (or None)."""
+    return None if context.state_dir is None else Path(context.state_dir) / f"{name}_state.json"
+
+
+@dataclass(frozen=True)
+class AutoAttack(EvalAttack):
+    """The standard AutoAttack (``autoattack``): the per-example worst case over APGD-CE,
+    APGD-T, FAB-T and Square, resumable (module docstring). ``AttackContext.make_adversary``
+    replaces the standard factory (tests only).
+
+    Shape: x (N, C, H, W) in [0, 1], y (N,) -> robust (N,) bool, plus one stage per attack.
+    """
+
+    name: str = "autoattack"
+    spelling: ClassVar[str] = "autoattack"
+    roles: ClassVar[AttackRole] = AttackRole.ENSEMBLE
+
+    @classmethod
+    def parse(cls, name: str) -> AutoAttack | None:
+        return cls(name) if name == "autoattack" else None
+
+    @classmethod
+    def default(cls) -> AutoAttack:
+        return cls()
+
+    @classmethod
+    def check_available(cls) -> None:
+        import_pyautoattack()
+
+    def robust_mask(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                    geometry: Geometry, eps: float, context: AttackContext) -> AttackOutcome:
+        res = run_autoattack(model, x, y, geometry, eps, batch_size=context.batch_size,
+                             seed=context.seed, state_path=state_path(context, self.name),
+                             progress=context.progress,
+                             make_adversary=context.make_adversary or make_autoattack)
+        return AttackOutcome(res.robust, res.stages)
+
+    def tags(self) -> dict[str, str]:
+        return {"autoattack_version": f"pyautoattack {AUTOATTACK_VERSION}"}
