@@ -8,3 +8,4 @@ import learned_at.agents.fgsm_pgi.policy  # noqa: F401
 import learned_at.agents.ppo.policy  # noqa: F401
 import learned_at.agents.las_at.policy  # noqa: F401
 import learned_at.agents.spgd_at  # noqa: F401
+import learned_at.agents.n_fgsm  # noqa: F401
