@@ -19,7 +19,7 @@ from learned_at.envs.options import setting, FRACTION, Limit
 from learned_at.envs.result import AttackResult
 from learned_at.targets.inputs import TargetInputs
 from learned_at.targets.losses.base import (ATLoss, ATLossConfig, ATLossOutput, register_at_loss,
-                                            soft_cross_entropy)
+                                            soft_cross_entropy, weighted_mean)
 from learned_at.targets.losses.soft_labels import soft_target_ce
 
 
@@ -32,10 +32,6 @@ class TradeoffConfig(ATLossConfig):
     name: str = setting("tradeoff", "registry id.")
     a: float = setting(0.5, "weight of the adversarial term, in [0, 1] (0 = standard training, 1 "
                             "= sAT / CE-AT).")
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.a <= 1:
-            raise ValueError(f"at_loss.a must be in [0, 1], got {self.a}")
 
 
 @register_at_loss(TradeoffConfig)
@@ -58,7 +54,7 @@ class Tradeoff(ATLoss):
             ce_adv = soft_target_ce(adv, soft[0]) * soft[1]
         a = self.config.a
         per = (1 - a) * ce_clean + a * ce_adv
-        loss = per.mean()
+        loss = weighted_mean(per, inputs.weight)  # a policy's per-sample weights (Dynamic)
         parts = {"loss": loss.detach(), "clean_ce": ce_clean.mean().detach(),
                  "adv_ce": ce_adv.mean().detach()}
         return ATLossOutput(loss, parts, adv.detach(), per.detach())
