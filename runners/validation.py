@@ -74,7 +74,15 @@ def validate_config(cfg: Any, image_shape: tuple[int, int, int]
     if 0 < subset < cfg.batch_size:
         problems.append(f"data.train_subset={subset} is smaller than batch_size={cfg.batch_size}:"
                         " not one full training batch (accepted 0 = all, or >= batch_size)")
+    if cfg.data.augment and cfg.data.name == "digits":
+        problems.append("data.augment=true on digits (8x8) crops with 4 pixels of padding — half "
+                        "the image, about 40 % of a digit's ink lost on average — and flips "
+                        "digits left-right (a flipped 2 is not a 2): accepted data.augment=false "
+                        "or null for digits")
     warnings = []
+    if cfg.data.augment and cfg.data.name == "mnist":
+        warnings.append("data.augment=true flips MNIST digits left-right (a flipped 2 is not a "
+                        "2) besides the 4-pixel crop; the presets train MNIST without it")
     if cfg.threat.eps is not None and not problems:
         warning = geometry.budget_warning(float(cfg.threat.eps), image_shape)
         if warning:

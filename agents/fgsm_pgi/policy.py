@@ -11,9 +11,10 @@ Each sample's FGSM starts from a prior perturbation instead of a random point:
       δ_adv   = Π[η_E + α·g_c]                   # the training example (taken by the env)
       η_{E+1} = Π[η_E + α·sign(g_{E+1})]         # the stored prior
 
-The PGI regulariser (λ·MSE between the logits at x + δ_adv and at the prior point) is a
-target-step option, ``at_loss=pgi`` (targets/pgi_loss.py); the full recipe is
-``policy=fgsm_pgi at_loss=pgi``.
+The PGI regulariser (λ·MSE between the logits at x + δ_adv and at the prior point) is the
+target step's ``at_loss=pgi`` (targets/losses/pgi.py), which ``policy=fgsm_pgi`` selects by
+default (:attr:`agents.base.PolicyConfig.default_at_loss`): the method is the prior *and* its
+regulariser; ``at_loss=ce`` on the command line gives the prior alone (an ablation).
 
 Choices and departures from the reference code (docs/seeds.md §3.3), each deliberate:
     * Alignment (the reference's bug): priors and momenta are stored in un-augmented
@@ -111,6 +112,7 @@ class FgsmPgiConfig(PolicyConfig):
                                                              "CIFAR-10 needs 614 MB per memory in "
                                                              "float32.")
     target_smoothing: ClassVar[bool] = True
+    default_at_loss: ClassVar[str | None] = "pgi"  # the method is the prior *and* its regulariser
 
     def resolve(self, preset: PresetContext) -> FgsmPgiConfig:
         """``true_class_prob``: the reference recipe's 0.6 when it is None."""

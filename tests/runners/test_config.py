@@ -104,6 +104,8 @@ def test_a_recipe_is_a_config_group_option_and_command_line_overrides_win():
 
 
 def test_a_policy_picks_its_own_at_loss_unless_the_command_line_does():
+    assert compose_config(["policy=fgsm_pgi"]).at_loss.name == "pgi"  # prior + regulariser
+    assert compose_config(["policy=fgsm_pgi", "at_loss=ce"]).at_loss.name == "ce"
     assert compose_config(["policy=fast_ls_l0", "threat=l0"]).at_loss.name == "trades"
     assert compose_config(["policy=fast_ls_l0", "threat=l0", "at_loss=ce"]).at_loss.name == "ce"
     assert compose_config(["at_loss=ce", "policy=fast_ls_l0", "threat=l0"]).at_loss.name == "ce"
@@ -154,6 +156,7 @@ def test_every_numeric_field_has_an_accepted_range():
     (["monitor.train_subset=0"], "monitor.train_subset=0"),
     (["checkpoint_every_s=-1"], "checkpoint_every_s=-1"),
     (["tracking.system_metrics_interval_s=0"], "tracking.system_metrics_interval_s=0"),
+    (["data.augment=true"], "data.augment=true on digits (8x8) crops with 4 pixels"),
 ])
 def test_values_out_of_range_name_the_field_the_value_and_the_range(overrides, needle):
     with pytest.raises(ConfigError) as e:

@@ -5,7 +5,9 @@ so neither do they, to the last bit.
 The record (tests/runners/data/golden.json) holds, per case, the overrides of a 2-epoch run
 on the embedded digits and every metric of its final step (times and system metrics aside).
 Regenerate it only for an intended change, and say so where the change is described:
-``GOLDEN_RECORD=1 pytest tests/runners/test_golden.py``.
+``GOLDEN_RECORD=1 pytest tests/runners/test_golden.py``. Intended changes so far: ``policy=fgsm_pgi``
+selects its regulariser ``at_loss=pgi`` by default (its record is the former ``fgsm_pgi_loss``
+one; ``fgsm_pgi_ce``, the prior alone, keeps the former ``fgsm_pgi`` numbers).
 """
 
 import json
