@@ -66,10 +66,10 @@ PAPER_RECIPES: dict[str, tuple[tuple[str, ...], str]] = {
         _recipe("cifar10", "resnet18", "pgd_at", "ce", 110, _FAST_110),
         "PGD-10 AT (α = 2/255), the FGSM-SDI/PGI baseline's schedule, CIFAR-10 ResNet-18"),
     "dynamic_cifar10": (
-        _recipe("cifar10", "wrn34_10", "dynamic", "ce", 120, "[0.5,0.8333333333333334]",
+        _recipe("cifar10", "wrn34_10", "dynamic", "ce", 120, "[0.49166666666666664,0.825]",
                 "policy.c_max=0.5", lr=0.01, weight_decay=1e-4),
         "Dynamic AT, CIFAR-10, 120 epochs, c_max 0.5 ramped to 0 at epoch 100, lr 0.01 "
-        "×0.1 at epochs 60 and 100"),
+        "×0.1 from the 60th and the 100th epoch (the reference's ep+1 == 60: 0-based 59, 99)"),
     "dynamic_mnist": (
         _recipe("mnist", "mnist_cnn", "dynamic", "ce", 50, "[0.4,0.8]", "threat.eps=0.3",
                 lr=0.01, weight_decay=1e-4),

@@ -11,7 +11,7 @@ DECAYS = {
     "las_pgd_at_cifar10": (110, (99, 104)), "las_pgd_at_cifar100": (110, (99, 104)),
     "las_trades_cifar10": (100, (75, 90)), "las_awp_cifar10": (200, (100, 150)),
     "fgsm_sdi_cifar10": (110, (100, 105)), "fgsm_pgi_cifar10": (110, (100, 105)),
-    "pgd_at_cifar10": (110, (100, 105)), "dynamic_cifar10": (120, (60, 100)),
+    "pgd_at_cifar10": (110, (100, 105)), "dynamic_cifar10": (120, (59, 99)),  # the reference's 0-based ep with ep + 1 == 60
     "dynamic_mnist": (50, (20, 40)),
 }
 
@@ -36,3 +36,11 @@ def test_recipes_carry_the_reference_settings():
     assert compose_config(["recipe=fgsm_pgi_cifar10"]).at_loss.name == "pgi"
     # later overrides win
     assert compose_config(["recipe=las_trades_cifar10", "epochs=3"]).epochs == 3
+
+
+def test_a_milestone_decays_at_the_step_it_names_despite_floating_point():
+    """0.07 · 300 is 21.000000000000004 in floating point: the decay must still come at step
+    21 (the milestone is rounded to a whole step), not one step late."""
+    f = lr_multiplier("piecewise", 300, [0.07, 0.5], 0.1, 0.4)
+    assert f(20) == 1.0 and f(21) == pytest.approx(0.1)
+    assert f(149) == pytest.approx(0.1) and f(150) == pytest.approx(0.01)
