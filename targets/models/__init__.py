@@ -12,7 +12,7 @@ from torch import nn
 
 from learned_at.targets.models.normalize import Normalize
 from learned_at.targets.models.resnet import preact_resnet18, resnet18
-from learned_at.targets.models.small_cnn import cifar_cnn, digits_cnn, mnist_cnn
+from learned_at.targets.models.small_cnn import cifar_cnn, digits_cnn, mnist_cnn, mnist_small
 from learned_at.targets.models.wide_resnet import wrn34_10
 
 __all__ = ["MODELS", "Normalize", "make_model"]
@@ -20,6 +20,7 @@ __all__ = ["MODELS", "Normalize", "make_model"]
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "digits_cnn": digits_cnn,
     "mnist_cnn": mnist_cnn,
+    "mnist_small": mnist_small,
     "cifar_cnn": cifar_cnn,
     "resnet18": resnet18,
     "preact_resnet18": preact_resnet18,

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from learned_at.targets.models import MODELS, Normalize, make_model
 
-NATURAL_SHAPE = {"digits_cnn": (1, 8, 8), "mnist_cnn": (1, 28, 28)}
+NATURAL_SHAPE = {"digits_cnn": (1, 8, 8), "mnist_cnn": (1, 28, 28), "mnist_small": (1, 28, 28)}
 
 
 @pytest.mark.parametrize("name", [n for n in MODELS if n != "wrn34_10"])
