@@ -61,29 +61,42 @@ class Target:
         """One AT step on the episode's examples (detached), then one scheduler step.
 
         With ``inputs.lookahead`` the look-ahead ŵ is taken first, from the weights before this
-        step, and returned as ``out.lookahead``.
+        step, and returned as ``out.lookahead``; with ``inputs.logits_before`` the eval-mode
+        logits of the examples at those weights are returned as ``out.logits_before``.
         """
         result = result.detached()
+        before = self.eval_logits(result.x_adv) if inputs.logits_before else None
         ahead = self.lookahead(result, inputs) if inputs.lookahead else None
         out = self.loss.train_step(self.train_module, self.optimizer, result, inputs)
         self.loss.end_step()  # per-sample memories of the loss move only on the target's step
         self.scheduler.step()
-        return replace(out, lookahead=ahead) if ahead is not None else out
+        return replace(out, lookahead=ahead, logits_before=before)
+
+    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, K) logits of (N, C, H, W) ``x`` in eval mode without autograd (mode restored)."""
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            logits = self.model(x)
+        self.model.train(was_training)
+        return logits
 
     def lookahead(self, result: AttackResult, inputs: TargetInputs = TargetInputs()
                   ) -> nn.Module:
         """ŵ: a copy of the current weights after one plain SGD step of the AT loss.
 
         The step uses the target optimiser's current learning rate and weight decay without
-        momentum (LAS-AT's freshly built optimiser, docs/seeds.md §1.5), the run's AT loss
-        (so an AWP run looks ahead with the AWP-perturbed step) and the policy's inputs. The
+        momentum (LAS-AT's freshly built optimiser, docs/references.md §1.5), the run's AT loss
+        (so an AWP run looks ahead with the AWP-perturbed step) and the policy's inputs, its
+        CE terms smoothed with ``inputs.lookahead_true_class_prob`` where that is set. The
         copy lives in one persistent shadow buffer, refreshed in place: the returned module is
         overwritten by the next call, and the target's own weights, buffers and optimiser
         state are never written. The shadow is left in eval mode.
         """
         shadow = self._shadow.load(self.model)
         optimizer = self._shadow.sgd(self.lr, self.weight_decay)
-        self.loss.train_step(shadow, optimizer, result.detached(), inputs)
+        with self.loss.smoothing(inputs.lookahead_true_class_prob):
+            self.loss.train_step(shadow, optimizer, result.detached(), inputs)
         shadow.eval()
         return shadow
 

@@ -1,6 +1,6 @@
 """The LAS-AT strategy network: a trunk on the clean image and one categorical head per grid.
 
-The reference (docs/seeds.md §1.2) uses a CIFAR ResNet-18 trunk (512-d average-pooled feature)
+The reference (docs/references.md §1.2) uses a CIFAR ResNet-18 trunk (512-d average-pooled feature)
 and one ``Linear(512, len(grid))`` per attack parameter; the policy is an independent
 ``Categorical(softmax(logits))`` per head, sampled per sample. Here the trunk is selectable:
 ``resnet18`` (the reference, for 32x32 inputs) or ``small_cnn`` (two strided convolutions, for

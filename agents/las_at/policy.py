@@ -4,7 +4,7 @@ Per batch: the strategy network reads the clean images and samples, per sample, 
 size), K (iterations) and, for LAS-TRADES, β from one categorical head each
 (:mod:`agents.las_at.net`, grids from :mod:`agents.strategy.space`); the env attacks every
 sample with its own strategy, costing Σᵢ Kᵢ sample-gradients thanks to its active-set
-compaction (the reference forwards the whole batch max Kᵢ times, docs/seeds.md §1.4). Every
+compaction (the reference forwards the whole batch max Kᵢ times, docs/references.md §1.4). Every
 ``interval`` batches the policy learns: the target takes its look-ahead ŵ before its step
 (``TargetInputs.lookahead``), reward = clamp(R1, 0, c) + a·R2 + b·R3
 (:mod:`agents.strategy.lookahead`), loss = −mean_i(Σ_h log π_h(a_{h,i} | x_i) · reward), SGD,
@@ -23,16 +23,19 @@ Departures from the reference code (LAS-AT@ee756b7), each on purpose:
   8/255 ball whatever ε the policy chose). LAS-TRADES starts at x + 0.001·N(0, 1) (reference;
   the TRADES loss asks the env for that start).
 * R1 is the CE of f_w on the examples taken from the target step's own forward (train-mode
-  BatchNorm; the reference runs an extra eval-mode forward); LAS-TRADES' R1 is the TRADES
-  loss. R1 is never label-smoothed (the reference's R1 is plain CE).
+  BatchNorm; the reference runs an extra eval-mode forward), preset for LAS-PGD-AT;
+  ``r1_at=w`` is the reference's extra eval-mode forward at w, preset for LAS-AWP, whose step
+  forward is at the perturbed weights w + v. LAS-TRADES' R1 is the TRADES loss. R1 is never
+  label-smoothed (the reference's R1 is plain CE).
 * LAS-AWP: no normalisation mismatch between reward and training (models normalise inside,
   if at all; the reference normalised the attack and training but not the reward, §1.8).
 
-Reference behaviour and the paper, each a switch (docs/seeds.md §8):
+Reference behaviour and the paper, each a switch (docs/references.md §8):
 
 * Label smoothing (``true_class_prob``; preset 0.7 for LAS-PGD-AT on CIFAR-10, 0.6 on
   CIFAR-100) reaches the target's step *and* the look-ahead ŵ's step, as the reference's
-  ``--factor``.
+  ``--factor``; ``lookahead_true_class_prob`` smooths the look-ahead's step alone (preset 0.7
+  for LAS-AWP, whose reference trains the target on plain CE and ŵ with ``--factor 0.7``).
 * ``reward_form=accuracy`` (reference code): R2, R3 are ŵ's robust and clean batch accuracies;
   ``ce`` is the paper's definition, L2 = −CE(f_ŵ(x_adv), y), L3 = −CE(f_ŵ(x), y). Either way
   a·R2 and b·R3 are clamped to [−c, c] with c the R1 clamp, as the reference.
@@ -100,6 +103,13 @@ class RewardForm(str, Enum):
     ce = "ce"
 
 
+class R1At(str, Enum):
+    """Where R1 reads the target: the step's own forward, or an eval-mode forward at w."""
+
+    step = "step"
+    w = "w"
+
+
 @dataclass(frozen=True)
 class LasAtConfig(PolicyConfig):
     """LAS-AT strategy policy; ``None`` fields take the preset (agents/las_at/preset.py)."""
@@ -110,7 +120,7 @@ class LasAtConfig(PolicyConfig):
         "weight_decay": NON_NEGATIVE, "lr_milestones": FRACTION, "grad_clip": POSITIVE,
         "reward_weights": FINITE, "r1_clamp": POSITIVE, "baseline_momentum": MOMENTUM,
         "reward_pgd_steps": NON_NEGATIVE_INT, "reward_pgd_restarts": COUNT,
-        "true_class_prob": PROBABILITY}
+        "true_class_prob": PROBABILITY, "lookahead_true_class_prob": PROBABILITY}
 
     name: str = setting("las_at", "registry id.")
     variant: Variant = setting(Variant.auto, "auto (from the run's at_loss: ce -> pgd_at, trades, "
@@ -162,6 +172,13 @@ class LasAtConfig(PolicyConfig):
                                                   "loss's own setting); 1.0 = off.")
     final_clip: bool | None = setting(None, "clip the final δ to the nominal ε (LAS-AWP's "
                                             "reference); None = preset (on for awp only).")
+    lookahead_true_class_prob: float | None = setting(
+        None, "label smoothing of the look-ahead ŵ's step alone; None = preset (LAS-AWP 0.7, "
+              "the reference's; else the target step's, true_class_prob).")
+    r1_at: R1At | None = setting(None, "R1's forward: step (the target step's own, train-mode "
+                                       "BatchNorm, at w + v under AWP) or w (an extra eval-mode "
+                                       "forward at w before the step, the reference's); None = "
+                                       "preset (awp: w, else step).")
 
 
     target_smoothing: ClassVar[bool] = True
@@ -188,7 +205,10 @@ class LasAtConfig(PolicyConfig):
             baseline=parse_option(Baseline, _pick(self.baseline, s["baseline"]),
                                   "policy.baseline"),
             true_class_prob=float(_pick(self.true_class_prob, s["true_class_prob"])),
-            final_clip=bool(_pick(self.final_clip, s["final_clip"])))
+            final_clip=bool(_pick(self.final_clip, s["final_clip"])),
+            lookahead_true_class_prob=_pick(self.lookahead_true_class_prob,
+                                            s["lookahead_true_class_prob"]),
+            r1_at=parse_option(R1At, _pick(self.r1_at, s["r1_at"]), "policy.r1_at"))
 
 
 def _pick(value: Any, preset: Any) -> Any:
@@ -227,6 +247,7 @@ class LasAt(Policy):
         self.lr = float(config.lr)
         self.lr_milestones = tuple(config.lr_milestones)
         self.final_clip = bool(config.final_clip)
+        self.r1_at = parse_option(R1At, config.r1_at or R1At.step, "policy.r1_at")
         self.net = StrategyNet(context.image_shape, self.space.nvec, config.trunk)
         self.optimizer = torch.optim.SGD(self.net.parameters(), lr=self.lr,
                                          momentum=float(config.momentum),
@@ -290,8 +311,12 @@ class LasAt(Policy):
 
     def target_inputs(self, result: AttackResult) -> TargetInputs:
         """β per sample for LAS-TRADES; on learning batches the target's look-ahead ŵ (its
-        step takes the AT loss's label smoothing, which is this policy's)."""
-        return TargetInputs(beta=self._beta, lookahead=self._log_prob is not None)
+        step smoothed with ``lookahead_true_class_prob``, else the AT loss's smoothing, which
+        is this policy's) and, with ``r1_at=w``, the examples' eval-mode logits at w."""
+        learn = self._log_prob is not None
+        return TargetInputs(beta=self._beta, lookahead=learn,
+                            lookahead_true_class_prob=self.config.lookahead_true_class_prob,
+                            logits_before=learn and self.r1_at is R1At.w)
 
     # -- learning --------------------------------------------------------------------
     def reward_parts(self, terms: RewardTerms) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -356,7 +381,9 @@ class LasAt(Policy):
         terms = lookahead_terms(result, out, self.context.geometry, self.context.eps,
                                 self.lookahead, info.generator)
         if self.variant is not Variant.trades:  # R1 = plain CE of f_w on the examples
-            r1 = F.cross_entropy(out.logits_adv.float(), result.y, reduction="none")
+            logits = out.logits_before if self.r1_at is R1At.w else out.logits_adv
+            assert logits is not None  # asked for in target_inputs
+            r1 = F.cross_entropy(logits.float(), result.y, reduction="none")
             terms = replace(terms, r1=r1)
         reward = self.reward(terms)
         self._set_lr(info.step)

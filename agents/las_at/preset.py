@@ -1,6 +1,6 @@
 """Presets of LAS-AT's three reference variants (the grids are in agents/strategy/space.py).
 
-Variants (docs/seeds.md §1.5-1.7, §8; LAS-AT@ee756b7), CIFAR-10:
+Variants (docs/references.md §1.5-1.7, §8; LAS-AT@ee756b7), CIFAR-10:
 
 =========  ========  ======  ========  ===============  ==============  =========  ==========
 variant    interval  (a, b)  R1 clamp  policy SGD       policy lr       label      final clip
@@ -9,16 +9,20 @@ variant    interval  (a, b)  R1 clamp  policy SGD       policy lr       label   
 pgd_at     20        (4, 2)  10        no momentum      none [#]_       0.7        no
 trades     1         (8, 4)  20        momentum 0.9,    75 %, 90 %      none       no
                                        wd 5e-4
-awp        1         (1, 1)  10        no momentum      50 %, 75 %      none       yes [#]_
+awp        1         (1, 1)  10        no momentum      50 %, 75 %      ŵ: 0.7     yes [#]_
 =========  ========  ======  ========  ===============  ==============  =========  ==========
 
 .. [#] the reference's milestones are never reached (§0.4): its policy lr is constant.
 .. [#] LAS-AWP clips the final δ to the nominal 8/255 although the policy picks ε up to
    15/255; its published numbers were produced with the clip (§1.7, §8).
 
-Label smoothing is the true-class probability of the target's loss *and* of the look-ahead
-ŵ's step (the reference's ``--factor``). CIFAR-100 (§8): LAS-PGD-AT smooths with 0.6 and its
-policy SGD has momentum 0.9 (its grids differ too, agents/strategy/space.py).
+Label smoothing (the reference's ``--factor``): LAS-PGD-AT smooths the target's loss *and* the
+look-ahead ŵ's step with 0.7; LAS-TRADES smooths neither; LAS-AWP trains the target on plain CE
+and smooths only ŵ's step, with 0.7 (``lookahead_true_class_prob``), and reads R1 from an
+eval-mode forward at w (``r1_at=w``), not from its training forward at w + v
+(LAS_AWP_train_cifar10.py ``train_target_model`` and ``Get_reward``). CIFAR-100 (§8):
+LAS-PGD-AT smooths with 0.6 and its policy SGD has momentum 0.9 (its grids differ too,
+agents/strategy/space.py).
 
 Digits (not a reference setting; the project's embedded default) departs in three ways, each
 measured on the default run (``python -m runners.cotrain``, 30 epochs, 330 batches, one thread,
@@ -51,22 +55,25 @@ from learned_at.agents.strategy.space import Variant
 VARIANTS: dict[Variant, dict[str, Any]] = {
     Variant.pgd_at: {"interval": 20, "weights": (4.0, 2.0), "r1_clamp": 10.0, "momentum": 0.0,
                      "weight_decay": 0.0, "lr_milestones": (), "true_class_prob": 0.7,
-                     "final_clip": False, "reward_mode": "batch", "baseline": "none"},
+                     "final_clip": False, "reward_mode": "batch", "baseline": "none",
+                     "lookahead_true_class_prob": None, "r1_at": "step"},
     Variant.trades: {"interval": 1, "weights": (8.0, 4.0), "r1_clamp": 20.0, "momentum": 0.9,
                      "weight_decay": 5e-4, "lr_milestones": (0.75, 0.9), "true_class_prob": 1.0,
-                     "final_clip": False, "reward_mode": "batch", "baseline": "none"},
+                     "final_clip": False, "reward_mode": "batch", "baseline": "none",
+                     "lookahead_true_class_prob": None, "r1_at": "step"},
     Variant.awp: {"interval": 1, "weights": (1.0, 1.0), "r1_clamp": 10.0, "momentum": 0.0,
                   "weight_decay": 0.0, "lr_milestones": (0.5, 0.75), "true_class_prob": 1.0,
-                  "final_clip": True, "reward_mode": "batch", "baseline": "none"},
+                  "final_clip": True, "reward_mode": "batch", "baseline": "none",
+                  "lookahead_true_class_prob": 0.7, "r1_at": "w"},
 }
 
 #: per-data-set overrides of every variant's preset ("interval" is an upper bound).
 DATA_OVERRIDES: dict[str, dict[str, Any]] = {
     "digits": {"interval": 4, "lr": 0.02, "true_class_prob": 1.0, "reward_mode": "per_sample",
-               "baseline": "moving_average"},
+               "baseline": "moving_average", "lookahead_true_class_prob": None},
 }
 
-#: per-(data set, variant) overrides (docs/seeds.md §0.2, §8).
+#: per-(data set, variant) overrides (docs/references.md §0.2, §8).
 DATA_VARIANT_OVERRIDES: dict[tuple[str, Variant], dict[str, Any]] = {
     ("cifar100", Variant.pgd_at): {"momentum": 0.9, "true_class_prob": 0.6},
 }

@@ -19,7 +19,8 @@ calls :meth:`ATLoss.end_step` after each of its own optimiser steps (never after
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Callable, ClassVar
+from contextlib import contextmanager
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +39,7 @@ from learned_at.targets.losses.soft_labels import SoftLabelConfig, SoftLabels, S
 def smoothed_targets(y: torch.Tensor, num_classes: int, true_class_prob: float) -> torch.Tensor:
     """Soft labels: ``true_class_prob`` on y, the rest spread evenly. (N,) -> (N, K).
 
-    This is the reference repos' label smoothing (docs/seeds.md §0.2: LAS-AT 0.7, FGSM-SDI 0.5,
+    This is the reference repos' label smoothing (docs/references.md §0.2: LAS-AT 0.7, FGSM-SDI 0.5,
     FGSM-PGI 0.6); 1.0 gives one-hot targets.
     """
     off = (1.0 - true_class_prob) / max(num_classes - 1, 1)
@@ -78,6 +79,9 @@ class ATLossOutput:
         per_sample: (N,) detached per-sample loss (for rewards that need it).
         lookahead: the one-step look-ahead ŵ of the target (a read-only shadow module), when
             the policy asked for it (:attr:`targets.inputs.TargetInputs.lookahead`).
+        logits_before: (N, K) eval-mode logits of the adversarial batch at the weights before
+            the step, when the policy asked for them
+            (:attr:`targets.inputs.TargetInputs.logits_before`).
     """
 
     loss: torch.Tensor
@@ -85,6 +89,7 @@ class ATLossOutput:
     logits_adv: torch.Tensor
     per_sample: torch.Tensor
     lookahead: nn.Module | None = None
+    logits_before: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +160,7 @@ class ATLoss:
         self.config = config
         self.context = LossContext()
         self.soft_labels: SoftLabels | None = None
+        self._smoothing: float | None = None  # set inside smoothing()
 
     def bind(self, context: LossContext) -> None:
         """Attach the run's context: the config's presets are resolved for its geometry
@@ -200,9 +206,20 @@ class ATLoss:
 
     @property
     def true_class_prob(self) -> float:
-        """Label smoothing of the loss's CE terms (1.0 where the config leaves it None)."""
-        value = self.config.true_class_prob
+        """Label smoothing of the loss's CE terms (1.0 where the config leaves it None; inside
+        :meth:`smoothing`, that block's value)."""
+        value = self.config.true_class_prob if self._smoothing is None else self._smoothing
         return 1.0 if value is None else float(value)
+
+    @contextmanager
+    def smoothing(self, true_class_prob: float | None) -> Iterator[None]:
+        """Within the block the CE terms smooth with ``true_class_prob`` (None: the config's)."""
+        before = self._smoothing
+        self._smoothing = true_class_prob
+        try:
+            yield
+        finally:
+            self._smoothing = before
 
     def compute(self, model: nn.Module, result: AttackResult, inputs: TargetInputs
                 ) -> ATLossOutput:

@@ -153,6 +153,49 @@ def test_lookahead_is_one_plain_sgd_step_before_the_target_step_with_smoothing(t
                       StepInfo(step=step, epoch=0, generator=torch.Generator().manual_seed(1)))
 
 
+def test_lookahead_smoothing_alone_reaches_the_lookahead_and_not_the_target(tiny_net, batch):
+    """LAS-AWP's reference: ŵ's step smoothed with 0.7 (``lookahead_true_class_prob``), the
+    target's step on plain CE."""
+    policy = make_policy(LasAtConfig(interval=1, lookahead_true_class_prob=0.7), _context())
+    assert policy.config.true_class_prob == 1.0  # digits preset: the target is not smoothed
+    target = target_for(tiny_net, _smoothed_ce(policy), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    x, y = batch
+    tiny_net.eval()
+    result, _ = attack(policy, tiny_net, x, y)
+    inputs = policy.target_inputs(result)
+    assert inputs.lookahead_true_class_prob == 0.7
+    expected, _ = _plain_sgd_step(tiny_net, result.x_adv, y, 0.1, 5e-4, 0.7)
+    _, plain_loss = _plain_sgd_step(tiny_net, result.x_adv, y, 0.1, 5e-4, 1.0)
+    out = target.step(result, inputs)
+    torch.testing.assert_close(out.loss, plain_loss)  # the target's step: plain CE
+    ahead = dict(out.lookahead.named_parameters())
+    for k, v in expected.items():
+        torch.testing.assert_close(ahead[k], v, msg=k)
+    assert target.loss.true_class_prob == 1.0  # the smoothing ended with the look-ahead
+
+
+def test_r1_at_w_is_the_eval_mode_ce_before_the_step_not_the_awp_forward(tiny_net, batch):
+    """``r1_at=w`` (LAS-AWP's preset): R1 = CE of f_w in eval mode on the examples, before the
+    target's step — not the AWP step's forward at the perturbed weights w + v."""
+    x, y = batch
+    policy = make_policy(LasAtConfig(interval=1, r1_at="w", reward_pgd_steps=2),
+                         _context("awp"))
+    target = target_for(tiny_net, Awp(AwpConfig(gamma=0.5)))
+    result, _ = attack(policy, tiny_net, x, y)
+    tiny_net.eval()
+    with torch.no_grad():
+        at_w = torch.nn.functional.cross_entropy(tiny_net(result.x_adv), y)
+    tiny_net.train()
+    inputs = policy.target_inputs(result)
+    assert inputs.logits_before
+    out = target.step(result, inputs)
+    metrics = policy.update(result, target.view(), out,
+                            StepInfo(step=0, epoch=0, generator=torch.Generator().manual_seed(1)))
+    torch.testing.assert_close(metrics["policy/reward_r1"], at_w.clamp(0, 10))
+    at_w_plus_v = torch.nn.functional.cross_entropy(out.logits_adv, y)
+    assert abs(float(at_w_plus_v - at_w)) > 1e-3  # the two readings differ here
+
+
 def test_attack_costs_the_sum_of_chosen_iterations_and_respects_each_eps(tiny_net, batch):
     policy = make_policy(LasAtConfig(interval=1000), _context())
     x, y = batch
@@ -225,6 +268,10 @@ def test_presets_follow_the_reference_per_variant_and_data_set():
     assert (ce["true_class_prob"], trades["true_class_prob"], awp["true_class_prob"]) == (
         0.7, 1.0, 1.0)
     assert (ce["final_clip"], trades["final_clip"], awp["final_clip"]) == (False, False, True)
+    # LAS-AWP: plain CE for the target, 0.7 for ŵ's step alone, R1 read at w
+    assert (ce["lookahead_true_class_prob"], awp["lookahead_true_class_prob"]) == (None, 0.7)
+    assert (ce["r1_at"], trades["r1_at"], awp["r1_at"]) == ("step", "step", "w")
+    assert preset_settings("digits", Variant.awp)["lookahead_true_class_prob"] is None
     c100 = preset_settings("cifar100", Variant.pgd_at)
     assert c100["momentum"] == 0.9 and c100["true_class_prob"] == 0.6 and ce["momentum"] == 0.0
     cifar = make_context(eps=8 / 255, data="cifar100", image_shape=(3, 32, 32))
