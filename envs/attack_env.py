@@ -307,7 +307,17 @@ class AttackEnv(VectorEnv):
         self._first_grad_pending = Extra.first_grad in extras
         if Extra.clean_logits in extras or Extra.clean_grad_sign in extras:
             self._compute_clean_extras()
+        if self.requirements.keep_best:
+            self._start_best()
         return self._obs(), {}
+
+    def _start_best(self) -> None:
+        """keep_best: the clean point is the example to beat (δ = 0, its attack loss)."""
+        clean = self.extras.get(Extra.clean_logits.value)
+        with torch.no_grad(), target_mode(self.model, self.config.bn_mode is BnMode.train):
+            logits = self.model(self.x) if clean is None else clean
+            self.best_loss = attack_loss(self.config.loss, logits, self.y, clean)
+        self.best_delta = torch.zeros_like(self.x)
 
     def _compute_clean_extras(self) -> None:
         """Clean logits (for KL, PPO's features) and/or sign of ∇ₓ CE at the clean point."""
@@ -366,13 +376,22 @@ class AttackEnv(VectorEnv):
         return x_adv if self.requirements.differentiable else x_adv.detach()
 
     def result(self) -> AttackResult:
-        """The frozen record of the episode so far (normally called once it has ended)."""
+        """The frozen record of the episode so far (normally called once it has ended).
+
+        With ``keep_best`` a sample its final iterate does not fool gets its best iterate
+        (:class:`~envs.requirements.EnvRequirements`) as ``delta``/``x_adv`` and that
+        iterate's loss; ``state`` stays the geometry's final state."""
         ex = self.extras
         delta = self.delta if self.requirements.differentiable else self.delta.detach()
+        loss = self.loss
+        if self.requirements.keep_best:
+            keep = self.correct.view(-1, *[1] * (delta.dim() - 1))
+            delta = torch.where(keep, self.best_delta, delta)
+            loss = torch.where(self.correct, self.best_loss, loss)
         return AttackResult(
             x=self.x, y=self.y, index=self.index, x_adv=self.x + delta, delta=delta,
             delta0=self.delta0, eps=self.eps, alpha=self.alpha, budget=self.budget,
-            steps=self.steps, passes=self.passes, loss=self.loss, correct=self.correct,
+            steps=self.steps, passes=self.passes, loss=loss, correct=self.correct,
             fosc=self.fosc if self.geometry.has_fosc else None, state=self.state,
             first_grad=ex.get(Extra.first_grad.value),
             clean_logits=ex.get(Extra.clean_logits.value),
@@ -529,6 +548,8 @@ class AttackEnv(VectorEnv):
                 loss: torch.Tensor, correct: torch.Tensor) -> None:
         for name, value in (("loss", loss), ("correct", correct)):
             self._write(name, idx, value)
+        if self.requirements.keep_best:
+            self._keep_best(idx, delta, loss)
         if self.geometry.has_fosc:
             eps = self.eps if idx is None else self.eps.index_select(0, idx)
             offset = delta.detach()
@@ -541,6 +562,19 @@ class AttackEnv(VectorEnv):
             self.passes += 1
         else:
             self.passes.index_add_(0, idx, torch.ones_like(idx))
+
+    def _keep_best(self, idx: torch.Tensor | None, delta: torch.Tensor, loss: torch.Tensor
+                   ) -> None:
+        """Rows ``idx`` of the best iterate so far: a later iterate (not the start) whose loss
+        is at least the best one's replaces it."""
+        steps = self.steps if idx is None else self.steps.index_select(0, idx)
+        best = self.best_loss if idx is None else self.best_loss.index_select(0, idx)
+        better = (steps > 0) & (loss >= best)
+        new_loss = torch.where(better, loss, best)
+        old = self.best_delta if idx is None else self.best_delta.index_select(0, idx)
+        new_delta = torch.where(better.view(-1, *[1] * (delta.dim() - 1)), delta.detach(), old)
+        self._write("best_loss", idx, new_loss)
+        self._write("best_delta", idx, new_delta)
 
     def _observe_new_iterate(self, moved: torch.Tensor | str | None = None) -> None:
         """Evaluate the samples that can still move at their new iterate; cache the gradient.
@@ -569,6 +603,6 @@ class AttackEnv(VectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         """Drop references to the batch."""
-        for name in ("x", "y", "state", "_grad"):
+        for name in ("x", "y", "state", "_grad", "best_delta", "best_loss"):
             if hasattr(self, name):
                 delattr(self, name)

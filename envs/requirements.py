@@ -55,6 +55,12 @@ class EnvRequirements:
             N(0, 1) (projected) instead of δ₀ = 0; 0 = no noise. TRADES asks for 0.001 (its
             reference's start: at δ = 0 the KL gradient is round-off). Drawn with the
             episode's generator. Merged as the larger of the two.
+        keep_best: a sample whose final iterate does not fool the model ends at its
+            highest-loss iterate after the start (ties to the later one) if that loss is at
+            least its clean loss, else at the clean point — sPGD's training attack (meant with
+            stop-on-success, which ends a fooled sample at its fooling iterate). Implies
+            ``observe_after_step`` and ``observe_final`` (every iterate is evaluated) and costs
+            one forward pass at the clean point; not with ``differentiable``.
     """
 
     extras: frozenset[Extra] = frozenset()
@@ -63,12 +69,19 @@ class EnvRequirements:
     differentiable: bool = False
     fosc_reference: FoscReference = FoscReference.natural
     start_noise: float = 0.0
+    keep_best: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extras", frozenset(Extra(e) for e in self.extras))
         object.__setattr__(self, "fosc_reference", FoscReference(self.fosc_reference))
         if not self.start_noise >= 0:
             raise ValueError(f"start_noise must be >= 0, got {self.start_noise}")
+        if self.keep_best:
+            if self.differentiable:
+                raise ValueError("keep_best selects among detached iterates: it cannot be "
+                                 "combined with differentiable")
+            object.__setattr__(self, "observe_after_step", True)
+            object.__setattr__(self, "observe_final", True)
 
     def merge(self, other: EnvRequirements) -> EnvRequirements:
         """Union of two requirements; two different non-default FOSC references conflict."""
@@ -80,4 +93,5 @@ class EnvRequirements:
                        observe_final=self.observe_final or other.observe_final,
                        differentiable=self.differentiable or other.differentiable,
                        fosc_reference=refs.pop() if refs else FoscReference.natural,
-                       start_noise=max(self.start_noise, other.start_noise))
+                       start_noise=max(self.start_noise, other.start_noise),
+                       keep_best=self.keep_best or other.keep_best)

@@ -85,3 +85,79 @@ def test_ppo_acts_on_the_same_l0_grids():
     ppo = make_policy(PpoStrategyConfig(), _l0_context(4.0))
     las = make_policy(LasAtConfig(), _l0_context(4.0))
     assert ppo.space == las.space
+
+
+class _Recording:
+    """Wraps a policy; records every observed iterate (x_adv, loss, correct, steps), t ≥ 1."""
+
+    def __init__(self, policy):
+        self.policy, self.seen = policy, []
+
+    def act(self, obs, t, generator):
+        if t:
+            self.seen.append((obs["x_adv"].clone(), obs["loss"].clone(), obs["correct"].clone(),
+                              obs["step"].clone()))
+        return self.policy.act(obs, t, generator)
+
+
+class _Biased(torch.nn.Module):
+    """``net`` plus ``b`` on class 0's logit: with y = 0, some samples resist a tiny attack."""
+
+    def __init__(self, net, b):
+        super().__init__()
+        self.net, self.b = net, b
+
+    def forward(self, x):
+        z = self.net(x)
+        return z + self.b * torch.nn.functional.one_hot(
+            torch.zeros(len(x), dtype=torch.long), z.shape[1])
+
+
+def _iterates(seen, i):
+    """Sample i's iterates after the start, one per step it took: (x_adv, loss, correct)."""
+    out, last_step = [], 0
+    for xa, loss, ok, step in seen:
+        if int(step[i]) > last_step:
+            out.append((xa[i], loss[i], bool(ok[i])))
+            last_step = int(step[i])
+    return out
+
+
+def test_reference_examples_keep_the_best_iterate_and_skip_misclassified(tiny_net, batch):
+    """``examples=reference`` (sPGD's training attack): misclassified samples train on the clean
+    image without being attacked; a sample the last iterate fools trains on it; any other on
+    its highest-loss iterate after the start if that reaches the clean loss, else the clean
+    image — rebuilt here from the stream of observed iterates."""
+    from learned_at.envs.episode import run_episode
+    from tests.helpers import env_for
+
+    x, _ = batch
+    model = _Biased(tiny_net, 0.3).eval()
+    y = torch.zeros(len(x), dtype=torch.long)
+    with torch.no_grad():
+        clean_logits = model(x)
+    wrong = clean_logits.argmax(1) != y
+    clean_loss = torch.nn.functional.cross_entropy(clean_logits, y, reduction="none")
+    policy = make_policy(SpgdAtConfig(steps=6, k=2, early_stop=False, examples="reference"),
+                         _l0_context(2.0))
+    recorder = _Recording(policy)
+    env = env_for(model, policy, n=len(y))
+    result = run_episode(env, recorder, x, y, generator=torch.Generator().manual_seed(4))
+    assert wrong.any() and torch.equal(result.x_adv[wrong], x[wrong])
+    assert torch.all(result.steps[wrong] == 0)
+    expected, kinds = x.clone(), {"last": 0, "best": 0, "clean": 0}
+    for i in (~wrong).nonzero().flatten().tolist():
+        iterates = _iterates(recorder.seen, i)
+        assert len(iterates) == 6
+        kind, best = "clean", clean_loss[i]
+        if not iterates[-1][2]:  # the last iterate fools the model
+            expected[i], kind = iterates[-1][0], "last"
+        else:
+            for xa, loss, _ in iterates:
+                if loss >= best:
+                    best, expected[i], kind = loss, xa, "best"
+        kinds[kind] += 1
+    torch.testing.assert_close(result.x_adv, expected)
+    assert kinds["best"] > 0 and kinds["last"] > 0, kinds
+    plain = make_policy(SpgdAtConfig(steps=6, k=2, early_stop=False), _l0_context(2.0))
+    assert not plain.requirements().keep_best
