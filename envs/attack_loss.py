@@ -22,8 +22,10 @@ class AttackLoss(str, Enum):
 
 
 LOW_CONFIDENCE_MARGIN = 0.5
-"""sPGD's evaluation switches a sample to the margin loss below this logit margin
-(docs/seeds.md §6.2; CityU-MLO/sPGD autoattack/spgd.py ``check_low_confidence``)."""
+"""sPGD's evaluation switches a sample to the margin loss below this logit margin: the adaptive
+loss of CityU-MLO/sPGD's first commit a356d0c (``autoattack/spgd.py``), removed in f15d2a5; at
+6624853 ``check_low_confidence`` is defined but the evaluation ascends plain CE
+(docs/references.md §6.2)."""
 
 
 def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

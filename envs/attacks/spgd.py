@@ -2,11 +2,16 @@
 
 The maths of one step is the L0 geometry's (:meth:`envs.geometry.l0.L0.ascend`); this module
 sets up what the reference's *evaluation* attack does differently from training
-(CityU-MLO/sPGD ``autoattack/spgd.py``, docs/seeds.md §6.2, §6.4):
+(CityU-MLO/sPGD ``autoattack/spgd.py``, docs/references.md §6.2, §6.4):
 
 * one gradient mode for the whole attack (``projected`` or ``unprojected``), patience 3;
 * the adaptive loss: CE, or the logit margin for samples whose margin is below 0.5
-  (:attr:`envs.attack_loss.AttackLoss.CE_MARGIN`);
+  (:attr:`envs.attack_loss.AttackLoss.CE_MARGIN`). This is the evaluation loss of sPGD's
+  first commit (a356d0c), removed in f15d2a5: at 6624853, the commit the rest of this module
+  follows, the evaluation ascends plain CE (its ``check_low_confidence`` is defined but
+  unused). A departure kept on purpose — the margin keeps pushing samples that CE has
+  almost fooled — and ``spgd_attack(..., loss=AttackLoss.CE)`` is the 6624853 attack
+  (docs/references.md §6.2);
 * only correctly classified samples are attacked (the others keep x), and a sample stops at
   the first iterate that is misclassified (the env observes every new iterate and the actor
   stops it), so the returned example is that iterate.

@@ -1,5 +1,5 @@
 """The trade-off loss (1 − a)·L(f(x), y) + a·L(f(x + δ), y): the "Tradeoff" column of the
-Fast-LS-ℓ0 paper's ablation (docs/seeds.md §8; its poster writes L = (1 − a)·L(x) +
+Fast-LS-ℓ0 paper's ablation (docs/references.md §8; its poster writes L = (1 − a)·L(x) +
 a·max_δ L(x + δ)), with L the cross-entropy and a CE attack.
 
 Clean and adversarial batches are forwarded separately (BatchNorm statistics are not mixed).
@@ -32,6 +32,10 @@ class TradeoffConfig(ATLossConfig):
     name: str = setting("tradeoff", "registry id.")
     a: float = setting(0.5, "weight of the adversarial term, in [0, 1] (0 = standard training, 1 "
                             "= sAT / CE-AT).")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.a <= 1:
+            raise ValueError(f"at_loss.a must be in [0, 1], got {self.a}")
 
 
 @register_at_loss(TradeoffConfig)

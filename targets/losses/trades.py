@@ -8,13 +8,22 @@ Per sample i (the reference's ``KLDivLoss(sum)/B`` is the batch mean of these)::
 Gradients flow through both the clean and the adversarial branch, as in the reference.
 
 sTRADES (Zhong et al., L0): the same loss with β = 3 and a CE attack (the reference's sPGD
-ascends the CE, not the KL; docs/seeds.md §6.3). Both come from the geometry
+ascends the CE, not the KL; docs/references.md §6.3). Both come from the geometry
 (:attr:`envs.geometry.base.Geometry.at_loss_defaults`) when ``at_loss.beta`` / ``at_loss.attack``
 are left unset, so ``threat=l0 at_loss=trades`` is sTRADES and ``threat=linf at_loss=trades`` is
 TRADES (β = 6, KL attack). With soft labels (Fast-LS-ℓ0) the clean CE term uses the SAT targets
 and weights; the KL term is unchanged.
 
-Reference behaviour kept (docs/seeds.md §8):
+Which sTRADES: the Fast-LS-ℓ0 paper's Table 3 has two, sTRADES (T) and (F) (1-step: 31.0 vs
+55.4 sAA; with SAT and N-FGSM 63.0 vs 62.6), and its Fast-LS-ℓ0 is the (T) column; the
+material read does not say what (T) and (F) denote (docs/references.md §6.5). What this
+loss offers is the one axis the two sTRADES forms in circulation differ on, the attack's
+objective: ``at_loss.attack=ce`` (the default under ``threat=l0``) is the sTRADES of the
+sPGD reference code (sPGD@6624853 ``adversarial_training/trainer.py``: the TRADES loss on
+the example of its CE-ascending sPGD); ``at_loss.attack=kl`` is TRADES' own inner
+maximisation of the KL term. Neither is claimed to be the paper's (T).
+
+Reference behaviour kept (docs/references.md §8):
 
 * **Separate forward passes** for the clean and the adversarial batch (default), so
   BatchNorm's batch statistics are never a mix of the two. ``joint_pass=true`` forwards

@@ -8,9 +8,10 @@ import torch
 from learned_at.agents.base import make_policy, policy_registry
 from tests.helpers import EPS, attack, make_context
 
-#: threat -> (nominal budget, most a policy may choose as a multiple of it). L0's N-FGSM noise
-#: (fast_ls_l0: noise 2) trains at k + 2k pixels.
-THREATS = {"linf": (EPS, 2), "l0": (4.0, 3)}
+#: threat -> (nominal budget, most a policy may choose as a multiple of it). N-FGSM (noise 2ε,
+#: step ε, no projection to ε) reaches 3ε; L0's N-FGSM noise (fast_ls_l0: noise 2) trains at
+#: k + 2k pixels.
+THREATS = {"linf": (EPS, 3), "l0": (4.0, 3)}
 #: (policy, threat) pairs that must be refused with a message naming the threat.
 REFUSED = {("dynamic", "l0"), ("spgd_at", "linf"), ("fast_ls_l0", "linf")}
 
