@@ -7,7 +7,7 @@ Schedule (0-based epoch t, T′ = ramp_fraction · epochs):
 Why this one: Cai et al. move to the next "lesson" (one more PGD step) once the accuracy
 against the current attack is high enough, which needs an extra attack evaluation per epoch and
 a tuned accuracy trigger; the settings the Dynamic AT paper used for its curriculum baseline are
-not published (docs/seeds.md §4.6). A linear epoch-based ramp needs neither, and with the same
+not published (docs/references.md §4.6). A linear epoch-based ramp needs neither, and with the same
 T′ as the dynamic policy (5/6 of the run, K from 1 to 10) both policies harden the attack over
 the same span and spend a comparable total number of steps, so the comparison isolates *how*
 the steps are allocated (uniformly per epoch vs. per sample by FOSC). The step size is fixed

@@ -21,7 +21,7 @@ digits (0.025) and MNIST (0.3) under L∞, and CIFAR-10 takes the paper's c_max 
 reference code's value, same per-sample gradient scale; not re-measured here); other data
 sets/threats need ``policy.c_max``, and the error says so.
 
-Departures from the reference code (dynamic_adv_training@470210e, see docs/seeds.md §4):
+Departures from the reference code (dynamic_adv_training@470210e, see docs/references.md §4):
     * FOSC reference point x⁰ = the natural example (paper); ``fosc_reference=start`` gives
       the code's random start (FOSC may then be negative).
     * Stopped samples cost nothing (the code freezes but still computes them).
@@ -51,7 +51,7 @@ from learned_at.targets.inputs import TargetInputs
 C_MAX_PRESETS: dict[tuple[str, str], float] = {
     ("digits", "linf"): 0.025,
     ("mnist", "linf"): 0.3,
-    ("cifar10", "linf"): 0.5,  # the paper's own value (docs/seeds.md §4.1, §8), not measured
+    ("cifar10", "linf"): 0.5,  # the paper's own value (docs/references.md §4.1, §8), not measured
 }
 
 

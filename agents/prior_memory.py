@@ -3,7 +3,7 @@
 FGSM-PGI keeps each sample's perturbation (and momentum) across epochs. The loader augments
 images with a random crop (zero padding) and a horizontal flip that change every epoch, so a
 perturbation stored in the coordinates of one epoch's crop would be misaligned with the next
-epoch's crop of the same image — the reference code's bug (docs/seeds.md §3.3, item 6).
+epoch's crop of the same image — the reference code's bug (docs/references.md §3.3, item 6).
 
 Here the memory holds values in *un-augmented* image coordinates:
 

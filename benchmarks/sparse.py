@@ -6,7 +6,7 @@ Usage::
     python -m benchmarks.sparse --data-root ../shared/data --quick     # a few minutes
     python -m benchmarks.sparse --quick --data digits                  # no files needed
 
-The question (docs/seeds.md §8, Fast-LS-ℓ0 Table 3): does 1-step sAT collapse to ~0 robust
+The question (docs/references.md §8, Fast-LS-ℓ0 Table 3): does 1-step sAT collapse to ~0 robust
 accuracy (catastrophic overfitting), and does Fast-LS-ℓ0 (1-step sPGD + N-FGSM noise + soft
 labels + sTRADES) avoid it, at what cost relative to 20-step sTRADES?
 

@@ -9,7 +9,7 @@ Two restart rules:
 * :func:`pgd_attack` (evaluation): each restart attacks only the samples no earlier restart
   has fooled, in eval mode; per sample the result is the first fooling example, else the last
   restart's — the per-example worst case over restarts, at the cost of the robust ones only.
-* :func:`pgd_attack_max_loss` (the LAS-AT reference's ``attack_pgd``, docs/seeds.md §8): every
+* :func:`pgd_attack_max_loss` (the LAS-AT reference's ``attack_pgd``, docs/references.md §8): every
   restart attacks every sample; a sample stops moving once it is misclassified (per-step early
   stop); per sample the example with the largest final loss over restarts is kept; the model
   may run in train mode (BatchNorm batch statistics, running statistics updated).

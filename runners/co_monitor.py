@@ -17,7 +17,7 @@ training and ``test_subset`` held-out samples, un-augmented) and logs:
 The monitor is called with explicit inputs and returns a :class:`Verdict`; what follows from
 it is the loop's business: ``keep_best`` saves ``checkpoints/best.pt`` when the verdict says
 the accuracy improved (what the reference repos report as "best", i.e. early stopping on the
-held-out set, docs/seeds.md §0.3), ``stop_on_co`` ends training after the epoch that shows CO
+held-out set, docs/references.md §0.3), ``stop_on_co`` ends training after the epoch that shows CO
 (the final evaluation still runs; the run is tagged ``co_stopped_epoch``). Its history (the
 previous epoch's accuracies, the best so far) is restored from the run's metrics on resume
 (:meth:`COMonitor.restore`).

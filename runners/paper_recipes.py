@@ -2,7 +2,7 @@
 
 The runner's piecewise milestones are fractions of training; these write the references'
 decay epochs as such fractions (99/110 ...), so ``optim.schedule=piecewise`` decays at exactly
-those epochs (runners/schedule.py). Sources: docs/seeds.md §1.7, §2.3, §3.3, §4.3, §8. Every
+those epochs (runners/schedule.py). Sources: docs/references.md §1.7, §2.3, §3.3, §4.3, §8. Every
 recipe is a plain override list (runners/recipes.py turns each into an option of the ``recipe``
 config group); every override on the command line wins over it, e.g.
 ``recipe=las_pgd_at_cifar10 target=preact_resnet18 epochs=30``.
@@ -12,7 +12,7 @@ the runner's random crop (pad 4) + flip. Dynamic AT's reference trains a Keras W
 rotation/shift augmentation and an L2 kernel regulariser; here WRN-34-10 with the paper's
 weight decay 1e-4 (its "weight decay" is Keras' per-iteration lr decay in the code, §4.3).
 
-Sparse (L0) recipes, the setting of the sPGD / Fast-LS-ℓ0 reference (docs/seeds.md §6.3, §8):
+Sparse (L0) recipes, the setting of the sPGD / Fast-LS-ℓ0 reference (docs/references.md §6.3, §8):
 CIFAR-10, PreActResNet-18, 100 epochs, batch 128, SGD lr 0.05 (momentum 0.9, weight decay
 5e-4) decayed ×0.1 at 25 % and 75 % of training, random crop and flip, evaluation at k = 20
 pixels; the multi-step recipes train at k = 120 with 20-step sPGD as the reference README does.
@@ -77,7 +77,8 @@ PAPER_RECIPES: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
-# -- Fast-BAT (Zhang et al., ICML 2022; reference OPTML-Group/Fast-BAT train.py, docs/seeds.md §5)
+# -- Fast-BAT (Zhang et al., ICML 2022; reference OPTML-Group/Fast-BAT train.py,
+#    docs/references.md §5)
 _FAST_BAT_CIFAR10 = (
     "data=cifar10", "target=preact_resnet18", "policy=fgsm_rs", "at_loss=fast_bat",
     "epochs=20", "batch_size=128", "optim.lr=0.2", "optim.schedule=cyclic",

@@ -16,7 +16,7 @@ target step's ``at_loss=pgi`` (targets/losses/pgi.py), which ``policy=fgsm_pgi``
 default (:attr:`agents.base.PolicyConfig.default_at_loss`): the method is the prior *and* its
 regulariser; ``at_loss=ce`` on the command line gives the prior alone (an ablation).
 
-Choices and departures from the reference code (docs/seeds.md §3.3), each deliberate:
+Choices and departures from the reference code (docs/references.md §3.3), each deliberate:
     * Alignment (the reference's bug): priors and momenta are stored in un-augmented
       coordinates and cropped/flipped with their image (agents/prior_memory.py).
     * ``momentum_form=sign`` (default) is the poster's g_c = sign(∇); ``l1`` reproduces the
@@ -106,7 +106,8 @@ class FgsmPgiConfig(PolicyConfig):
     true_class_prob: float | None = setting(None, "label smoothing of the target's AT loss (one "
                                                   "setting with at_loss.true_class_prob: set "
                                                   "either); None = the reference recipe's 0.6 "
-                                                  "(docs/seeds.md §0.2); 1.0 turns smoothing off.")
+                                                  "(docs/references.md §0.2); 1.0 turns smoothing "
+                                                  "off.")
     memory_dtype: MemoryDtype = setting(MemoryDtype.float32, "storage of the per-sample memories "
                                                              "(float32, float16, bfloat16); "
                                                              "CIFAR-10 needs 614 MB per memory in "

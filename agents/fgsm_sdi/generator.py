@@ -1,6 +1,6 @@
 """FGSM-SDI's initialisation generator: conv → one residual block → conv, output ε·tanh.
 
-Architecture of the reference ``One_Layer_Attacker`` (docs/seeds.md §2.2): the input is the
+Architecture of the reference ``One_Layer_Attacker`` (docs/references.md §2.2): the input is the
 clean image concatenated with the sign of the target's input gradient at the clean point
 (2C channels: 6 for RGB, 2 for grey); the output is an L∞ map in [−ε, ε].
 """

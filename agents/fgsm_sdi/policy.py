@@ -9,7 +9,7 @@ example: it runs its own episode on the batch through the target's view
 (:meth:`targets.target.TargetView.attack`, in the env's differentiable mode: gradient
 directions detached, as in the reference: no second order) and back-propagates into itself.
 
-Departures from the reference code (docs/seeds.md §2.3-2.4), each deliberate:
+Departures from the reference code (docs/references.md §2.3-2.4), each deliberate:
     * The generator step runs after the target's step on the same batch (the policy protocol's
       ``update``), not before it; it recomputes its own forward on that batch.
     * The target is in the env's BatchNorm mode (``bn_mode``, eval by default) during the
@@ -80,7 +80,7 @@ class FgsmSdiConfig(PolicyConfig):
     true_class_prob: float | None = setting(None, "label smoothing of the generator's objective "
                                                   "*and* the target's AT loss (one setting with "
                                                   "at_loss.true_class_prob: set either); None = "
-                                                  "the reference recipe's 0.5 (docs/seeds.md "
+                                                  "the reference recipe's 0.5 (docs/references.md "
                                                   "§0.2); 1.0 turns smoothing off.")
     target_smoothing: ClassVar[bool] = True
 

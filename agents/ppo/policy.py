@@ -31,7 +31,7 @@ Two drivers share this class:
   and the runner's ``train_step`` attacks, steps the target and computes the rewards with the
   same code as above.
 
-Departures from LAS-AT's reference code (docs/seeds.md §1), on purpose:
+Departures from LAS-AT's reference code (docs/references.md §1), on purpose:
     * the learner is PPO (clipped surrogate, value baseline, advantage normalisation, entropy
       bonus) instead of baseline-free REINFORCE; every batch's samples are training data (LAS-AT
       learns from one batch every k = 20 batches); the strategy net is a small CNN, not a

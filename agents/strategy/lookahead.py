@@ -1,6 +1,6 @@
 """The look-ahead reward terms shared by LAS-AT (REINFORCE) and PPO: one implementation.
 
-Reference (docs/seeds.md §1.5, §8): R1 = the AT loss of f_w on the policy's examples; ŵ = w
+Reference (docs/references.md §1.5, §8): R1 = the AT loss of f_w on the policy's examples; ŵ = w
 after one plain SGD step on those examples (:meth:`targets.target.Target.lookahead`, taken
 before the target's own step, with the policy's label smoothing); R2 = f_ŵ's correctness under
 PGD-10 with 2 restarts at the nominal ε (α = ε/4); R3 = f_ŵ's clean correctness, f_ŵ in eval

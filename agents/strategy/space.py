@@ -5,7 +5,7 @@ a TRADES β head for the TRADES variant. As a gymnasium space it is
 ``MultiDiscrete([len(grid) per head])``. :func:`make_strategy_space` builds it for a run from
 the variant, the data set and the geometry, so both learners act on identical grids.
 
-Grids (docs/seeds.md §1.1, §1.3): the LAS-AT README's CIFAR grids are multiples of
+Grids (docs/references.md §1.1, §1.3): the LAS-AT README's CIFAR grids are multiples of
 ``unit = ε/8`` (ε the run's nominal budget), so CIFAR at 8/255 gives exactly its ``k/255``
 grids: PGD-AT ε {3..15}, α {1..5}, K {3..14}; TRADES ε {5..9}, α {2..4}, K {7..14}, β {5..9};
 AWP ε {7..15}, α {2..5}, K {8..16}. CIFAR-100 changes one head per variant (the reference's
@@ -57,7 +57,7 @@ _CIFAR = {
                      "beta": range(5, 10)},
     Variant.awp: {"eps": range(7, 16), "alpha": range(2, 6), "steps": range(8, 17)},
 }
-#: CIFAR-100 departs from the CIFAR-10 grids in one head per variant (docs/seeds.md §1.1, §8).
+#: CIFAR-100 departs from the CIFAR-10 grids in one head per variant (docs/references.md §1.1, §8).
 _CIFAR100 = {
     Variant.pgd_at: {**_CIFAR[Variant.pgd_at], "steps": range(3, 13)},
     Variant.trades: {**_CIFAR[Variant.trades], "eps": range(5, 11)},

@@ -1,7 +1,7 @@
 """Sparse-AutoAttack (sAA; Zhong et al.): the per-example worst case of a cascade.
 
 Stages, each run only on the examples that are still classified correctly (CityU-MLO/sPGD
-``autoattack/saa.py``, docs/seeds.md §6.4):
+``autoattack/saa.py``, docs/references.md §6.4):
 
 1. sPGD, untargeted, projected gradient (``spgd_p``);
 2. sPGD, untargeted, unprojected gradient (``spgd_u``);

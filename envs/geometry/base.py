@@ -233,7 +233,7 @@ class Geometry:
                        alpha_multiples: tuple[int, ...]) -> tuple[tuple[float, ...],
                                                                    tuple[float, ...]]:
         """The (ε grid, α grid) a learned strategy chooses from: multiples of a budget unit
-        (LAS-AT's grids are multiples of ε/8, docs/seeds.md §1.3), in this geometry's units."""
+        (LAS-AT's grids are multiples of ε/8, docs/references.md §1.3), in this geometry's units."""
         return (tuple(unit * k for k in eps_multiples), tuple(unit * k for k in alpha_multiples))
 
     # -- state -------------------------------------------------------------------------

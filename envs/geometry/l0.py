@@ -2,7 +2,7 @@
 
 A pixel counts as changed when any of its channels changed; the budget k counts pixels
 (:attr:`BudgetUnit.pixels`). The attack is sparse PGD (sPGD, Zhong, Huang & Liu, ICML 2024;
-docs/seeds.md §6.2): the perturbation of one sample is δ = p ⊙ M(m) with
+docs/references.md §6.2): the perturbation of one sample is δ = p ⊙ M(m) with
 
 * a magnitude ``p`` (N, C, H, W), bounded by the magnitude bound 1 (any value with x + p in
   [0, 1]), and
@@ -70,7 +70,7 @@ MAGNITUDE_BOUND = 1.0
 
 
 class SparseGradient(str, Enum):
-    """Which gradient of the magnitude sPGD ascends (docs/seeds.md §6.2)."""
+    """Which gradient of the magnitude sPGD ascends (docs/references.md §6.2)."""
 
     projected = "projected"      # g ⊙ M(m): only the selected pixels move
     unprojected = "unprojected"  # g ⊙ σ(m): every pixel's magnitude moves
@@ -206,7 +206,7 @@ class L0(Geometry):
     budget_symbol: ClassVar[str] = "k"
     budget_setting: ClassVar[str] = "threat.k=<pixels>"
     at_loss_defaults: ClassVar[dict[str, dict[str, Any]]] = {
-        "trades": {"beta": 3.0, "attack": "ce"}}  # sTRADES (docs/seeds.md §6.3)
+        "trades": {"beta": 3.0, "attack": "ce"}}  # sTRADES (docs/references.md §6.3)
     config: L0Config  # set by Geometry.__init__, always an L0Config here
 
     def __init__(self, config: L0Config | None = None) -> None:

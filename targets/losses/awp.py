@@ -1,6 +1,6 @@
 """AWP (Wu et al., NeurIPS 2020): adversarial weight perturbation on top of cross-entropy AT.
 
-One step, as in LAS-AWP's ``utils_awp.AdvWeightPerturb`` (docs/seeds.md §1.7):
+One step, as in LAS-AWP's ``utils_awp.AdvWeightPerturb`` (docs/references.md §1.7):
 
 1. a proxy copy of the model takes one SGD step (lr ``proxy_lr``) *ascending* the AT loss on
    the adversarial batch;

@@ -19,7 +19,7 @@ conditions and ∇²δδ ℓ_atk is taken as 0, so the inverse Hessian is (1/λ)
 computed by double back-propagation through the graph of ∇δ CE (no Hessian is formed). A flipped
 sign turns the term into an ascent direction; the finite-difference test catches it.
 
-Per batch (reference code ``trainer.py``, ``fast_bat`` branch; docs/seeds.md §5.3, §8):
+Per batch (reference code ``trainer.py``, ``fast_bat`` branch; docs/references.md §5.3, §8):
 
 1. z = Π(δ₀ + γ·∇δ CE(θ, δ₀)) from the episode's uniform start δ₀ and its first gradient
    (``AttackResult.delta0``, ``first_grad``: no extra pass; see ``z_from`` for other policies);

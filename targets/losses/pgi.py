@@ -6,7 +6,7 @@ where ``x_init`` = x + δ₀ is the attack's starting point, read from the episo
 (:attr:`envs.result.AttackResult.x_init`): the prior for
 ``fgsm_pgi``, the generator's output for ``fgsm_sdi``, the random start for ``fgsm_rs`` (the poster's "FGSM-RS + regulariser"
 ablation) and the clean input for attacks without a start. It is an MSE between *logits*
-(docs/seeds.md §3.2-3.3), mean-reduced over N×K as in the reference code (λ = 10 there);
+(docs/references.md §3.2-3.3), mean-reduced over N×K as in the reference code (λ = 10 there);
 a policy's per-sample weights (``TargetInputs.weight``) weight the whole per-sample loss;
 ``reduction=sum`` sums over classes instead (the poster's ‖·‖²₂ per sample, averaged over the
 batch: K times larger for the same λ).

@@ -9,7 +9,7 @@ and the loss's cross-entropy terms use tᵢ in place of the label, weighted per 
 wᵢ = maxⱼ tᵢⱼ normalised to mean 1 over the batch (SAT's reference, LayneH/self-adaptive-training
 ``losses/trades.py``: the prediction is the clean one, ``source=clean``; ``source=adversarial``
 uses the prediction on the training example). Before the warm-up ends the loss is unchanged.
-Fast-LS-ℓ0 combines these soft labels with sTRADES (docs/seeds.md §6.5, §8); the option works
+Fast-LS-ℓ0 combines these soft labels with sTRADES (docs/references.md §6.5, §8); the option works
 with ``at_loss=ce`` (sAT), ``trades`` (sTRADES), ``tradeoff`` and ``awp``.
 
 The update of the stored targets is *committed* only by the target's own step

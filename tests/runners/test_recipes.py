@@ -6,7 +6,8 @@ from learned_at.runners.compose import compose_config
 from learned_at.runners.presets import resolve_config
 from learned_at.runners.schedule import lr_multiplier
 
-#: recipe -> (epochs, decay epochs) of the reference (docs/seeds.md §1.7, §2.3, §3.3, §4.3, §8).
+#: recipe -> (epochs, decay epochs) of the reference (docs/references.md §1.7, §2.3, §3.3, §4.3,
+#: §8).
 DECAYS = {
     "las_pgd_at_cifar10": (110, (99, 104)), "las_pgd_at_cifar100": (110, (99, 104)),
     "las_trades_cifar10": (100, (75, 90)), "las_awp_cifar10": (200, (100, 150)),
