@@ -1,7 +1,7 @@
 """A device-resident rollout buffer for stable-baselines3's PPO (drop-in ``rollout_buffer_class``).
 
 SB3's ``RolloutBuffer`` / ``DictRolloutBuffer`` keep numpy arrays on the host, so a rollout on
-the GPU pays device -> host -> device per step and a copy per minibatch (docs/ecosystem.md §2).
+the GPU pays device -> host -> device per step and a copy per minibatch (docs/references.md §9.1).
 This buffer keeps every field as a torch tensor on the policy's device: ``add`` accepts torch
 tensors (the co-training path, no host transfer) or numpy arrays (SB3's own ``collect_rollouts``),
 and ``get`` yields SB3's ``RolloutBufferSamples`` / ``DictRolloutBufferSamples`` by device-side

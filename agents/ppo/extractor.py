@@ -2,7 +2,7 @@
 
 SB3's ``NatureCNN`` fails on 32x32 inputs (8x8 stride-4 kernel) and is only used for uint8
 image spaces; a float [0, 1] ``Box`` image would be flattened into an MLP instead
-(docs/ecosystem.md §2). This extractor takes the strategy observation
+(docs/references.md §9.1). This extractor takes the strategy observation
 ``Dict{"image": (C, H, W) float in [0, 1], "features": (D,) float}`` (``features`` optional):
 three 3x3 convolutions (stride 1, 2, 2), a global average pool, concatenation with the
 per-sample features, and one linear layer.

@@ -9,7 +9,7 @@ Reported numbers always come from ``version="standard"``: APGD-CE, APGD-T (9 tar
 FAB-T (9 target classes) and Square (5000 queries), 100 iterations each, for L∞ and L2
 (https://github.com/fra31/auto-attack, ``autoattack.py::_set_version``). ART's and torchattacks'
 "AutoAttack" are *not* used: ART swaps in DeepFool and untargeted DLR, torchattacks runs 10
-instead of 100 iterations (see ``shared/docs/ecosystem.md`` §4). AutoAttack's norm is the
+instead of 100 iterations (docs/references.md §9.3). AutoAttack's norm is the
 geometry's :attr:`~envs.geometry.base.Geometry.autoattack_norm` (a fact about the norm; a
 geometry without one refuses AutoAttack and Square).
 

@@ -6,7 +6,7 @@ as root — the server refuses to run, so both commands run as the ``postgres`` 
 (created by Debian's packages) through ``runuser``. ``mlflow_server()`` starts
 ``mlflow server --backend-store-uri postgresql://... --artifacts-destination <folder>
 --workers 1`` (one worker: ≈ 5 ms per request against ≈ 48 ms with the default four,
-docs/ecosystem.md §3) and waits for ``/health``. Both stop what they started on exit, also
+docs/references.md §9.2) and waits for ``/health``. Both stop what they started on exit, also
 when the test fails.
 """
 
