@@ -159,3 +159,41 @@ def test_ce_margin_loss_switches_at_low_confidence():
     loss = attack_loss(AttackLoss.CE_MARGIN, logits, y)
     ce = F.cross_entropy(logits, y, reduction="none")
     torch.testing.assert_close(loss, torch.stack([ce[0], torch.tensor(-0.2), torch.tensor(1.0)]))
+
+
+class Recorder(nn.Module):
+    """Records a clone of every batch it is queried on; ``net`` gives the logits."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net, self.inputs = net, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.detach().clone())
+        return self.net(x)
+
+
+class Unfoolable(nn.Module):
+    """Logits (5, 0) whatever the input, with a zero (but defined) input gradient: class 0 is
+    never lost and no proposal or ascent step ever changes the loss."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        const = torch.tensor([5.0, 0.0]).expand(x.shape[0], 2)
+        return const + 0.0 * x.flatten(1).sum(1, keepdim=True)
+
+
+def test_sparse_rs_moves_the_scheduled_number_of_pixels_per_proposal():
+    """Each proposal moves e = max(⌊p(t)·k⌋, 1) pixels out and e in (docs/references.md §6.4;
+    Sparse-RS): with k = 20 and 200 queries, p(t) = 0.8/2 for t = 1, /4 for t ≤ 4, /5 for
+    t ≤ 10, /6 for t ≤ 20, /8 for t ≤ 40 and /10 from there (e = 1 from t = 41), not a
+    constant p_init. Nothing is ever accepted here, so each candidate differs from the start
+    in exactly 2e pixels."""
+    x, y = torch.full((2, 1, 8, 8), 0.5), torch.zeros(2, dtype=torch.long)
+    model = Recorder(Unfoolable())
+    sparse_rs(model, x, y, 20, queries=200, generator=_gen(9))
+    start, *candidates = model.inputs
+    assert len(candidates) == 199 and changed_pixels(start - x).tolist() == [20, 20]
+    e = [8] + [4] * 3 + [3] * 6 + [2] * 10 + [2] * 20 + [1] * 159
+    for it, cand in enumerate(candidates, start=1):
+        assert changed_pixels(cand - start).tolist() == [2 * e[it - 1]] * 2, it
+
