@@ -197,3 +197,56 @@ def test_sparse_rs_moves_the_scheduled_number_of_pixels_per_proposal():
     for it, cand in enumerate(candidates, start=1):
         assert changed_pixels(cand - start).tolist() == [2 * e[it - 1]] * 2, it
 
+
+class StepFlip(nn.Module):
+    """Class 1 iff pixel (2, 3) of a 1x4x4 image is exactly 1; the input gradient is zero, so
+    sPGD never moves a magnitude (its random ones are < 1), while Sparse-RS's corner colours
+    reach the flip."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hit = (x[:, 0, PIXEL[0], PIXEL[1]] >= 1.0).float()
+        z = 10 * (hit - 0.5) + 0.0 * x.flatten(1).sum(1)
+        return torch.stack([torch.zeros_like(z), z], 1)
+
+
+def test_saa_ends_with_sparse_rs_on_what_the_white_box_stages_leave():
+    """sAA's third stage is Sparse-RS (docs/references.md §6.4): on a gradient-masked model
+    both sPGD stages leave every example robust, and Sparse-RS fools each of them with the
+    one-pixel corner change."""
+    x, y = torch.zeros(4, 1, 4, 4), torch.zeros(4, dtype=torch.long)
+    res = sparse_autoattack(StepFlip(), x, y, 1, geometry=L0(), steps=10, queries=300,
+                            generator=_gen(10))
+    assert res.stages["spgd_p"].all() and res.stages["spgd_u"].all()
+    assert not res.stages["sparse_rs"].any() and not res.robust.any()
+    expected = x.clone()
+    expected[:, 0, PIXEL[0], PIXEL[1]] = 1.0
+    assert torch.equal(res.x_adv, expected)
+
+
+def test_saa_stages_are_projected_then_unprojected_spgd_then_sparse_rs_on_survivors(
+        tiny_net, batch, monkeypatch):
+    """sAA's cascade (docs/references.md §6.4): sPGD with the projected gradient on the clean
+    survivors, then sPGD with the *unprojected* gradient on what it leaves, then Sparse-RS on
+    the rest; each stage gets exactly the previous stage's survivors."""
+    import learned_at.envs.attacks.saa as saa
+
+    calls: list[tuple[str, int]] = []
+
+    def spgd_spy(model, x, y, **kw):
+        calls.append((str(kw["gradient"].value), x.shape[0]))
+        return spgd_attack(model, x, y, **kw)
+
+    def rs_spy(model, x, y, k, **kw):
+        calls.append(("sparse_rs", x.shape[0]))
+        return sparse_rs_attack(model, x, y, k, **kw)
+
+    monkeypatch.setattr(saa, "spgd_attack", spgd_spy)
+    monkeypatch.setattr(saa, "sparse_rs_attack", rs_spy)
+    x, _ = batch
+    y = predict_labels(tiny_net, x)
+    res = sparse_autoattack(tiny_net, x, y, 1, geometry=L0(), steps=3, queries=20,
+                            generator=_gen(11))
+    left = [16] + [int(res.stages[s].sum()) for s in SAA_STAGES[:2]]
+    assert left[-1] > 0  # some examples reach the last stage
+    assert calls == [("projected", left[0]), ("unprojected", left[1]), ("sparse_rs", left[2])]
+
