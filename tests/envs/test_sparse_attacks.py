@@ -250,3 +250,37 @@ def test_saa_stages_are_projected_then_unprojected_spgd_then_sparse_rs_on_surviv
     assert left[-1] > 0  # some examples reach the last stage
     assert calls == [("projected", left[0]), ("unprojected", left[1]), ("sparse_rs", left[2])]
 
+
+def test_eval_spgd_stops_each_sample_at_its_first_misclassified_iterate():
+    """The evaluation sPGD returns the first misclassified iterate and evaluates nothing after
+    it (``StopOnSuccess``; docs/references.md §6.2: a sample is dropped as soon as it is
+    misclassified). One sample per run, so the model's queries are that sample's iterates."""
+    x, y = torch.zeros(1, 1, 4, 4), torch.zeros(1, dtype=torch.long)
+    for seed in range(3):
+        model = Recorder(OnePixelFlip())
+        adv = spgd_attack(model, x, y, geometry=L0(), k=1, steps=20, gradient="unprojected",
+                          generator=_gen(seed))
+        clean_check, *iterates = model.inputs  # the attacked-set check, then x + δ_0, δ_1 ...
+        assert torch.equal(clean_check, x)
+        fooled = [bool(OnePixelFlip()(z).argmax(1) == 1) for z in iterates]
+        first = fooled.index(True, 1)  # the first misclassified iterate after a step
+        assert first < 19, fooled  # later steps would still move the example
+        assert torch.equal(adv, iterates[first]), (seed, first)
+        assert len(iterates) == first + 1, (seed, fooled)  # nothing evaluated after it
+
+
+def test_eval_spgd_redraws_an_unchanged_mask_after_three_steps():
+    """Evaluation patience 3 (docs/references.md §6.2; training uses 10): with a zero gradient
+    the mask never moves by itself, so the changed pixels of the iterates x + δ_0 … x + δ_9
+    change exactly at steps 3, 6 and 9, when m is re-drawn."""
+    x, y = torch.full((2, 1, 8, 8), 0.5), torch.zeros(2, dtype=torch.long)
+    model = Recorder(Unfoolable())
+    spgd_attack(model, x, y, geometry=L0(), k=2, steps=10, gradient="projected",
+                generator=_gen(12))
+    iterates = model.inputs[1:]  # after the attacked-set check
+    assert len(iterates) == 10
+    support = [(z != x).flatten(1) for z in iterates]
+    assert all(torch.all(s.sum(1) == 2) for s in support)
+    for i in range(2):
+        changes = [t for t in range(1, 10) if not torch.equal(support[t][i], support[t - 1][i])]
+        assert changes == [3, 6, 9], (i, changes)
