@@ -183,3 +183,19 @@ def test_strades_with_soft_labels_uses_the_sat_targets_and_weights_in_its_clean_
                   w_adv * _soft_ce(clean, t_adv)):
         assert (wrong - w * _soft_ce(clean, t)).abs().max() > 1e-4
 
+
+def test_tradeoff_with_soft_labels_uses_the_sat_targets_in_both_terms(tiny_net, batch):
+    """The trade-off loss with SAT (docs/references.md §6.7.13): ℓ_i = (1 − a)·w_i·CE(f(x_i),
+    t_i) + a·w_i·CE(f(x_adv,i), t_i), the clean *and* the adversarial term on the soft
+    targets and weights (from the clean prediction)."""
+    r = _result(batch, index=torch.arange(16))
+    cfg = TradeoffConfig(a=0.3, soft_labels=SoftLabelConfig(enabled=True, warmup_epochs=0))
+    out = make_at_loss(cfg, _context(num_train=16)).compute(tiny_net, r, TargetInputs())
+    with torch.no_grad():
+        clean, adv = tiny_net(r.x), tiny_net(r.x_adv)
+    t, w = _sat_by_hand(clean, r.y)
+    expected = 0.7 * w * _soft_ce(clean, t) + 0.3 * w * _soft_ce(adv, t)
+    torch.testing.assert_close(out.per_sample, expected)
+    torch.testing.assert_close(out.loss, expected.mean())
+    hard_adv = 0.7 * w * _soft_ce(clean, t) + 0.3 * F.cross_entropy(adv, r.y, reduction="none")
+    assert (hard_adv - expected).abs().max() > 1e-4
