@@ -1,10 +1,13 @@
-"""One intra-op thread unless a benchmark says otherwise: the recorded figures must not depend
-on how busy the machine's other cores are."""
+"""The project is imported before torch, as in a user's process (whatever it sets for OpenMP
+then reaches OpenMP); benchmarks run on one intra-op thread unless they say otherwise, so
+that the recorded figures do not depend on how busy the machine's other cores are."""
 
 from __future__ import annotations
 
-import pytest
-import torch
+import learned_at.runners  # noqa: F401  # before torch, as the commands import it
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
