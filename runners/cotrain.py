@@ -237,6 +237,9 @@ def _finish(run: Run, tracker: Any, checkpoints: Checkpointer, signals: StopSign
             _log_models(run, tracker, checkpoints)
 
 
+MODEL_EXAMPLES = 2
+"""Samples in the logged model's input example (at least 2: the batch dimension stays dynamic)."""
+
 
 def _log_models(run: Run, tracker: Any, checkpoints: Checkpointer) -> None:
     """The final target (and the best one, with ``monitor.keep_best``) as MLflow models."""
@@ -248,7 +251,7 @@ def _log_models(run: Run, tracker: Any, checkpoints: Checkpointer) -> None:
         model.load_state_dict(weights)
         return model.to("cpu").eval()
 
-    example = run.test.x[:1]
+    example = run.test.x[:MODEL_EXAMPLES]
     try:
         uri = tracker.log_model(cpu_model(run.target.model.state_dict()), example, "model",
                                 run.config.tracking.register_as or None, step=run.epochs)

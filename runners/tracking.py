@@ -24,6 +24,10 @@ MLflow's own retries: runners/tracking_errors.py) raises a one-line
 tracker makes no further requests (each would wait through the retries again): later calls
 raise the same error at once, and :meth:`Tracker.finish` only closes the run in this process
 (MLflow keeps it ``RUNNING`` until a resume continues it).
+
+The final model is an exported program (``torch.export``, MLflow's ``pt2`` format) with a
+dynamic batch dimension: loading it unpickles nothing and needs no code of this project
+(:meth:`Tracker.log_model`).
 """
 
 from __future__ import annotations
@@ -385,15 +389,19 @@ class Tracker:
                   registered_model_name: str | None = None, step: int = 0) -> str:
         """Logs a PyTorch model as an MLflow model of this run (the experiment's Models tab).
 
-        The model is saved with ``mlflow.pytorch`` (pickle format, loadable with
-        ``mlflow.pytorch.load_model("models:/<model id>")`` or ``"runs:/<run id>/<name>"``;
-        like any pickle, load only models you trust — ``pt2`` would need a fixed batch size),
-        with the signature inferred from ``input_example`` and ``pip_requirements`` given
-        (MLflow's requirement inference costs seconds).
+        The model is saved with ``mlflow.pytorch`` as an exported program (``torch.export``,
+        ``serialization_format="pt2"``): a graph in JSON and the weights as raw tensor bytes, so
+        ``mlflow.pytorch.load_model("models:/<model id>")`` / ``("runs:/<run id>/<name>")`` and
+        ``mlflow.pyfunc.load_model(...)`` unpickle nothing (only the stored example input goes
+        through ``torch.load(weights_only=True)``) and need no code of this project. The batch
+        dimension is dynamic: MLflow marks the signature's ``-1`` dimensions ``Dim.AUTO``, which
+        stays dynamic only for an example batch of at least 2 (so pass two or more). The
+        signature is inferred from ``input_example``; ``pip_requirements`` are given (MLflow's
+        requirement inference costs seconds).
 
         Args:
             model: the network, on the CPU and in eval mode (what a user loads back).
-            input_example: one input batch, e.g. (1, C, H, W) float32 in [0, 1].
+            input_example: an input batch of at least 2, e.g. (2, C, H, W) float32 in [0, 1].
             name: the logged model's name.
             registered_model_name: also register it under this name (a new version).
             step: the step the model belongs to (the run's epochs).
@@ -403,19 +411,17 @@ class Tracker:
         """
         import mlflow.pytorch
 
+        if input_example.shape[0] < 2:
+            raise ValueError("log_model needs an input example of at least 2 samples (a batch "
+                             "of 1 would export a fixed batch size)")
         example = input_example.detach().to("cpu", torch.float32).numpy()
         requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={_mlflow_version()}"]
-        flavor_log = logging.getLogger("mlflow.pytorch")
-        level = flavor_log.level
-        flavor_log.setLevel(logging.ERROR)  # its per-call warning about pickle: documented here
-        try:  # into the active run (this one): its experiment lists the model
-            with self._requests(f"logging model {name!r} of run {self._run_id}"):
-                info = mlflow.pytorch.log_model(
-                    model, name=name, input_example=example, pip_requirements=requirements,
-                    serialization_format="pickle", registered_model_name=registered_model_name,
-                    step=step)
-        finally:
-            flavor_log.setLevel(level)
+        with self._requests(f"logging model {name!r} of run {self._run_id}"):
+            # into the active run (this one): its experiment lists the model
+            info = mlflow.pytorch.log_model(
+                model, name=name, input_example=example, pip_requirements=requirements,
+                serialization_format="pt2", registered_model_name=registered_model_name,
+                step=step)
         return info.model_uri
 
     def log_artifact(self, local_path: str | os.PathLike, artifact_path: str | None = None) -> None:
