@@ -242,6 +242,7 @@ def test_tracking_outages_lose_no_epoch(team_server, tmp_path, monkeypatch, refe
         run.wait_for(r"INFO epoch 1/4 ")
         server.process.kill()
         outage = server.process.start()  # on the same port
+        print(f"short outage: the server was back after {outage:.1f} s")
         assert outage < window - 10, f"the restart took {outage:.0f} s: not a short outage"
         assert run.finish() == 0, run.output[-3000:]
         run_id = _run_id(run)
@@ -257,6 +258,7 @@ def test_tracking_outages_lose_no_epoch(team_server, tmp_path, monkeypatch, refe
         server.process.kill()
         down = time.monotonic()
         assert run.finish() == 2, run.output[-3000:]
+        print(f"long outage: the run stopped {time.monotonic() - down:.1f} s after the kill")
         assert time.monotonic() - down >= window
         line = run.last_line()
         assert line.startswith(f"runners.cotrain: the tracking server {server.uri} did not "
