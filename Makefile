@@ -6,10 +6,11 @@ PY := $(VENV)/bin/python
 ARGS ?=
 PYTEST_ARGS ?=
 # optional extras: server = psycopg for a PostgreSQL-backed MLflow server, cluster = the
-# submitit sweep launcher (both small; the tests that use them skip without them)
-EXTRAS ?= test,eval,server,cluster
+# submitit sweep launcher (both small; the tests that use them skip without them), bench =
+# pytest-benchmark for the speed history
+EXTRAS ?= test,eval,server,cluster,bench
 
-.PHONY: run test lint bench clean-venv
+.PHONY: run test lint bench bench-record bench-compare clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,6 +31,12 @@ lint: $(VENV)/.installed  ## ruff (its rule set pinned in pyproject.toml) and my
 
 bench: $(VENV)/.installed  ## speed benchmarks (short mode)
 	$(PY) -m benchmarks.speed --quick
+
+bench-record: $(VENV)/.installed  ## run the speed suite and keep it in benchmarks/history
+	$(PY) -m benchmarks.history record
+
+bench-compare: $(VENV)/.installed  ## the speed suite on the working tree vs the last record
+	$(PY) -m benchmarks.history compare
 
 clean-venv:
 	rm -rf $(VENV)

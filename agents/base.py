@@ -206,12 +206,16 @@ class PolicyConfig:
     * ``target_smoothing``: its ``true_class_prob`` field is also the label smoothing of the
       target's AT step (LAS-AT, FGSM-SDI, FGSM-PGI): it and ``at_loss.true_class_prob`` are
       one setting (runners/presets.py).
+    * ``follows_smoothing``: fields whose ``None`` means "the target step's label smoothing";
+      runners/presets.py fills them with it once that is settled (LAS-AT's
+      ``lookahead_true_class_prob``).
     """
 
     name: str = setting("none", "registry id of the policy")
     default_at_loss: ClassVar[str | None] = None
     soft_labels: ClassVar[bool] = False
     target_smoothing: ClassVar[bool] = False
+    follows_smoothing: ClassVar[tuple[str, ...]] = ()
 
     def resolve(self, preset: PresetContext) -> PolicyConfig:
         """This config with every preset field (``None``, ``auto``) filled for the run's

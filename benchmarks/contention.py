@@ -1,27 +1,33 @@
-"""Epoch time alone vs beside a CPU hog, before and after the thread settings (one run).
+"""Epoch time alone vs beside a CPU hog, for each thread setting (one run).
 
-Each cell is a fresh process (OpenMP reads its wait policy once, when torch loads) that trains
-the default digits co-training (LAS-AT, digits_cnn, batch 128) for a few epochs and reports the
-median training-epoch time after the first. Variants:
+Each cell is a fresh process (OpenMP reads its environment once, when torch loads) that trains
+a co-training for a few epochs and reports the median training-epoch time after the first.
+Variants (``--variants``):
 
 * ``before``: torch's defaults — one intra-op thread per core, OpenMP's default wait policy
-  (idle workers spin); what runs got before runners/threads.py.
-* ``after``: the project's defaults — ``threads=0`` (the CPUs this process may use) and
-  ``OMP_WAIT_POLICY=PASSIVE`` (set by ``runners/__init__.py`` before torch loads).
-* ``one``: ``threads=1`` (no intra-op pool at all), for reference.
+  (a short spin, then sleep), torch loaded before the project.
+* ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (workers sleep at once), one thread per core — the
+  project's default before the thread governor.
+* ``spin20k``: ``GOMP_SPINCOUNT=20000`` (a bounded spin), one thread per core.
+* ``active``: ``OMP_WAIT_POLICY=ACTIVE`` (workers spin), one thread per core.
+* ``adaptive``: ``threads=0`` — the project's default: OpenMP's own wait policy and a team
+  sized to the CPUs other processes leave free (runners/thread_governor.py).
+* ``one``: ``threads=1`` (no intra-op team at all).
 
-Conditions: ``alone`` (no process of ours beside it; the machine's background load is
-reported) and ``hog`` (``--hogs`` busy-looping Python processes started by the benchmark).
-The cells are interleaved, ``--reps`` times, so background load drifts hit every variant
-alike; the table reports medians, the slowdown hog/alone per variant and after/before.
+Workloads (``--workload``): ``digits`` (the embedded default data, ``--policy``, default
+LAS-AT, ``--subset`` training samples) and ``cifar`` (``cifar_cnn`` on CIFAR-10 from
+``--data-root``, ``--subset`` samples, PGD-AT). Conditions: ``alone`` (no process of ours
+beside it; the machine's background load is reported) and ``hog`` (``--hogs`` busy-looping
+Python processes started by the benchmark). The cells are interleaved, ``--reps`` times, so
+background load drifts hit every variant alike; the table reports medians, the slowdown
+hog/alone per variant and each variant's time relative to the fastest alone.
 
 Usage::
 
-    python -m benchmarks.contention [--quick] [--reps 1] [--hogs 1] [--variants before,after,one]
+    python -m benchmarks.contention [--quick] [--reps 2] [--hogs 1] [--workload digits]
+        [--variants before,passive,adaptive,one] [--policy pgd_at]
 
-Measured (2 cores shared with other users; load = 1-minute load average before each cell, our
-hog excluded; ``--reps 1``, 4 batches per epoch, median of 2 epochs after a warm-up epoch):
-see the table in README.md, "CPU threads on a shared machine".
+Results: the table in README.md, "CPU threads on a shared machine".
 """
 
 from __future__ import annotations
@@ -36,41 +42,62 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = {"before": "torch default threads, OpenMP default (spinning) wait policy",
-            "after": "threads=0 (auto) + OMP_WAIT_POLICY=PASSIVE (the project's default)",
+VARIANTS = {"before": "torch defaults (threads per core, OpenMP's wait policy)",
+            "passive": "OMP_WAIT_POLICY=PASSIVE, threads per core (the earlier default)",
+            "spin20k": "GOMP_SPINCOUNT=20000, threads per core",
+            "active": "OMP_WAIT_POLICY=ACTIVE, threads per core",
+            "adaptive": "threads=0: OpenMP's wait policy, team = free CPUs (the default)",
             "one": "threads=1"}
+#: per variant: the OpenMP environment and the ``threads=`` value (None: torch's count)
+SETTINGS: dict[str, tuple[dict[str, str], int | None]] = {
+    "before": ({}, None), "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, None),
+    "spin20k": ({"GOMP_SPINCOUNT": "20000"}, None), "active": ({"OMP_WAIT_POLICY": "ACTIVE"}, None),
+    "adaptive": ({}, 0), "one": ({}, 1)}
+OPENMP_ENV = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")
 
 
-def _worker(variant: str, epochs: int, subset: int, policy: str) -> None:
+def workload_overrides(workload: str, subset: int, policy: str, data_root: str) -> list[str]:
+    """The co-training of a workload (``digits`` or ``cifar``)."""
+    base = ["device=cpu", "progress=false", f"policy={policy}"]
+    if subset:
+        base.append(f"data.train_subset={subset}")
+    if workload == "cifar":
+        return [*base, "data=cifar10", f"data.root={data_root}", "target=cifar_cnn",
+                "data.test_subset=256"]
+    return base
+
+
+def _worker(variant: str, epochs: int, overrides: list[str]) -> None:
     """Train ``epochs`` epochs in this process and print the epoch times as JSON."""
     import torch
 
     from benchmarks.loop import Stepper, make_run
 
-    threads = {"one": 1, "before": torch.get_num_threads()}.get(variant, 0)  # 0: auto
-    overrides = [f"policy={policy}", "device=cpu", "progress=false", f"threads={threads}"]
-    if subset:
-        overrides.append(f"data.train_subset={subset}")
-    trainer = Stepper(make_run(overrides))
-    times = []
+    threads = SETTINGS[variant][1]
+    count = torch.get_num_threads() if threads is None else threads  # pinned unless 0
+    trainer = Stepper(make_run([*overrides, f"threads={count}"]))
+    times, used = [], []
     for epoch in range(epochs):
         t0 = time.perf_counter()
         trainer.train_epoch(epoch)
         times.append(time.perf_counter() - t0)
-    print(json.dumps({"epochs": times, "threads": torch.get_num_threads()}))
+        used.append(torch.get_num_threads())
+    print(json.dumps({"epochs": times, "threads": used}))
 
 
 def _cell(variant: str, hogs: int, args: argparse.Namespace) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items() if k not in OPENMP_ENV}
+    env.update(SETTINGS[variant][0])
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     load = os.getloadavg()[0]
     hog_procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
                  for _ in range(hogs)]
+    overrides = workload_overrides(args.workload, args.subset, args.policy, args.data_root)
     try:
         # "before" loads torch (and OpenMP) ahead of the project, as runs did before
         prelude = "import torch; " if variant == "before" else ""
         cmd = [sys.executable, "-c", f"{prelude}from benchmarks.contention import _worker; "
-               f"_worker({variant!r}, {args.epochs}, {args.subset}, {args.policy!r})"]
+               f"_worker({variant!r}, {args.epochs}, {overrides!r})"]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True,
                               timeout=args.timeout)
     finally:
@@ -79,7 +106,7 @@ def _cell(variant: str, hogs: int, args: argparse.Namespace) -> dict:
             p.wait()
     out = json.loads(done.stdout.strip().splitlines()[-1])
     measured = out["epochs"][1:] or out["epochs"]
-    return {"variant": variant, "hogs": hogs, "load": load, "threads": out["threads"],
+    return {"variant": variant, "hogs": hogs, "load": load, "threads": out["threads"][-1],
             "epoch_s": statistics.median(measured), "epochs": out["epochs"]}
 
 
@@ -98,24 +125,22 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 
 def table(cells: list[dict], variants: list[str], hogs: int) -> str:
-    """Markdown: median epoch time alone / beside the hog, their ratio, after/before."""
-    def med(variant: str, h: int) -> float:
-        return statistics.median(c["epoch_s"] for c in cells
+    """Markdown: median epoch time alone / beside the hog, their ratio, alone vs the fastest."""
+    def med(variant: str, h: int, key: str = "epoch_s") -> float:
+        return statistics.median(c[key] for c in cells
                                  if c["variant"] == variant and c["hogs"] == h)
 
-    def load(variant: str, h: int) -> float:
-        return statistics.median(c["load"] for c in cells
-                                 if c["variant"] == variant and c["hogs"] == h)
-
-    lines = [f"| variant | threads | alone s/epoch (load) | beside {hogs} hog s/epoch (load) "
-             "| hog / alone | vs before, beside hog |", "|---|---:|---:|---:|---:|---:|"]
-    base = med("before", hogs) if "before" in variants else None
+    fastest = min(med(v, 0) for v in variants)
+    lines = [f"| variant | threads alone / beside | alone s/epoch (load) | beside {hogs} hog "
+             "s/epoch (load) | hog / alone | alone / fastest alone |",
+             "|---|---:|---:|---:|---:|---:|"]
     for v in variants:
-        n = next(c["threads"] for c in cells if c["variant"] == v)
+        n = [next(c["threads"] for c in cells if c["variant"] == v and c["hogs"] == h)
+             for h in (0, hogs)]
         alone, hog = med(v, 0), med(v, hogs)
-        rel = f"{hog / base:.2f}" if base else "–"
-        lines.append(f"| {v}: {VARIANTS[v]} | {n} | {alone:.2f} ({load(v, 0):.1f}) | "
-                     f"{hog:.2f} ({load(v, hogs):.1f}) | {hog / alone:.2f} | {rel} |")
+        lines.append(f"| {v}: {VARIANTS[v]} | {n[0]} / {n[1]} | {alone:.2f} "
+                     f"({med(v, 0, 'load'):.1f}) | {hog:.2f} ({med(v, hogs, 'load'):.1f}) | "
+                     f"{hog / alone:.2f} | {alone / fastest:.2f} |")
     return "\n".join(lines)
 
 
@@ -125,11 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 batches per epoch, 2 epochs")
     parser.add_argument("--reps", type=int, default=1, help="interleaved repetitions")
     parser.add_argument("--hogs", type=int, default=1, help="busy-looping processes beside it")
-    parser.add_argument("--variants", default="before,after,one")
+    parser.add_argument("--variants", default="before,passive,adaptive,one")
     parser.add_argument("--epochs", type=int, default=3, help="first one is the warm-up")
     parser.add_argument("--subset", type=int, default=512,
-                        help="training samples (digits; 0 = all 1437)")
+                        help="training samples (0 = all: 1437 digits, 50 000 CIFAR-10)")
+    parser.add_argument("--workload", choices=("digits", "cifar"), default="digits")
     parser.add_argument("--policy", default="las_at")
+    parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"),
+                        help="folder of CIFAR-10 (--workload cifar)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="per cell, seconds")
     parser.add_argument("--json", type=Path, help="also write the cells here")
     args = parser.parse_args(argv)

@@ -72,6 +72,7 @@ def resolve_config(cfg: CotrainConfig) -> CotrainConfig:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     policy, at_loss = _shared_smoothing(cfg.policy, policy, at_loss)
+    policy = _follow_smoothing(policy)
     if at_loss.soft_labels.enabled is None:  # the policy's preset, with the policy's own loss
         own = type(policy).soft_labels and at_loss.name == type(policy).default_at_loss
         at_loss = dataclasses.replace(at_loss, soft_labels=dataclasses.replace(
@@ -91,6 +92,13 @@ def resolve_config(cfg: CotrainConfig) -> CotrainConfig:
 
 def _or(value: Any, preset: Any) -> Any:
     return preset if value is None else value
+
+
+def _follow_smoothing(policy: PolicyConfig) -> PolicyConfig:
+    """The policy's ``follows_smoothing`` fields left None: its settled label smoothing."""
+    unset = {name: policy.true_class_prob  # type: ignore[attr-defined]  # target_smoothing
+             for name in type(policy).follows_smoothing if getattr(policy, name) is None}
+    return dataclasses.replace(policy, **unset) if unset else policy
 
 
 def _shared_smoothing(given: PolicyConfig, policy: PolicyConfig, at_loss: Any

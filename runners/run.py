@@ -32,7 +32,8 @@ from learned_at.runners.distributions import DistributionHistory
 from learned_at.runners.fast_path import prepare_model
 from learned_at.runners.presets import resolve_config, run_budget
 from learned_at.runners.schedule import make_scheduler
-from learned_at.runners.threads import apply_threads
+from learned_at.runners.thread_governor import ThreadGovernor
+from learned_at.runners.threads import apply_threads, make_governor
 from learned_at.targets.datasets import DataSet, load_dataset, split_validation, subset_dataset
 from learned_at.targets.loader import DeviceLoader, to_device
 from learned_at.targets.losses.base import LossContext, make_at_loss
@@ -104,6 +105,8 @@ class Run:
         policy: the attack policy; monitor: the CO monitor (None when disabled).
         generators: the named random streams.
         distributions: per-epoch distributions of the policy's per-sample choices.
+        threads: ``threads=0``'s governor of torch's CPU threads, polled between training
+            batches (None: a pinned count, one CPU, or no CPU accounting here).
     """
 
     config: CotrainConfig
@@ -125,6 +128,7 @@ class Run:
     monitor: COMonitor | None
     generators: Generators
     distributions: DistributionHistory
+    threads: ThreadGovernor | None = None
 
     @property
     def epochs(self) -> int:
@@ -142,7 +146,7 @@ def build_run(cfg: CotrainConfig, overrides: Sequence[str] = (),
         data: an in-memory data set to use instead of loading ``cfg.data`` (tests, benchmarks).
     """
     try:
-        apply_threads(cfg.threads)
+        threads = make_governor(cfg.threads, apply_threads(cfg.threads))
     except ValueError as error:
         raise ConfigError(str(error)) from None
     r = resolve_config(cfg)
@@ -206,7 +210,7 @@ def build_run(cfg: CotrainConfig, overrides: Sequence[str] = (),
     return Run(r, config_to_dict(cfg), tuple(overrides), world, device, data, loader, test,
                held_out, "test" if val is None else "val", train_probe, geometry, eps, target,
                env, policy, COMonitor(r.monitor) if r.monitor.enabled else None, generators,
-               distributions)
+               distributions, threads)
 
 
 def _loader(r: CotrainConfig, data: DataSet, device: torch.device, world: World,

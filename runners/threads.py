@@ -1,65 +1,26 @@
 """CPU threads that degrade gracefully when the machine is shared (``threads=`` config).
 
-Why: torch's intra-op pool is OpenMP (libgomp). With OpenMP's default wait policy an idle
-worker *spins* at the end of every parallel region, and the next region cannot start before
-every worker has arrived. When another process holds one of the cores, the worker that was
-descheduled delays every small operation by a scheduler time slice while its sibling burns
-the other core spinning. Measured on 2 cores (the default digits run, 2 threads, LAS-AT):
-0.9 s per epoch alone, 23.7 s beside one other process, and ≈ 60 s per epoch at a background
-load of ≈ 10; with ``OMP_WAIT_POLICY=PASSIVE`` the same run took ≈ 10 s per epoch at that load
-(``python -m benchmarks.contention`` measures it, alone and beside a CPU hog, in one run).
-
-What this module does:
-
-* :func:`default_wait_policy` (called by ``runners/__init__.py``, i.e. before this project
-  imports torch) sets ``OMP_WAIT_POLICY=PASSIVE`` unless the user set it: idle workers sleep
-  instead of spinning. libgomp reads the variable once, when torch loads it; setting it later
-  has no effect, which :func:`apply_threads` detects and reports.
 * :func:`apply_threads` sets torch's intra-op thread count: ``threads=N`` pins N; ``threads=0``
-  (the default) takes the CPUs this process may really use — its affinity mask, a cgroup CPU
-  quota (containers), divided among the processes of a ``torchrun`` job on this node
-  (``LOCAL_WORLD_SIZE``) — and never raises torch's current count (its default, one per
-  core, or ``OMP_NUM_THREADS``, or what the caller set).
+  (the default) starts at the CPUs this process may really use — its affinity mask, a cgroup
+  CPU quota (containers), divided among the processes of a ``torchrun`` job on this node
+  (``LOCAL_WORLD_SIZE``) — and never raises torch's current count (its default, one per core,
+  or ``OMP_NUM_THREADS``, or what the caller set).
+* :func:`make_governor`: with ``threads=0`` the count then follows the CPUs other processes
+  leave free, between training batches (:mod:`runners.thread_governor`, which says why: a
+  team of spinning OpenMP workers beside a busy core is many times slower, one thread is
+  not). OpenMP's own wait policy is left alone, so a run that has the machine to itself keeps
+  its speed; ``OMP_WAIT_POLICY`` and ``GOMP_SPINCOUNT`` set by the user reach OpenMP as given.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import os
-import sys
 from pathlib import Path
 
-__all__ = ["WAIT_POLICY_ENV", "apply_threads", "available_cpus", "auto_threads",
-           "default_wait_policy", "wait_policy_applied"]
+from learned_at.runners.thread_governor import ThreadGovernor
 
-_log = logging.getLogger(__name__)
-
-WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
-#: whether the wait policy was in the environment before torch was first imported
-_POLICY_BEFORE_TORCH: bool | None = None
-_WARNED = False
-
-
-def default_wait_policy() -> None:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the user chose one (call before importing torch).
-
-    Records whether torch was already imported, so :func:`wait_policy_applied` can tell if the
-    setting reached OpenMP.
-    """
-    global _POLICY_BEFORE_TORCH
-    if _POLICY_BEFORE_TORCH is not None:
-        return
-    if "torch" in sys.modules:  # libgomp has already read its environment
-        _POLICY_BEFORE_TORCH = WAIT_POLICY_ENV in os.environ
-        return
-    os.environ.setdefault(WAIT_POLICY_ENV, "PASSIVE")
-    _POLICY_BEFORE_TORCH = True
-
-
-def wait_policy_applied() -> bool:
-    """True when OpenMP started with an explicit wait policy (ours or the user's)."""
-    return bool(_POLICY_BEFORE_TORCH)
+__all__ = ["apply_threads", "available_cpus", "auto_threads", "make_governor"]
 
 
 def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
@@ -115,11 +76,13 @@ def apply_threads(threads: int) -> int:
     n = threads or auto_threads(torch.get_num_threads())
     if n != torch.get_num_threads():
         torch.set_num_threads(n)
-    global _WARNED
-    if n > 1 and not wait_policy_applied() and not _WARNED:
-        _WARNED = True
-        _log.warning("OpenMP started without OMP_WAIT_POLICY (torch was imported before this "
-                     "project); %d spinning threads slow down badly on a shared machine. Set "
-                     "OMP_WAIT_POLICY=PASSIVE before starting Python, or use threads=1.", n)
     return n
 
+
+def make_governor(threads: int, ceiling: int) -> ThreadGovernor | None:
+    """The governor of ``threads=0`` (None when ``threads`` pins a count, when the ceiling is
+    one thread, or when the CPU accounting cannot be read)."""
+    if threads or ceiling <= 1:
+        return None
+    governor = ThreadGovernor(ceiling)
+    return governor if governor.meter.available else None

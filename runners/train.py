@@ -125,6 +125,8 @@ def train_step(run: Run, batch: Batch, epoch: int, step: int
     Returns:
         (training scalars, policy metrics), all 0-dim device tensors (no host sync).
     """
+    if run.threads is not None:
+        run.threads.poll()  # threads=0: the CPUs other processes leave free (≤ 1 check/s)
     with autocast(run.config.perf, run.device):  # perf.bf16: attack and AT step only
         result = run_episode(run.env, run.policy, batch.x, batch.y, batch.index,
                              offsets=batch.offsets, flipped=batch.flipped,

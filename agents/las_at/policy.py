@@ -182,6 +182,7 @@ class LasAtConfig(PolicyConfig):
 
 
     target_smoothing: ClassVar[bool] = True
+    follows_smoothing: ClassVar[tuple[str, ...]] = ("lookahead_true_class_prob",)
 
     def resolve(self, preset: PresetContext) -> LasAtConfig:
         """Every ``None`` / ``auto`` field from the variant's and data set's preset

@@ -4,7 +4,7 @@ time it is read, :mod:`envs.attacks.registry`).
 ========  ==============================================================================
 threat    attacks (ensemble †, black-box check ‡)
 ========  ==============================================================================
-linf, l2  clean, fgsm, pgd<K>[x<R>], cw<K>[x<R>], autoattack †, square[<Q>] ‡,
+linf, l2  clean, fgsm, pgd<K>[x<R>], cw<K>[x<R>], autoattack †, autoattack_apgd, square[<Q>] ‡,
           transfer_<fgsm|pgd..|cw..>
 l0        clean, fgsm, pgd<K>[x<R>] (sPGD steps of the geometry), spgd_p[<K>], spgd_u[<K>],
           sparse_rs[<Q>] ‡, sparse_autoattack[<K>x<Q>] †, transfer_<fgsm|pgd..>
@@ -15,6 +15,7 @@ AutoAttack and Square use the geometry's :attr:`~envs.geometry.base.Geometry.aut
 """
 
 from learned_at.envs.attacks.autoattack import AutoAttack
+from learned_at.envs.attacks.autoattack_apgd import AutoAttackApgd
 from learned_at.envs.attacks.base import Clean
 from learned_at.envs.attacks.gradient import CW, FGSM, PGD
 from learned_at.envs.attacks.registry import register_eval_attack
@@ -29,6 +30,7 @@ for _threat in ("linf", "l2"):
     register_eval_attack(_threat, PGD)
     register_eval_attack(_threat, CW)
     register_eval_attack(_threat, AutoAttack, ensemble=True)
+    register_eval_attack(_threat, AutoAttackApgd)
     register_eval_attack(_threat, Square, blackbox=True)
     register_eval_attack(_threat, Transfer)
 

@@ -3,13 +3,14 @@
 import copy
 
 import torch
+import torch.nn.functional as F
 
 from learned_at.agents.base import StepInfo, make_policy
 from learned_at.agents.fgsm_sdi.generator import InitGenerator
 from learned_at.agents.fgsm_sdi.policy import FgsmSdiConfig
 from learned_at.envs.requirements import Extra
 from learned_at.targets.losses.base import soft_cross_entropy
-from tests.helpers import attack, make_context, target_for
+from tests.helpers import EPS, attack, env_for, make_context, target_for
 
 
 def _policy(**kw):
@@ -99,3 +100,28 @@ def test_previous_grad_input_uses_stored_signs_without_clean_pass(tiny_net, batc
     assert result.clean_grad_sign is None and "clean_grad_sign" not in env.extras
     policy.update(result, target_for(tiny_net).view(), None, StepInfo(step=1, epoch=0))
     torch.testing.assert_close(policy.grad_memory.read(index), result.first_grad.sign())
+
+
+def test_generator_input_is_the_image_and_the_sign_of_the_clean_gradient(tiny_net, batch,
+                                                                         one_thread):
+    """The generator reads concat(x, sign ∇ₓ CE(f(x), y)) and outputs η = ε·tanh(G(·))
+    (docs/references.md §2.2): the env's ``clean_grad_sign`` is that sign (recomputed here on
+    the eval-mode target) and the start η equals the generator's layers applied by hand."""
+    x, y = batch
+    policy = _policy(width=8)
+    env = env_for(tiny_net, policy, n=16)
+    obs, _ = env.reset(options={"x": x, "y": y})
+    x_req = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(tiny_net(x_req), y, reduction="sum"), x_req)
+    assert torch.equal(obs["clean_grad_sign"], grad.sign())
+    action = policy.act(obs, 0, None)
+    g = policy.generator
+
+    def eta(sign: torch.Tensor) -> torch.Tensor:
+        h = g.tail(g.norm(g.block(g.head(torch.cat([x, sign], 1)))))
+        return torch.tanh(h) * EPS
+
+    with torch.no_grad():
+        expected, blind = eta(grad.sign()), eta(torch.zeros_like(x))
+    torch.testing.assert_close(action.init, expected)
+    assert (expected - blind).abs().max() > 1e-3  # the gradient channels change η here

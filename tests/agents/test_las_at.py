@@ -392,3 +392,53 @@ def test_default_run_learns_a_directed_strategy_and_keeps_its_accuracy(tmp_path,
                                        key=lambda h: h.step)]
     assert len(eps) == 30 and abs(eps[0] - 0.2) < 0.005 and eps[-1] > 0.21, eps
     assert entropy[-1] < entropy[0] - 0.1, entropy
+
+
+def test_moving_average_baseline_is_an_ema_of_the_batch_mean_reward(one_thread):
+    """``baseline=moving_average`` (docs/references.md §1.11.12): the first batch's baseline is
+    its own mean reward, then b ← m·b + (1 − m)·mean(r) with m = 0.9, and the REINFORCE loss
+    is −mean_i(log π(a_i | x_i)·(r_i − b)) with the baseline held *before* this batch's update."""
+    policy = make_policy(LasAtConfig(interval=1, reward_mode="per_sample",
+                                     baseline="moving_average", lr=1e-3), _context())
+    assert policy.config.baseline_momentum == 0.9 and not policy.baseline_ready
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 1, 8, 8, generator=gen)
+    rewards = [torch.tensor([1.0, 3.0, 0.0, 4.0]),  # mean 2
+               torch.tensor([5.0, 7.0, 6.0, 2.0]),  # mean 5
+               torch.tensor([0.0, 0.0, 1.0, 1.0])]  # mean 0.5
+    used = [2.0, 2.0, 0.9 * 2.0 + 0.1 * 5.0]  # the baseline each batch subtracts: 2, 2, 2.3
+    after = [2.0, 2.3, 0.9 * 2.3 + 0.1 * 0.5]  # the baseline after each update: 2, 2.3, 2.12
+    for reward, base, new in zip(rewards, used, after):
+        policy.act({"x": x}, 0, gen)
+        log_prob = policy._log_prob
+        metrics = policy.reinforce(log_prob, reward)
+        expected = -(log_prob.detach() * (reward - base)).mean()
+        torch.testing.assert_close(metrics["policy/loss"], expected)
+        torch.testing.assert_close(policy.baseline_value, torch.tensor(new))
+        assert bool(policy.baseline_ready)
+        policy.batches += 1
+
+
+def test_policy_learns_only_on_every_interval_th_batch(tiny_net, batch, one_thread):
+    """Interval k = 3 (the reference's ``interval_num``, docs/references.md §1.6): batches 0 and
+    3 (batches % k == 0) sample in train mode, ask for the look-ahead ŵ and take one REINFORCE
+    step; batches 1, 2 and 4 sample in eval mode and leave the strategy network unchanged."""
+    x, y = batch
+    policy = make_policy(LasAtConfig(interval=3, reward_pgd_steps=1, reward_pgd_restarts=1),
+                         _context())
+    target = target_for(tiny_net)
+    pattern = []
+    for b in range(5):
+        before = [p.detach().clone() for p in policy.net.parameters()]
+        result, _ = attack(policy, tiny_net, x, y, seed=b)
+        inputs = policy.target_inputs(result)
+        learning = policy.net.training
+        assert inputs.lookahead == learning == (policy._log_prob is not None)
+        out = target.step(result, inputs)
+        metrics = policy.update(result, target.view(), out,
+                                StepInfo(step=b, epoch=0,
+                                         generator=torch.Generator().manual_seed(b)))
+        moved = any(not torch.equal(a, p) for a, p in zip(before, policy.net.parameters()))
+        assert bool(metrics) == moved == learning, b
+        pattern.append(learning)
+    assert pattern == [True, False, False, True, False] and policy.batches == 5

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
+from learned_at.agents.base import StepInfo
 from learned_at.agents.ppo.buffer import DeviceRolloutBuffer
 from learned_at.agents.ppo.policy import PpoStrategy, PpoStrategyConfig
 from learned_at.agents.ppo.vec_env import learn_with_sb3
+from learned_at.agents.strategy.lookahead import lookahead_terms
+from learned_at.envs.attack_env import target_mode
 from tests.agents.ppo_toy import ToyTrainer, toy_context
+from tests.helpers import attack, make_context, target_for
 
 FAST = PpoStrategyConfig(n_steps=2, n_epochs=8, minibatch_size=64, learning_rate=3e-3,
                          ent_coef=0.0)
@@ -100,3 +106,36 @@ def test_bad_config_names_the_field():
         PpoStrategyConfig(features=["margin"])
     with pytest.raises(ValueError, match="policy.init"):
         PpoStrategy(PpoStrategyConfig(init="gaussian"), toy_context())
+
+
+def test_reward_adds_the_lookahead_robust_and_clean_terms_with_their_signs(tiny_net, batch):
+    """r_i = clamp(R1_i, 0, c) + a·R2_i + b·R3_i (LAS-AT's reward, docs/references.md §1.5,
+    per sample): R2 / R3 are ŵ's correctness on its PGD example / on the clean sample and
+    count positively (a = 4, b = 2); with ``lookahead_per_sample=False`` they are ŵ's batch
+    accuracies."""
+    x, _ = batch
+    with torch.no_grad():
+        y = tiny_net(x).argmax(1)  # the target is right on every clean sample: R3 ≠ 0
+    config = PpoStrategyConfig(robust_weight=4.0, clean_weight=2.0, lookahead_steps=3,
+                               lookahead_restarts=1)
+    torch.manual_seed(0)
+    policy = PpoStrategy(config, make_context())
+    target = target_for(tiny_net)
+    result, _ = attack(policy, tiny_net, x, y)
+    inputs = policy.target_inputs(result)
+    assert inputs.lookahead
+    out = target.step(result, inputs)
+    ahead = out.lookahead
+    with torch.no_grad(), target_mode(ahead, False):
+        r3 = (ahead(x).argmax(1) == y).float()  # ŵ's clean correctness, by hand
+    r2 = lookahead_terms(result, out, policy.context.geometry, policy.context.eps,
+                         policy.lookahead, torch.Generator().manual_seed(3)).r2
+    assert set(r2.tolist()) == {0.0, 1.0} and 0 < r3.sum() < 16  # both terms vary here
+    r1 = out.per_sample.clamp(0.0, 10.0)
+    reward, terms = policy.reward(result, out, StepInfo(0, 0, torch.Generator().manual_seed(3)))
+    torch.testing.assert_close(reward, r1 + 4.0 * r2 + 2.0 * r3)
+    torch.testing.assert_close(terms["policy/reward_robust_acc"], r2.mean())
+    torch.testing.assert_close(terms["policy/reward_clean_acc"], r3.mean())
+    batch_policy = PpoStrategy(replace(config, lookahead_per_sample=False), make_context())
+    reward, _ = batch_policy.reward(result, out, StepInfo(0, 0, torch.Generator().manual_seed(3)))
+    torch.testing.assert_close(reward, r1 + 4.0 * r2.mean() + 2.0 * r3.mean())

@@ -11,6 +11,7 @@ from learned_at.agents.dynamic import DynamicConfig
 from learned_at.agents.las_at.policy import LasAtConfig
 from learned_at.agents.spgd_at import FastLsL0Config, SpgdAtConfig
 from learned_at.envs.attacks.saa import predict_labels
+from learned_at.envs.geometry.l0 import random_init_l0
 from learned_at.runners.compose import compose_config
 from learned_at.runners.presets import resolve_config
 from tests.helpers import attack, make_context
@@ -161,3 +162,16 @@ def test_reference_examples_keep_the_best_iterate_and_skip_misclassified(tiny_ne
     assert kinds["best"] > 0 and kinds["last"] > 0, kinds
     plain = make_policy(SpgdAtConfig(steps=6, k=2, early_stop=False), _l0_context(2.0))
     assert not plain.requirements().keep_best
+
+
+def test_spgd_at_starts_from_spgds_random_start_over_the_whole_budget(tiny_net, batch):
+    """sPGD's random start (docs/references.md §6.2: k random pixels, U(−1, 1) box-clipped
+    magnitudes), over k + ⌊noise·k⌉ pixels with N-FGSM noise (§6.7.10): the episode's start
+    δ₀ is ``random_delta`` drawn first from the episode's generator, never δ₀ = 0."""
+    x, y = batch
+    policy = make_policy(SpgdAtConfig(steps=2, k=3, noise=1 / 3), _l0_context(3.0))
+    assert policy.budget == 4  # 3 + round(1)
+    result, _ = attack(policy, tiny_net, x, y, seed=7)
+    expected = random_init_l0(x, 4.0, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(result.delta0, expected)
+    assert torch.all(policy.context.geometry.size(result.delta0) == 4)

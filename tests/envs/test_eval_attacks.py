@@ -20,8 +20,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 #: one name per registered attack class of each built-in geometry, with its budget
 EXAMPLES = {
-    "linf": (0.1, ["clean", "fgsm", "pgd2x2", "cw2", "autoattack", "square10", "transfer_pgd2"]),
-    "l2": (0.5, ["clean", "fgsm", "pgd2", "cw2x2", "autoattack", "square10", "transfer_fgsm"]),
+    "linf": (0.1, ["clean", "fgsm", "pgd2x2", "cw2", "autoattack", "autoattack_apgd", "square10",
+                   "transfer_pgd2"]),
+    "l2": (0.5, ["clean", "fgsm", "pgd2", "cw2x2", "autoattack", "autoattack_apgd", "square10",
+                 "transfer_fgsm"]),
     "l0": (2, ["clean", "fgsm", "pgd2", "spgd_p3", "spgd_u3", "sparse_rs10",
                "sparse_autoattack2x10", "transfer_pgd2"]),
 }

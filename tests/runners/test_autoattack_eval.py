@@ -138,3 +138,31 @@ def test_missing_package_names_the_install_command(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_pyautoattack)
     with pytest.raises(ImportError, match=r"pip install pyautoattack==0\.2\.0"):
         autoattack_eval.import_pyautoattack()
+
+
+def test_gradient_stages_alone_are_the_standard_settings_and_an_upper_bound(
+        digits_model, digits_tensors):
+    """``autoattack_apgd``: APGD-CE then APGD-T with the standard version's settings (100
+    iterations, one restart, 9 targets); its robust points include the full AutoAttack's
+    (it runs the same first two stages and nothing after them)."""
+    from learned_at.envs.attacks.autoattack_apgd import GRADIENT_STAGES, make_autoattack_apgd
+
+    aa = make_autoattack_apgd(digits_model, make_geometry("linf"), 0.1, 0, torch.device("cpu"))
+    assert list(aa.attacks_to_run) == GRADIENT_STAGES == ["apgd-ce", "apgd-t"]
+    assert aa.apgd.n_iter == 100 and aa.apgd.n_restarts == 1
+    assert aa.apgd_targeted.n_restarts == 1 and aa.apgd_targeted.n_target_classes == 9
+
+    def fast_apgd(model, threat, eps, seed, device):
+        fast = fast_autoattack(model, threat, eps, seed, device)
+        fast.attacks_to_run = list(GRADIENT_STAGES)
+        return fast
+
+    _, _, x, y = digits_tensors
+    masks: dict[str, torch.Tensor] = {}
+    evaluate(digits_model, x[:48], y[:48], ["autoattack_apgd"], make_geometry("linf"), 0.05, 48,
+             seed=1, make_adversary=fast_apgd, masks=masks)
+    full: dict[str, torch.Tensor] = {}
+    res = evaluate(digits_model, x[:48], y[:48], ["autoattack"], make_geometry("linf"), 0.05,
+                   48, seed=1, make_adversary=fast_autoattack, masks=full)
+    assert torch.all(full["autoattack"] <= masks["autoattack_apgd"])
+    assert {k for k in res if k.startswith("autoattack.")} >= {"autoattack.apgd-ce"}

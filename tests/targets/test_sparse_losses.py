@@ -147,3 +147,55 @@ def test_soft_labels_are_refused_where_unsupported_and_need_the_run():
 
     assert config_problems(SoftLabelConfig(momentum=1.0), "at_loss.soft_labels") == [
         "at_loss.soft_labels.momentum=1 is out of range: accepted [0, 1)"]  # checked once
+
+
+def _sat_by_hand(clean_logits: torch.Tensor, y: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAT's first update from one-hot labels and the *clean* prediction (m = 0.9): the targets
+    t = 0.9·onehot(y) + 0.1·softmax(f(x)) and the weights max_j t_j normalised to mean 1."""
+    t = 0.9 * F.one_hot(y, 10).float() + 0.1 * clean_logits.softmax(1)
+    w = t.amax(1)
+    return t, w / w.mean()
+
+
+def _soft_ce(logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return -(t * F.log_softmax(logits, 1)).sum(1)
+
+
+def test_strades_with_soft_labels_uses_the_sat_targets_and_weights_in_its_clean_term(
+        tiny_net, batch):
+    """Fast-LS-ℓ0's loss (sTRADES + SAT, docs/references.md §6.5, §6.7.12): ℓ_i =
+    w_i·CE(f(x_i), t_i) + 3·KL(f(x_i) ‖ f(x_adv,i)), with the SAT targets and weights from
+    the clean prediction (the default source); the KL term keeps no labels."""
+    r = _result(batch, index=torch.arange(16))
+    cfg = TradesConfig(soft_labels=SoftLabelConfig(enabled=True, warmup_epochs=0))
+    loss = make_at_loss(cfg, _context(num_train=16, geometry=make_geometry("l0")))
+    out = loss.compute(tiny_net, r, TargetInputs())
+    with torch.no_grad():
+        clean, adv = tiny_net(r.x), tiny_net(r.x_adv)
+    t, w = _sat_by_hand(clean, r.y)
+    kl = 3.0 * kl_loss(adv, clean)
+    torch.testing.assert_close(out.per_sample, w * _soft_ce(clean, t) + kl)
+    torch.testing.assert_close(out.loss, (w * _soft_ce(clean, t) + kl).mean())
+    # what the test tells apart: hard labels, no weights, targets from the adversarial logits
+    t_adv, w_adv = _sat_by_hand(adv, r.y)
+    for wrong in (F.cross_entropy(clean, r.y, reduction="none"), _soft_ce(clean, t),
+                  w_adv * _soft_ce(clean, t_adv)):
+        assert (wrong - w * _soft_ce(clean, t)).abs().max() > 1e-4
+
+
+def test_tradeoff_with_soft_labels_uses_the_sat_targets_in_both_terms(tiny_net, batch):
+    """The trade-off loss with SAT (docs/references.md §6.7.13): ℓ_i = (1 − a)·w_i·CE(f(x_i),
+    t_i) + a·w_i·CE(f(x_adv,i), t_i), the clean *and* the adversarial term on the soft
+    targets and weights (from the clean prediction)."""
+    r = _result(batch, index=torch.arange(16))
+    cfg = TradeoffConfig(a=0.3, soft_labels=SoftLabelConfig(enabled=True, warmup_epochs=0))
+    out = make_at_loss(cfg, _context(num_train=16)).compute(tiny_net, r, TargetInputs())
+    with torch.no_grad():
+        clean, adv = tiny_net(r.x), tiny_net(r.x_adv)
+    t, w = _sat_by_hand(clean, r.y)
+    expected = 0.7 * w * _soft_ce(clean, t) + 0.3 * w * _soft_ce(adv, t)
+    torch.testing.assert_close(out.per_sample, expected)
+    torch.testing.assert_close(out.loss, expected.mean())
+    hard_adv = 0.7 * w * _soft_ce(clean, t) + 0.3 * F.cross_entropy(adv, r.y, reduction="none")
+    assert (hard_adv - expected).abs().max() > 1e-4
