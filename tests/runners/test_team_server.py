@@ -31,7 +31,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from learned_at.runners import compare, cotrain
+from learned_at.runners import compare, cotrain, evaluate
 from learned_at.runners.tracking_errors import retry_seconds
 from tests.helpers import run_command
 from tests.runners.conftest import (ALICE, BOB, assert_same_training, final_state, log_in,
@@ -188,7 +188,7 @@ def test_a_user_without_permission_cannot_write_to_a_colleagues_experiment(
 # ---------------------------------------------------------------------- one writer per run
 
 def test_two_resumes_at_once_exactly_one_continues(team_server, tmp_path, monkeypatch,
-                                                   reference_run):
+                                                   reference_run, capsys):
     server = team_server[1]
     log_in(monkeypatch, ALICE)
     args = [*RUN, "experiment=double-resume"]
@@ -221,6 +221,20 @@ def test_two_resumes_at_once_exactly_one_continues(team_server, tmp_path, monkey
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert sorted(k for k in run.data.params if k.startswith("lease.")) == ["lease.1", "lease.2"]
+
+    # the user with permission evaluates it (its checkpoint fetched through the server: no
+    # local folder) and compares the experiment
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    assert run_command(evaluate.main, [f"run_id={run_id}", "attacks=[clean,pgd2]",
+                                       "n_examples=32", "progress=false",
+                                       f"checkpoint_dir={tmp_path}/none"]) == 0
+    out = capsys.readouterr().out
+    assert "| pgd2 |" in out, out
+    eval_id = next(line.split("=", 1)[1] for line in out.splitlines()
+                   if line.startswith("evaluation_run_id="))
+    assert "eval/pgd2_acc" in client.get_run(eval_id).data.metrics
+    assert run_command(compare.main, ["experiment=double-resume", "log=false"]) == 0
+    assert run_id[:8] in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------- tracking outages
