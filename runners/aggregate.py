@@ -24,7 +24,10 @@ from typing import TypeGuard
 
 #: params that never define a setting: the seed and bookkeeping.
 IGNORED_PARAMS = frozenset({"seed", "run_name", "checkpoint_dir", "resume", "progress", "device",
-                            "experiment", "data.root"})
+                            "experiment", "data.root", "tracking.lease_s"})
+#: prefixes of params that never define a setting: ``lease.<n>``, each writer of the run
+#: (runners/run_lease.py).
+IGNORED_PREFIXES = ("lease.",)
 #: run tags that identify a setting (runners.cotrain sets them).
 IDENTITY_TAGS = ("policy", "at_loss", "data", "target", "threat")
 
@@ -79,7 +82,8 @@ def setting_of(params: Mapping[str, str], tags: Mapping[str, str],
     """The (field, value) pairs that define a run's setting (see the module docstring)."""
     if group_by:
         return tuple((k, lookup(k, params, tags)) for k in group_by)
-    items = {k: v for k, v in params.items() if k not in IGNORED_PARAMS}
+    items = {k: v for k, v in params.items()
+             if k not in IGNORED_PARAMS and not k.startswith(IGNORED_PREFIXES)}
     # identity tags stand in for the params that name the same thing (runs logged without)
     items.update({f"tags.{t}": tags[t] for t in IDENTITY_TAGS
                   if t in tags and f"{t}.name" not in params})

@@ -26,10 +26,12 @@ import torch
 
 from learned_at.runners.config import config_to_dict
 from learned_at.runners.epoch_progress import EpochProgress
+from learned_at.runners.tracking_errors import TrackingAccessError
 
 if TYPE_CHECKING:
     from learned_at.agents.base import Policy
     from learned_at.runners.run import Run
+    from learned_at.runners.run_writer import RunWriter
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "Checkpointer", "Position", "load_checkpoint",
            "one_line", "restore_rng_state", "restore_run", "rng_state", "run_state",
@@ -211,10 +213,12 @@ class Position:
         return p
 
 
-def run_state(run: Run, position: Position, next_epoch: int, batch: int = 0) -> dict[str, Any]:
+def run_state(run: Run, position: Position, next_epoch: int, batch: int = 0,
+              unlogged: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything needed to continue ``run`` exactly from ``batch`` batches into epoch
     ``next_epoch`` (weights_only-loadable); with ``batch`` > 0 the epoch's running sums and
-    pending distribution values too."""
+    pending distribution values too. ``unlogged``: an epoch's record the tracking server did
+    not take (``{"epoch", "plot", "metrics"}``, plain numbers), sent by the resume."""
     mid_epoch = batch > 0 and position.progress is not None
     return {
         "format": CHECKPOINT_FORMAT, "overrides": list(run.overrides),
@@ -225,7 +229,7 @@ def run_state(run: Run, position: Position, next_epoch: int, batch: int = 0) -> 
         "progress": position.progress.state() if mid_epoch and position.progress else None,
         "distributions": run.distributions.state_dict(include_pending=mid_epoch),
         "image_shape": list(run.data.image_shape), "num_classes": run.data.num_classes,
-        "target": run.config.target.name, "eps": run.eps,
+        "target": run.config.target.name, "eps": run.eps, "unlogged": unlogged,
     }
 
 
@@ -261,25 +265,41 @@ class Checkpointer:
 
     A failed write (a full disk) is logged, tagged on the run and leaves the previous
     checkpoint intact; :attr:`failed` says whether the latest write failed and
-    :meth:`describe_last_good` names the one a resume would use.
+    :meth:`describe_last_good` names the one a resume would use. A mirror that the tracking
+    server refuses or does not take through MLflow's retries raises its
+    :class:`~runners.tracking_errors.TrackingAccessError` after the local file is written
+    (the run stops there and resumes from it).
+
+    ``writer``: this process's :class:`~runners.run_writer.RunWriter` (None on torchrun ranks
+    > 0); :meth:`check_writer` — called before every write and by the loop before each epoch's
+    log — raises :class:`~runners.writer_identity.WriterLostError` once the run was taken over.
     """
 
-    def __init__(self, folder: str | Path, tracker: Any, write: bool = True) -> None:
+    def __init__(self, folder: str | Path, tracker: Any, write: bool = True,
+                 writer: RunWriter | None = None) -> None:
         self.path = Path(folder) / tracker.run_id / "last.pt"
         self.tracker, self.write = tracker, write  # write: False on torchrun ranks > 0
+        self.writer = writer
         self.failed = False
         self.last_good: tuple[Path, int, int] | None = None
         self.last_time = time.monotonic()
+
+    def check_writer(self) -> None:
+        """Raise when another process took the run over (see the class docstring)."""
+        if self.writer is not None:
+            self.writer.check()
 
     def due(self, every_s: float) -> bool:
         """A periodic checkpoint is due (``every_s`` > 0 seconds since the last one)."""
         return every_s > 0 and time.monotonic() - self.last_time >= every_s
 
     def save(self, state: Callable[[], dict[str, Any]], epoch: int, batch: int = 0) -> bool:
-        """Write ``state()`` as the checkpoint at (``epoch``, ``batch``); False if it failed."""
+        """Write ``state()`` as the checkpoint at (``epoch``, ``batch``); False if it failed.
+        Not mirrored once the tracker knows its server is down."""
         self.last_time = time.monotonic()
         if not self.write:
             return True
+        self.check_writer()
         try:
             save_checkpoint(self.path, state())
         except (OSError, RuntimeError) as error:
@@ -290,8 +310,12 @@ class Checkpointer:
             return False
         self.failed = False
         self.last_good = (self.path, epoch, batch)
+        if getattr(self.tracker, "unreachable", None) is not None:
+            return True
         try:
             self.tracker.log_artifact(str(self.path), "checkpoints")
+        except TrackingAccessError:
+            raise
         except Exception as error:  # the local copy is what resume reads first
             _log.warning("could not copy the checkpoint to MLflow: %s", one_line(error))
         return True
@@ -300,6 +324,7 @@ class Checkpointer:
         """``best.pt`` beside ``last.pt`` (the CO monitor's best epoch), tagged ``best_epoch``."""
         if not self.write:
             return
+        self.check_writer()
         best = self.path.with_name("best.pt")
         save_checkpoint(best, state)
         self.tracker.log_artifact(str(best), "checkpoints")
@@ -320,7 +345,10 @@ def one_line(error: BaseException) -> str:
 
 
 def safe_tag(tracker: Any, key: str, value: str) -> None:
-    """Set a run tag; a tracking problem is logged, never raised (a tag must not stop a run)."""
+    """Set a run tag; a tracking problem is logged, never raised (a tag must not stop a run).
+    Nothing is sent once the tracker knows its server is down."""
+    if getattr(tracker, "unreachable", None) is not None:
+        return
     try:
         tracker.set_tag(key, value[:5000])
     except Exception:  # pragma: no cover

@@ -6,7 +6,11 @@ Hydra's launchers the same way. :func:`run_cli` runs such a task and keeps what 
 
 * bad input — an unknown key or option, a value of the wrong type or out of range, an unknown
   run id, a missing data set, a corrupt checkpoint, an unknown flag — is one line
-  ``<prog>: <message>`` on stderr and exit status 2, never a traceback. Hydra reports
+  ``<prog>: <message>`` on stderr and exit status 2, never a traceback. So are a tracking
+  server's refusal (no login, a wrong password, a missing permission) and a server that does
+  not answer through MLflow's retries (runners/tracking_errors.py: MLflow's exceptions are
+  recognised wherever they come from), and a run that another process writes
+  (runners/run_writer.py). Hydra reports
   composition errors itself in several lines unless ``HYDRA_FULL_ERROR`` is set (its
   documented switch), so it is set and the errors come back here as exceptions, which
   :func:`runners.compose.explain` puts in one line;
@@ -33,6 +37,8 @@ from learned_at.runners.config import ConfigError
 from learned_at.runners.device import DeviceError
 from learned_at.runners.preemption import RunInterrupted
 from learned_at.runners.run_store import UnknownRunError
+from learned_at.runners.tracking_errors import TrackingAccessError, tracking_access_error
+from learned_at.runners.writer_identity import WriterBusyError, WriterLostError
 from learned_at.targets.datasets import DataSetError
 
 __all__ = ["HYDRA_FLAGS", "USAGE_ERRORS", "UsageError", "configure_logging", "exit_on_error",
@@ -44,8 +50,10 @@ class UsageError(ValueError):
 
 
 USAGE_ERRORS: tuple[type[BaseException], ...] = (
-    UsageError, ConfigError, UnknownRunError, CheckpointError, DeviceError, DataSetError)
-"""Exceptions that mean "bad input": one line and exit status 2."""
+    UsageError, ConfigError, UnknownRunError, CheckpointError, DeviceError, DataSetError,
+    TrackingAccessError, WriterBusyError, WriterLostError)
+"""Exceptions that mean "bad input" (or a refusal: the tracking server's, another writer's):
+one line and exit status 2."""
 
 HYDRA_FLAGS = ("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--resolve",
                "--package", "-p", "--run", "-r", "--multirun", "-m", "--shell-completion",
@@ -99,6 +107,11 @@ def run_cli(prog: str, task: Callable[[], Any], config_name: str,
     except BrokenPipeError:  # output piped into `head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as error:  # MLflow's own exception for a refused or unanswered request
+        access = tracking_access_error(error)
+        if access is None:
+            raise
+        return _fail(prog, str(access))
     finally:
         if previous is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
@@ -107,9 +120,11 @@ def run_cli(prog: str, task: Callable[[], Any], config_name: str,
 
 
 def exit_on_error(prog: str, body: Callable[[], Any],
-                  failures: tuple[type[BaseException], ...] = ()) -> Any:
+                  failures: tuple[type[BaseException], ...] = (),
+                  tracking_uri: str | None = None) -> Any:
     """Run a task's body; bad input ends it with one line and ``SystemExit(2)``, a failure
     with one line and ``SystemExit(1)``, a stop signal with ``SystemExit(128 + signal)``.
+    ``tracking_uri``: the store the body talks to, named when it refuses a request.
 
     Inside a ``hydra.main`` task an exception would reach Hydra, which writes its own lines
     before raising it again; a ``SystemExit`` passes through untouched."""
@@ -122,6 +137,11 @@ def exit_on_error(prog: str, body: Callable[[], Any],
         raise SystemExit(1) from None
     except RunInterrupted as stop:
         raise SystemExit(stop.exit_code) from None
+    except Exception as error:  # MLflow's own exception for a refused or unanswered request
+        access = tracking_access_error(error, tracking_uri)
+        if access is None:
+            raise
+        raise SystemExit(_fail(prog, str(access))) from None
 
 
 def _fail(prog: str, message: str) -> int:

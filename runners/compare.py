@@ -310,7 +310,8 @@ def compare_runs(args: CompareArgs) -> None:
 
 def _job(cfg: DictConfig) -> None:
     args: CompareArgs = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    exit_on_error(PROG, lambda: compare_runs(args))
+    exit_on_error(PROG, lambda: compare_runs(args),
+                  tracking_uri=args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
 
 
 _task = hydra.main(config_path=None, config_name="compare", version_base="1.3")(_job)

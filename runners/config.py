@@ -138,7 +138,8 @@ class TrackingConfig:
     """How a run is tracked in MLflow."""
 
     limits: ClassVar[dict[str, Limit]] = {"system_metrics_interval_s": POSITIVE,
-                                          "plot_every": NON_NEGATIVE_INT}
+                                          "plot_every": NON_NEGATIVE_INT,
+                                          "lease_s": Limit(10)}
 
     system_metrics: bool = setting(True, "log MLflow's system metrics (system/*: CPU, memory, "
                                    "disk, network; GPU with nvidia-ml-py) while training")
@@ -150,6 +151,9 @@ class TrackingConfig:
                               "monitor.keep_best) as an MLflow model of the run")
     register_as: str = setting("", "also register the final model in the Model Registry "
                                "under this name (empty = not registered)")
+    lease_s: float = setting(300.0, "seconds the run's writer lease lasts unless renewed "
+                             "(renewed every lease_s/5 while training): after kill -9 or a "
+                             "lost node, a resume on another machine waits this long")
 
 
 #: the order of the groups in the defaults list: ``at_loss`` before ``policy`` (a policy's

@@ -126,6 +126,8 @@ class NullTracker:
     """What ranks > 0 hold instead of a :class:`~runners.tracking.Tracker`: the run id of rank
     0's run, and every logging call a no-op (MLflow is written by rank 0 only)."""
 
+    unreachable = None  # runners.tracking.Tracker's: a rank > 0 never talks to the server
+
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
 

@@ -35,8 +35,8 @@ from learned_at.runners import plots
 if TYPE_CHECKING:
     from learned_at.runners.tracking import Tracker
 
-__all__ = ["DistributionHistory", "aligned_rows", "as_histogram", "distribution_table",
-           "is_constant", "log_distributions", "rows_from_table"]
+__all__ = ["DistributionHistory", "aligned_rows", "as_histogram", "distribution_metrics",
+           "distribution_table", "is_constant", "log_distributions", "rows_from_table"]
 
 _QUANTILES = (0.1, 0.5, 0.9)
 
@@ -356,7 +356,6 @@ def log_distributions(
     Returns:
         The metrics.
     """
-    metrics: dict[str, float] = {}
     for key in history.keys():
         rows = history.history(key)
         if not rows or rows[-1]["epoch"] != epoch:
@@ -367,8 +366,20 @@ def log_distributions(
             shown = [{**row, "epoch": row["epoch"] + 1} for row in aligned_rows(rows)]
             figure = plots.distribution_heatmap(shown, title=f"{prefix}/{key}")
             tracker.log_figure(figure, f"plots/{name}_heatmap.png")
-        for stat in ("mean", "p10", "p50", "p90"):
-            metrics[f"{prefix}/{key}_{stat}"] = rows[-1][stat]
+    metrics = distribution_metrics(history, epoch, prefix)
     if metrics and log_metrics:
         tracker.log_metrics(metrics, step=epoch)
+    return metrics
+
+
+def distribution_metrics(history: DistributionHistory, epoch: int, prefix: str = "policy"
+                         ) -> dict[str, float]:
+    """``<prefix>/<key>_{mean,p10,p50,p90}`` of every key that has a row for ``epoch`` (what
+    :func:`log_distributions` logs), computed without logging anything."""
+    metrics: dict[str, float] = {}
+    for key in history.keys():
+        rows = history.history(key)
+        if rows and rows[-1]["epoch"] == epoch:
+            for stat in ("mean", "p10", "p50", "p90"):
+                metrics[f"{prefix}/{key}_{stat}"] = rows[-1][stat]
     return metrics

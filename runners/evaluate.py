@@ -188,7 +188,8 @@ def _run_name(args: EvaluateArgs) -> str:
 
 def _job(cfg: DictConfig) -> None:
     args: EvaluateArgs = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    exit_on_error(PROG, lambda: evaluate_run(args))
+    exit_on_error(PROG, lambda: evaluate_run(args),
+                  tracking_uri=args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
 
 
 _task = hydra.main(config_path=None, config_name="evaluate", version_base="1.3")(_job)

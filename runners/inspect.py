@@ -152,7 +152,8 @@ def inspect_run(args: InspectArgs) -> None:
 
 def _job(cfg: DictConfig) -> None:
     args: InspectArgs = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    exit_on_error(PROG, lambda: inspect_run(args))
+    exit_on_error(PROG, lambda: inspect_run(args),
+                  tracking_uri=args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
 
 
 _task = hydra.main(config_path=None, config_name="inspect", version_base="1.3")(_job)

@@ -27,7 +27,7 @@ from learned_at.runners.run import Run, build_run
 from learned_at.runners.run_loading import find_checkpoint
 from learned_at.runners.run_store import get_run
 
-__all__ = ["RESUME_FIELDS", "Resumed", "resume_id", "resume_run"]
+__all__ = ["RESUME_FIELDS", "Resumed", "checkpoint_folder", "resume_id", "resume_run"]
 
 RESUME_FIELDS = ("resume", "epochs", "progress", "device", "threads", "checkpoint_dir",
                  "checkpoint_every_s", "tracking")
@@ -44,12 +44,15 @@ class Resumed:
         run: the rebuilt run.
         position: where it continues.
         replanned: ``"<old>-><new>"`` epochs when ``epochs=`` changed its length, else "".
+        unlogged: the record of an epoch the tracking server did not take before the run
+            stopped (``{"epoch", "plot", "metrics"}``), or None.
     """
 
     run_id: str
     run: Run
     position: Position
     replanned: str = ""
+    unlogged: dict[str, Any] | None = None
 
 
 def resume_id(overrides: Sequence[str]) -> str:
@@ -70,10 +73,8 @@ def resume_run(overrides: Sequence[str], tracking_uri: str | None = None) -> Res
     from mlflow import MlflowClient
 
     run_id = resume_id(overrides)
-    folders = [o.split("=", 1)[1] for o in overrides if o.startswith("checkpoint_dir=")]
     status = get_run(MlflowClient(tracking_uri), run_id).info.status
-    state = load_checkpoint(find_checkpoint(run_id, folders[-1] if folders else
-                                            CotrainConfig.checkpoint_dir, tracking_uri))
+    state = load_checkpoint(find_checkpoint(run_id, checkpoint_folder(overrides), tracking_uri))
     saved = [o for o in state.get("overrides", []) if not o.startswith("resume=")]
     given = [o for o in overrides if not o.startswith("resume=")]
     merged = dataclasses.replace(compose_config([*saved, *given]), resume=run_id)
@@ -90,7 +91,14 @@ def resume_run(overrides: Sequence[str], tracking_uri: str | None = None) -> Res
     kept = [o for o in [*saved, *given] if not o.startswith(_MACHINE)]
     run = build_run(merged, kept)
     position = restore_run(run, state)
-    return Resumed(run_id, run, position, f"{planned}->{epochs}" if epochs != planned else "")
+    return Resumed(run_id, run, position, f"{planned}->{epochs}" if epochs != planned else "",
+                   state.get("unlogged"))
+
+
+def checkpoint_folder(overrides: Sequence[str]) -> str:
+    """The ``checkpoint_dir=`` among ``overrides`` (the last one), else the default."""
+    folders = [o.split("=", 1)[1] for o in overrides if o.startswith("checkpoint_dir=")]
+    return folders[-1] if folders else CotrainConfig.checkpoint_dir
 
 
 def _refuse_changes(own: Mapping[str, Any], now: Mapping[str, Any], run_id: str) -> None:

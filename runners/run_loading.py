@@ -15,6 +15,7 @@ from learned_at.runners.compose import compose_config
 from learned_at.runners.config import ConfigError
 from learned_at.runners.device import pick_device
 from learned_at.runners.tracking import Tracker
+from learned_at.runners.tracking_errors import tracking_access_error
 from learned_at.targets.datasets import DataSet, load_dataset
 from learned_at.targets.models import make_model
 
@@ -31,6 +32,10 @@ def find_checkpoint(run_id: str, checkpoint_dir: str, tracking_uri: str | None =
             run_id=run_id, artifact_path="checkpoints/last.pt",
             dst_path=str(Path(checkpoint_dir) / f"{run_id}-download"), tracking_uri=tracking_uri))
     except Exception as e:
+        access = tracking_access_error(e, tracking_uri, f"downloading the checkpoint of run "
+                                                        f"{run_id}")
+        if access is not None:
+            raise access from e
         raise ConfigError(f"no checkpoint for run {run_id!r}: not at {local} and not in the run's "
                           f"MLflow artifacts ({type(e).__name__}: {e}). Check the run id, "
                           "checkpoint_dir= and MLFLOW_TRACKING_URI.") from None

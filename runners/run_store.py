@@ -2,7 +2,8 @@
 config as flat params.
 
 :func:`get_run` turns MLflow's error for an unknown run id into one line
-(:class:`UnknownRunError`, a usage error of every command); :func:`source_tags` records the
+(:class:`UnknownRunError`, a usage error of every command; a refused login or permission, or a
+server that does not answer, is said as such: runners/tracking_errors.py); :func:`source_tags` records the
 git commit, branch and dirty flag of the code that ran; :func:`flatten_config` writes a nested
 config as MLflow params.
 """
@@ -29,10 +30,16 @@ class UnknownRunError(ValueError):
 
 
 def get_run(client: MlflowClient, run_id: str) -> Any:
-    """``client.get_run(run_id)``, or an :class:`UnknownRunError` with a one-line message."""
+    """``client.get_run(run_id)``, or an :class:`UnknownRunError` with a one-line message (a
+    refused or unanswered request: :class:`~runners.tracking_errors.TrackingAccessError`)."""
+    from learned_at.runners.tracking_errors import tracking_access_error
+
     try:
         return client.get_run(run_id)
     except MlflowException as exc:
+        access = tracking_access_error(exc, client.tracking_uri, f"reading run {run_id}")
+        if access is not None:
+            raise access from exc
         first = (exc.message or str(exc)).strip().splitlines()[0]
         raise UnknownRunError(
             f"no MLflow run {run_id!r} at tracking URI {client.tracking_uri!r} ({first}); check "

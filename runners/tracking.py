@@ -17,6 +17,17 @@ training view rather than its GenAI view.
 
 Non-finite values: MLflow 3.17 accepts them (measured on the sqlite store: NaN is stored as
 NaN, ±inf is clamped to ±1.797e308), so they are logged as they are.
+
+A refused or unanswered request (a missing login or permission, a server down for longer than
+MLflow's own retries: runners/tracking_errors.py) raises a one-line
+:class:`~runners.tracking_errors.TrackingAccessError`. After a server did not answer, the
+tracker makes no further requests (each would wait through the retries again): later calls
+raise the same error at once, and :meth:`Tracker.finish` only closes the run in this process
+(MLflow keeps it ``RUNNING`` until a resume continues it).
+
+The final model is an exported program (``torch.export``, MLflow's ``pt2`` format) with a
+dynamic batch dimension: loading it unpickles nothing and needs no code of this project
+(:meth:`Tracker.log_model`).
 """
 
 from __future__ import annotations
@@ -27,7 +38,8 @@ import numbers
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Literal, NamedTuple
 
@@ -38,6 +50,7 @@ from mlflow.exceptions import MlflowException
 
 from learned_at.runners.host_values import host_values
 from learned_at.runners.run_store import flatten_config, get_run, source_tags
+from learned_at.runners.tracking_errors import (TrackingUnavailableError, explained_requests)
 
 __all__ = ["ParamConflictError", "Tracker"]
 
@@ -105,6 +118,19 @@ class Tracker:
         if tracking_uri is not None:
             mlflow.set_tracking_uri(tracking_uri)
         self._client = MlflowClient(tracking_uri=tracking_uri)
+        self.unreachable: TrackingUnavailableError | None = None
+        """Set once the server did not answer: no further requests are made."""
+        doing = f"opening run {run_id}" if run_id else f"writing to experiment {experiment!r}"
+        with explained_requests(self._client.tracking_uri, doing):
+            self._open(experiment, run_id, run_name, tags, parent_run_id, system_metrics,
+                       system_metrics_interval_s)
+
+    def _open(self, experiment: str, run_id: str | None, run_name: str | None,
+              tags: dict[str, str] | None, parent_run_id: str | None, system_metrics: bool,
+              system_metrics_interval_s: float) -> None:
+        """Start (or re-open) the run (see the class docstring)."""
+        import mlflow
+
         if system_metrics:
             mlflow.set_system_metrics_sampling_interval(system_metrics_interval_s)
         if run_id is not None:
@@ -127,9 +153,13 @@ class Tracker:
             active = mlflow.start_run(run_id=run_id, experiment_id=experiment_id,
                                       run_name=run_name, parent_run_id=parent_run_id,
                                       tags=tags, log_system_metrics=False)
-        if run_id is not None and run_name:
-            self._client.update_run(run_id, name=run_name)
-        run = self._client.get_run(active.info.run_id)
+        try:
+            if run_id is not None and run_name:
+                self._client.update_run(run_id, name=run_name)
+            run = self._client.get_run(active.info.run_id)
+        except BaseException:  # e.g. refused: the run must not stay active in this process
+            _forget_active_run(active.info.run_id)
+            raise
         self._run_id: str = run.info.run_id
         self._experiment_id_value: str = run.info.experiment_id
         self._params: dict[str, str] = dict(run.data.params)
@@ -154,6 +184,19 @@ class Tracker:
             self._client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG,
                                             EXPERIMENT_KIND)
         return experiment.experiment_id
+
+    @contextmanager
+    def _requests(self, doing: str = "") -> Iterator[None]:
+        """Requests in the block: refusals and outages as one-line errors; after an outage,
+        none at all (module docstring)."""
+        if self.unreachable is not None:
+            raise self.unreachable
+        try:
+            with explained_requests(self.tracking_uri, doing or f"writing run {self._run_id}"):
+                yield
+        except TrackingUnavailableError as error:
+            self.unreachable = error
+            raise
 
     # ----------------------------------------------------------------------------- properties
 
@@ -204,8 +247,10 @@ class Tracker:
                     "new run."
                 )
         items = [Param(key, value) for key, value in new.items()]
-        for start in range(0, len(items), PARAMS_PER_BATCH):
-            self._client.log_batch(self._run_id, params=items[start : start + PARAMS_PER_BATCH])
+        with self._requests():
+            for start in range(0, len(items), PARAMS_PER_BATCH):
+                self._client.log_batch(self._run_id,
+                                       params=items[start : start + PARAMS_PER_BATCH])
         self._params.update(new)
 
     # -------------------------------------------------------------------------------- metrics
@@ -247,7 +292,8 @@ class Tracker:
         return len(self._buffer)
 
     def flush(self) -> None:
-        """Moves buffered values to the host (one transfer per device) and sends them to MLflow."""
+        """Moves buffered values to the host (one transfer per device) and sends them to MLflow;
+        values that could not be sent stay buffered."""
         if not self._buffer:
             return
         entries, self._buffer = self._buffer, []
@@ -256,8 +302,16 @@ class Tracker:
             Metric(entry.key, value, entry.timestamp, entry.step)
             for entry, value in zip(entries, values)
         ]
-        for start in range(0, len(metrics), METRICS_PER_BATCH):
-            self._client.log_batch(self._run_id, metrics=metrics[start : start + METRICS_PER_BATCH])
+        sent = 0
+        try:
+            with self._requests():
+                for start in range(0, len(metrics), METRICS_PER_BATCH):
+                    chunk = metrics[start : start + METRICS_PER_BATCH]
+                    self._client.log_batch(self._run_id, metrics=chunk)
+                    sent += len(chunk)
+        finally:
+            self._buffer = [entry._replace(value=value) for entry, value
+                            in zip(entries[sent:], values[sent:])] + self._buffer
         for entry, value in zip(entries, values):
             self._latest[entry.key] = value
 
@@ -270,26 +324,32 @@ class Tracker:
         a resumed run uses it to never log the same point twice."""
         if any(e.key == key and e.step == step for e in self._buffer):
             return True
-        return any(m.step == step for m in self._client.get_metric_history(self._run_id, key))
+        with self._requests():
+            history = self._client.get_metric_history(self._run_id, key)
+        return any(m.step == step for m in history)
 
     # --------------------------------------------------------------------- tags and artifacts
 
     def set_tag(self, key: str, value: Any) -> None:
         """Sets a run tag."""
-        self._client.set_tag(self._run_id, key, str(value))
+        with self._requests():
+            self._client.set_tag(self._run_id, key, str(value))
 
     def log_dict(self, obj: Any, artifact_file: str) -> None:
         """Writes a JSON (``.json``) or YAML (``.yaml``/``.yml``) artifact."""
-        self._client.log_dict(self._run_id, obj, artifact_file)
+        with self._requests():
+            self._client.log_dict(self._run_id, obj, artifact_file)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         """Writes a text artifact."""
-        self._client.log_text(self._run_id, text, artifact_file)
+        with self._requests():
+            self._client.log_text(self._run_id, text, artifact_file)
 
     def log_figure(self, fig: Any, artifact_file: str) -> None:
         """Writes a matplotlib figure as an image artifact and closes the figure."""
         try:
-            self._client.log_figure(self._run_id, fig, artifact_file)
+            with self._requests():
+                self._client.log_figure(self._run_id, fig, artifact_file)
         finally:
             from matplotlib import pyplot as plt
 
@@ -314,29 +374,34 @@ class Tracker:
             raise ValueError(f"table artifacts end in .json, got {artifact_file!r}")
         frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
         folder, name = os.path.split(artifact_file)
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, self._requests():
             local = os.path.join(tmp, name)
             frame.to_json(local, orient="split", index=False, date_format="iso")
             self._client.log_artifact(self._run_id, local, folder or None)
-        tagged = self._client.get_run(self._run_id).data.tags.get(LOGGED_ARTIFACTS_TAG, "[]")
-        entries = json.loads(tagged)
-        entry = {"path": artifact_file, "type": "table"}
-        if entry not in entries:
-            self._client.set_tag(self._run_id, LOGGED_ARTIFACTS_TAG, json.dumps([*entries, entry]))
+            tags = self._client.get_run(self._run_id).data.tags
+            entries = json.loads(tags.get(LOGGED_ARTIFACTS_TAG, "[]"))
+            entry = {"path": artifact_file, "type": "table"}
+            if entry not in entries:
+                self._client.set_tag(self._run_id, LOGGED_ARTIFACTS_TAG,
+                                     json.dumps([*entries, entry]))
 
     def log_model(self, model: torch.nn.Module, input_example: torch.Tensor, name: str = "model",
                   registered_model_name: str | None = None, step: int = 0) -> str:
         """Logs a PyTorch model as an MLflow model of this run (the experiment's Models tab).
 
-        The model is saved with ``mlflow.pytorch`` (pickle format, loadable with
-        ``mlflow.pytorch.load_model("models:/<model id>")`` or ``"runs:/<run id>/<name>"``;
-        like any pickle, load only models you trust — ``pt2`` would need a fixed batch size),
-        with the signature inferred from ``input_example`` and ``pip_requirements`` given
-        (MLflow's requirement inference costs seconds).
+        The model is saved with ``mlflow.pytorch`` as an exported program (``torch.export``,
+        ``serialization_format="pt2"``): a graph in JSON and the weights as raw tensor bytes, so
+        ``mlflow.pytorch.load_model("models:/<model id>")`` / ``("runs:/<run id>/<name>")`` and
+        ``mlflow.pyfunc.load_model(...)`` unpickle nothing (only the stored example input goes
+        through ``torch.load(weights_only=True)``) and need no code of this project. The batch
+        dimension is dynamic: MLflow marks the signature's ``-1`` dimensions ``Dim.AUTO``, which
+        stays dynamic only for an example batch of at least 2 (so pass two or more). The
+        signature is inferred from ``input_example``; ``pip_requirements`` are given (MLflow's
+        requirement inference costs seconds).
 
         Args:
             model: the network, on the CPU and in eval mode (what a user loads back).
-            input_example: one input batch, e.g. (1, C, H, W) float32 in [0, 1].
+            input_example: an input batch of at least 2, e.g. (2, C, H, W) float32 in [0, 1].
             name: the logged model's name.
             registered_model_name: also register it under this name (a new version).
             step: the step the model belongs to (the run's epochs).
@@ -346,23 +411,23 @@ class Tracker:
         """
         import mlflow.pytorch
 
+        if input_example.shape[0] < 2:
+            raise ValueError("log_model needs an input example of at least 2 samples (a batch "
+                             "of 1 would export a fixed batch size)")
         example = input_example.detach().to("cpu", torch.float32).numpy()
         requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={_mlflow_version()}"]
-        flavor_log = logging.getLogger("mlflow.pytorch")
-        level = flavor_log.level
-        flavor_log.setLevel(logging.ERROR)  # its per-call warning about pickle: documented here
-        try:  # into the active run (this one): its experiment lists the model
+        with self._requests(f"logging model {name!r} of run {self._run_id}"):
+            # into the active run (this one): its experiment lists the model
             info = mlflow.pytorch.log_model(
                 model, name=name, input_example=example, pip_requirements=requirements,
-                serialization_format="pickle", registered_model_name=registered_model_name,
+                serialization_format="pt2", registered_model_name=registered_model_name,
                 step=step)
-        finally:
-            flavor_log.setLevel(level)
         return info.model_uri
 
     def log_artifact(self, local_path: str | os.PathLike, artifact_path: str | None = None) -> None:
         """Uploads a local file into the artifact folder ``artifact_path`` (root if ``None``)."""
-        self._client.log_artifact(self._run_id, os.fspath(local_path), artifact_path)
+        with self._requests():
+            self._client.log_artifact(self._run_id, os.fspath(local_path), artifact_path)
 
     def download_artifact(self, artifact_path: str, dst_dir: str | os.PathLike) -> str:
         """Downloads an artifact (file or folder) of the run.
@@ -371,14 +436,20 @@ class Tracker:
             Local path of the downloaded artifact.
         """
         os.makedirs(dst_dir, exist_ok=True)
-        return self._client.download_artifacts(self._run_id, artifact_path, os.fspath(dst_dir))
+        with self._requests():
+            return self._client.download_artifacts(self._run_id, artifact_path,
+                                                   os.fspath(dst_dir))
 
     # ------------------------------------------------------------------------------ lifecycle
 
     def finish(self, status: str = "FINISHED") -> None:
         """Flushes and ends the run with ``status`` (FINISHED, FAILED or KILLED); a failed
-        flush still ends the run (as FAILED) and is raised."""
+        flush still ends the run (as FAILED) and is raised. After the server did not answer,
+        the run is only closed in this process (module docstring)."""
         if self._finished:
+            return
+        if self.unreachable is not None:
+            self.abandon()
             return
         try:
             self.flush()
@@ -388,10 +459,20 @@ class Tracker:
         finally:
             self._end(status)
 
+    def abandon(self) -> None:
+        """Close the run in this process only, sending nothing (after a refusal or an outage,
+        or when another process took the run over); buffered values are dropped."""
+        self._buffer = []
+        self._finished = True
+        _forget_active_run(self._run_id)
+
     def _end(self, status: str) -> None:
         import mlflow
 
         self._finished = True
+        if self.unreachable is not None:
+            _forget_active_run(self._run_id)
+            return
         active = mlflow.active_run()
         if active is not None and active.info.run_id == self._run_id:
             mlflow.end_run(status)  # stops MLflow's system-metrics monitor too
@@ -416,6 +497,26 @@ class Tracker:
             _log.warning("flushing metrics of run %s failed", self._run_id, exc_info=True)
         self._end("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
         return False
+
+
+def _forget_active_run(run_id: str) -> None:
+    """Close ``run_id`` in this process without a request: off MLflow's stack of active runs
+    (else its exit hook would try to end it, through every retry) and its system-metrics
+    monitor told to stop (a daemon thread; not joined: it may be inside a retrying request).
+    Uses MLflow's module state (``mlflow.tracking.fluent``, 3.x); where that differs, nothing
+    is done."""
+    from mlflow.tracking import fluent
+
+    try:
+        stack = fluent._active_run_stack.get()
+        if stack and stack[-1].info.run_id == run_id:
+            stack.pop()
+            os.environ.pop("MLFLOW_RUN_ID", None)
+        monitor = fluent.run_id_to_system_metrics_monitor.pop(run_id, None)
+        if monitor is not None:
+            monitor._shutdown_event.set()
+    except (AttributeError, LookupError):  # pragma: no cover - another MLflow layout
+        return
 
 
 def _mlflow_version() -> str:

@@ -12,6 +12,10 @@ Stops and failures, each without losing work:
   end of the batch in flight, after a checkpoint at that batch; during an evaluation (which
   changes no training state) at once, after a checkpoint at the end of the epoch's training;
 * a checkpoint is also written every ``checkpoint_every_s`` seconds (at the end of a batch);
+* the tracking server refusing a request or not answering through MLflow's retries (a longer
+  outage; a shorter one only delays the request) stops the run after a checkpoint that holds
+  what was not logged (:func:`_commit_epoch`), or after the local checkpoint whose copy the
+  server did not take;
 * NaN or ±inf in the loss or a policy metric stops the run (:class:`NonFiniteError`) with the
   batch and the last good checkpoint in the message. It is read on the host every
   :data:`SYNC_EVERY` batches (with the progress line), before every checkpoint and at the end
@@ -38,17 +42,19 @@ from learned_at.envs.episode import run_episode
 from learned_at.runners.checkpoint import Checkpointer, Position, run_state
 from learned_at.runners.co_monitor import MonitorData, Verdict
 from learned_at.runners.distributed import broadcast_buffers, broadcast_object
-from learned_at.runners.distributions import log_distributions
+from learned_at.runners.distributions import distribution_metrics, log_distributions
 from learned_at.runners.epoch_progress import EpochProgress
 from learned_at.runners.fast_path import autocast
+from learned_at.runners.host_values import host_values
 from learned_at.runners.preemption import RunInterrupted, StopSignals
 from learned_at.runners.robustness import evaluate
 from learned_at.runners.run import Run
+from learned_at.runners.tracking_errors import TrackingAccessError
 from learned_at.targets.distributed import all_gather_cat, all_reduce_max, all_reduce_mean
 from learned_at.targets.loader import Batch
 
-__all__ = ["NonFiniteError", "SYNC_EVERY", "evaluate_epoch", "final_evaluation", "sb3_driven",
-           "train", "train_step"]
+__all__ = ["NonFiniteError", "SYNC_EVERY", "evaluate_epoch", "final_evaluation", "log_epoch",
+           "sb3_driven", "train", "train_step"]
 
 SYNC_EVERY = 10
 """Batches between two host reads of the running loss (progress line) and the NaN flag."""
@@ -236,27 +242,49 @@ def _monitor(run: Run, data: MonitorData | None, metrics: dict[str, Any]) -> Ver
 
 
 def _checkpoint(run: Run, position: Position, checkpoints: Checkpointer, epoch: int,
-                batch: int) -> None:
-    """A checkpoint at ``batch`` batches into ``epoch`` (never of a non-finite step)."""
+                batch: int, unlogged: dict[str, Any] | None = None) -> None:
+    """A checkpoint at ``batch`` batches into ``epoch`` (never of a non-finite step), holding
+    ``unlogged``, an epoch's record the tracking server did not take, if given."""
     check_finite(position.progress, checkpoints)
-    checkpoints.save(lambda: run_state(run, position, epoch, batch), epoch, batch)
+    checkpoints.save(lambda: run_state(run, position, epoch, batch, unlogged), epoch, batch)
 
 
 def _commit_epoch(run: Run, tracker: Any, position: Position, checkpoints: Checkpointer,
                   epoch: int, metrics: dict[str, Any], stopping: bool) -> None:
-    """Log the epoch (its distributions too) and checkpoint its end."""
+    """Log the epoch (its distributions too) and checkpoint its end. When the tracking server
+    refuses or does not answer, the end-of-epoch checkpoint is written anyway, with the
+    epoch's record in it (``unlogged``: sent by the resume), and the error is raised."""
+    checkpoints.check_writer()
     run.distributions.end_epoch(epoch)
     every = run.config.tracking.plot_every
     plot = every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == run.epochs or stopping)
-    if run.world.is_main:  # policy/<key>_{mean,p10,p50,p90}, distributions/<key>.json, plots
-        metrics.update(log_distributions(tracker, run.distributions, epoch, log_metrics=False,
-                                         plot=plot))
-    # after kill -9 between logging and checkpointing, the redone epoch is not logged twice
-    if not (epoch == position.resumed_epoch and tracker.has_metric_at("train/loss", epoch)):
-        tracker.log_metrics(metrics, step=epoch)
-    tracker.flush()
+    if run.world.is_main:  # policy/<key>_{mean,p10,p50,p90}
+        metrics.update(distribution_metrics(run.distributions, epoch))
+    try:
+        log_epoch(run, tracker, epoch, metrics, plot,
+                  redone=epoch == position.resumed_epoch)
+    except TrackingAccessError:
+        position.progress = None
+        unlogged = {"epoch": epoch, "plot": plot,
+                    "metrics": dict(zip(metrics, host_values(list(metrics.values()))))}
+        try:  # the local file; its copy to the server is refused too (or not tried)
+            _checkpoint(run, position, checkpoints, epoch + 1, 0, unlogged)
+        except TrackingAccessError:
+            pass
+        raise
     position.progress = None
     _checkpoint(run, position, checkpoints, epoch + 1, 0)
+
+
+def log_epoch(run: Run, tracker: Any, epoch: int, metrics: dict[str, Any], plot: bool,
+              redone: bool = False) -> None:
+    """Send an epoch's record: its distributions (tables, heat maps) and its metrics, once
+    (``redone``: an epoch redone after a resume is not logged again when it was)."""
+    if run.world.is_main:  # distributions/<key>.json, plots/<key>_heatmap.png
+        log_distributions(tracker, run.distributions, epoch, log_metrics=False, plot=plot)
+    if not (redone and tracker.has_metric_at("train/loss", epoch)):
+        tracker.log_metrics(metrics, step=epoch)
+    tracker.flush()
 
 
 def _log_summary(run: Run, epoch: int, m: dict[str, Any], seconds: float,

@@ -178,3 +178,53 @@ def reference_run(tmp_path_factory):
         return cache[key]
 
     return run
+
+
+# ------------------------------------------------------------------ a team's tracking server
+
+#: the researchers of the team server (user name, password)
+ALICE = ("alice", "alice-password-1")
+BOB = ("bob", "bob-password-2")
+
+
+@pytest.fixture(scope="session")
+def team_server(tmp_path_factory):
+    """A throw-away PostgreSQL cluster and an MLflow server with MLflow's basic-auth app, as
+    the README's team recipe runs it; users alice and bob (no permissions beyond the server's
+    default READ). Yields (cluster, server, auth). Skipped where PostgreSQL or psycopg is
+    missing."""
+    from tests.runners.tracking_server import (Auth, add_user, mlflow_server, postgres_cluster,
+                                               postgres_missing)
+
+    why = postgres_missing()
+    if why:
+        pytest.skip(why)
+    pytest.importorskip("psycopg", reason="needs the server extra: pip install -e '.[server]'")
+    pytest.importorskip("flask_wtf", reason="needs the server extra (mlflow[auth])")
+    auth = Auth()
+    with postgres_cluster() as cluster, \
+            mlflow_server(cluster.uri, cluster.folder, auth=auth) as server:
+        for user, password in (ALICE, BOB):
+            add_user(server, auth, user, password)
+        yield cluster, server, auth
+
+
+def login_env(login: tuple[str, str] | None) -> dict[str, str]:
+    """MLflow's credential variables for ``login`` (None: anonymous, all removed)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                        "MLFLOW_TRACKING_TOKEN")}
+    if login is not None:
+        env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"] = login
+    return env
+
+
+def log_in(monkeypatch: pytest.MonkeyPatch, login: tuple[str, str] | None) -> None:
+    """This process talks to the tracking server as ``login`` (None: anonymous)."""
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    if login is not None:
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", login[0])
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", login[1])

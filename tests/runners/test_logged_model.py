@@ -3,8 +3,9 @@
 A run opened with MLflow's public ``mlflow.start_run`` (runners/tracking.py) logs its model
 into its own experiment: ``mlflow.search_logged_models`` on that experiment finds it, and
 nothing lands in another experiment's folder (the Default experiment's ``mlruns/0`` was where
-a model logged by run id alone used to go). Checked on a ``file:`` store, a ``sqlite:`` store
-and (``--integration``) a tracking server.
+a model logged by run id alone used to go), and it loads by its ``models:/`` URI and by
+``runs:/<run id>/model``. Checked on a ``file:`` store, a ``sqlite:`` store and
+(``--integration``) a tracking server.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ def _check_model_belongs_to_its_run(uri: str, tmp_path: Path) -> str:
                                          output_format="list")
     assert [m.source_run_id for m in models] == [run_id]
     assert not mlflow.search_logged_models(experiment_ids=["0"], output_format="list")
-    model = mlflow.pytorch.load_model(run.data.tags["model_uri"])
-    assert model(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+    for uri in (run.data.tags["model_uri"], f"runs:/{run_id}/model"):  # the README's lines
+        model = mlflow.pytorch.load_model(uri)
+        assert model(torch.rand(3, 1, 8, 8)).shape == (3, 10)
     return experiment.experiment_id
 
 

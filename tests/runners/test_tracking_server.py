@@ -1,10 +1,13 @@
 """A team's tracking store: co-training against ``mlflow server`` on PostgreSQL loses nothing.
 
-One throw-away PostgreSQL cluster and one MLflow server (artifacts proxied to a local folder)
-on loopback; two co-trainings run *at once* against it, then runners.evaluate, inspect and
-compare read them back through HTTP, and an interrupted run resumes from the checkpoint the
-server holds after its local copy was deleted. Skipped where PostgreSQL or psycopg is missing;
-runs with ``pytest --integration`` (``.ci/run``).
+One throw-away PostgreSQL cluster and one MLflow server with MLflow's basic-auth app
+(artifacts proxied to a local folder) on loopback, as the README's team recipe runs it
+(``team_server`` in conftest.py); everything below logs in as alice, a user of the server, the
+MLflow way (``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``): two co-trainings run
+*at once* against it, then runners.evaluate, inspect and compare read them back through HTTP,
+and an interrupted run resumes from the checkpoint the server holds after its local copy was
+deleted. Skipped where PostgreSQL or psycopg is missing; runs with ``pytest --integration``
+(``.ci/run``).
 """
 
 from __future__ import annotations
@@ -24,8 +27,7 @@ from learned_at.runners import compare, evaluate, inspect
 from learned_at.runners.cotrain import cotrain
 from learned_at.runners.run_loading import load_run_state
 from tests.helpers import run_command
-from tests.runners.conftest import run_interrupted
-from tests.runners.tracking_server import mlflow_server, postgres_cluster, postgres_missing
+from tests.runners.conftest import ALICE, log_in, login_env, run_interrupted
 
 pytestmark = pytest.mark.server
 
@@ -38,18 +40,15 @@ RUN_B = ["policy=fgsm_rs", "seed=1", *TINY]
 PER_EPOCH = ("train/loss", "train/adv_acc", "test/clean_acc", "test/pgd_acc", "time/epoch_s")
 
 
-@pytest.fixture(scope="module")
-def server():
-    why = postgres_missing()
-    if why:
-        pytest.skip(why)
-    pytest.importorskip("psycopg", reason="needs the server extra: pip install -e '.[server]'")
-    with postgres_cluster() as cluster, mlflow_server(cluster.uri, cluster.folder) as srv:
-        yield srv
+@pytest.fixture
+def server(team_server, monkeypatch):
+    """The team server, this process logged in as alice."""
+    log_in(monkeypatch, ALICE)
+    return team_server[1]
 
 
 def _start(args: list[str], uri: str, cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
+    env = {**login_env(ALICE), "MLFLOW_TRACKING_URI": uri,
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     return subprocess.Popen([sys.executable, "-m", "learned_at.runners.cotrain", *args],
                             cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

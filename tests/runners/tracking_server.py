@@ -8,6 +8,12 @@ as root — the server refuses to run, so both commands run as the ``postgres`` 
 --workers 1`` (one worker: ≈ 5 ms per request against ≈ 48 ms with the default four,
 docs/references.md §9.2) and waits for ``/health``. Both stop what they started on exit, also
 when the test fails.
+
+With ``auth=`` the server runs MLflow's ``basic-auth`` app as the README's team recipe does:
+an auth config (users and permissions in the same database, ``default_permission = READ``),
+the admin's password and the Flask secret key in its environment. :func:`add_user` and
+:func:`grant` are the admin's REST calls; :class:`ServerProcess` can be killed and started again
+on the same port (a tracking outage).
 """
 
 from __future__ import annotations
@@ -116,6 +122,26 @@ class Server:
     uri: str
     artifacts: Path
     log: Path
+    process: ServerProcess | None = None
+
+
+@dataclass(frozen=True)
+class Auth:
+    """MLflow basic-auth settings of a test server: the admin's login."""
+
+    admin: str = "admin"
+    password: str = "admin-password-0"
+
+    def env(self, folder: Path, database_uri: str) -> dict[str, str]:
+        """The server's environment: its auth config file, admin password and secret key."""
+        config = folder / "basic_auth.ini"
+        config.write_text("[mlflow]\ndefault_permission = READ\n"
+                          f"database_uri = {database_uri}\nadmin_username = {self.admin}\n"
+                          "authorization_function = "
+                          "mlflow.server.auth:authenticate_request_basic_auth\n")
+        return {"MLFLOW_AUTH_CONFIG_PATH": str(config),
+                "MLFLOW_AUTH_ADMIN_PASSWORD": self.password,
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret-key-0"}
 
 
 def _wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
@@ -135,13 +161,13 @@ def _wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float
                        f"{log.read_text()[-4000:]}")
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group (uvicorn and its workers), SIGKILL if it lingers
+def _stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """``sig`` to the server's process group (uvicorn and its workers), SIGKILL if it lingers
     (a graceful uvicorn shutdown waits for clients' kept-alive connections)."""
     if process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, sig)
     try:
         process.wait(timeout=5)
     except subprocess.TimeoutExpired:
@@ -150,21 +176,79 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait(timeout=30)
 
 
+class ServerProcess:
+    """``mlflow server`` on one loopback port, started (again) by :meth:`start`, killed by
+    :meth:`kill` (SIGKILL to its process group: an outage, not a shutdown)."""
+
+    def __init__(self, cmd: list[str], url: str, log: Path, env: dict[str, str],
+                 timeout: float) -> None:
+        self.cmd, self.url, self.log, self.env, self.timeout = cmd, url, log, env, timeout
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> float:
+        """Start and wait for ``/health``; returns the seconds that took."""
+        began = time.monotonic()
+        with open(self.log, "a") as out:
+            self.process = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT,
+                                            start_new_session=True,
+                                            env={**os.environ, **self.env})
+        _wait_healthy(self.url, self.process, self.log, self.timeout)
+        return time.monotonic() - began
+
+    def kill(self) -> None:
+        if self.process is not None:
+            _stop(self.process, signal.SIGKILL)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+
+
 @contextlib.contextmanager
-def mlflow_server(backend_uri: str, folder: Path, timeout: float = 240.0) -> Iterator[Server]:
-    """``mlflow server`` on a free loopback port with a local artifact destination."""
+def mlflow_server(backend_uri: str, folder: Path, timeout: float = 240.0,
+                  auth: Auth | None = None) -> Iterator[Server]:
+    """``mlflow server`` on a free loopback port with a local artifact destination (with
+    ``auth``: MLflow's basic-auth app, its users in the backend database)."""
     port = free_port()
     artifacts, log = folder / "artifacts", folder / "mlflow-server.log"
     artifacts.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
            "--artifacts-destination", artifacts.as_uri(), "--host", "127.0.0.1",
            "--port", str(port), "--workers", "1"]
-    with open(log, "w") as out:
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+    env = {}
+    if auth is not None:
+        cmd += ["--app-name", "basic-auth"]
+        env = auth.env(folder, backend_uri)
+    url = f"http://127.0.0.1:{port}"
+    process = ServerProcess(cmd, url, log, env, timeout)
     try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_healthy(url, process, log, timeout)
-        yield Server(url, artifacts, log)
+        process.start()
+        yield Server(url, artifacts, log, process)
     finally:
-        _stop(process)
+        process.stop()
+
+
+def add_user(server: Server, auth: Auth, username: str, password: str) -> None:
+    """The admin creates a user (MLflow basic-auth's REST API)."""
+    _admin_call(server, auth, "/api/2.0/mlflow/users/create",
+                {"username": username, "password": password})
+
+
+def grant(server: Server, login: tuple[str, str], username: str, experiment_id: str,
+          permission: str) -> None:
+    """``login`` (an admin, or the experiment's owner) grants ``username`` ``permission``
+    (READ, EDIT, MANAGE, NO_PERMISSIONS) on an experiment."""
+    _call(server, login, "/api/3.0/mlflow/users/permissions/grant",
+          {"username": username, "resource_type": "experiment", "resource_id": experiment_id,
+           "permission": permission})
+
+
+def _admin_call(server: Server, auth: Auth, path: str, body: dict) -> None:
+    _call(server, (auth.admin, auth.password), path, body)
+
+
+def _call(server: Server, login: tuple[str, str], path: str, body: dict) -> None:
+    import requests
+
+    response = requests.post(f"{server.uri}{path}", json=body, auth=login, timeout=60)
+    response.raise_for_status()
