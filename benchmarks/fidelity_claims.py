@@ -165,6 +165,12 @@ def collapsed(r: dict[str, Any]) -> bool:
     return ends_collapsed or never_robust
 
 
+def did_not_train(r: dict[str, Any], classes: int = 10) -> bool:
+    """A run whose final clean accuracy is within 10 points of chance (a constant or
+    near-constant classifier): "no collapse" says nothing about such a run."""
+    return r["clean"] < 1.0 / classes + 0.1
+
+
 def co_rows(runs: Runs, arms: Sequence[str], setting: str, collapsing: str,
             robust_name: str, curve: Sequence[str] = ("clean", "fgsm", "pgd10")) -> list[Row]:
     """``collapsing`` overfits catastrophically in most seeds; every other arm in none. The
@@ -175,6 +181,7 @@ def co_rows(runs: Runs, arms: Sequence[str], setting: str, collapsing: str,
             continue
         rs = runs[(m, setting)]
         n_co = sum(collapsed(r) for r in rs)
+        n_dead = sum(did_not_train(r) for r in rs)
         best = [max(e[2] for e in r["per_epoch"]) for r in rs]
         final = [r["per_epoch"][-1][2] for r in rs]
         fgsm = [r["per_epoch"][-1][1] for r in rs]
@@ -184,12 +191,17 @@ def co_rows(runs: Runs, arms: Sequence[str], setting: str, collapsing: str,
                     f"{pm([r['clean'] for r in rs])}, "
                     f"{robust_name} {pm([r['robust'] for r in rs])}; epochs the CO monitor "
                     f"flags: {flagged or 'none'}")
+        if n_dead:
+            measured += (f"; did not train (clean within 10 points of chance) in "
+                         f"{n_dead}/{len(rs)} seeds")
         if m == collapsing:
             claim, ok = f"{m} overfits catastrophically (most seeds)", n_co * 2 > len(rs)
         else:
             claim, ok = f"{m} does not overfit catastrophically (no seed)", n_co == 0
-        rows.append(Row(claim, setting, measured, "holds" if ok else "does not hold",
-                        _minutes(runs, [(m, setting)])))
+        verdict = "holds" if ok else "does not hold"
+        if ok and n_dead and m != collapsing:
+            verdict = f"does not hold (did not train in {n_dead}/{len(rs)} seeds)"
+        rows.append(Row(claim, setting, measured, verdict, _minutes(runs, [(m, setting)])))
     return rows
 
 

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from benchmarks import fidelity
-from benchmarks.fidelity_claims import (Effect, collapsed, decide, seeds_needed,
+from benchmarks.fidelity_claims import (Effect, co_rows, collapsed, decide, seeds_needed,
                                         paired_sampling_se)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -76,3 +76,18 @@ def test_one_real_run_of_the_smoke_tier():
     r = fidelity.run_one("fgsm_rs", "co", 0, "quick", None, epochs=1)
     assert r["method"] == "fgsm_rs" and len(r["per_epoch"]) == 1
     assert 0 <= r["robust"] <= r["clean"] <= 1 and r["attack_passes"] == pytest.approx(1.0)
+
+
+def test_a_run_that_did_not_train_does_not_count_as_avoiding_collapse():
+    def run(seed, clean, curve):
+        return {"seed": seed, "clean": clean, "robust": curve[-1][2], "per_epoch": curve,
+                "co_epochs": [], "wall_s": 60.0}
+    constant = [[0.126, 0.126, 0.126]] * 3                      # one class for every input
+    trained = [[0.9, 0.6, 0.3], [0.95, 0.7, 0.4], [0.96, 0.7, 0.4]]
+    runs = {("dead", "co"): [run(0, 0.126, constant), run(1, 0.95, trained)],
+            ("alive", "co"): [run(0, 0.96, trained), run(1, 0.96, trained)]}
+    rows = {r.claim.split()[0]: r for r in co_rows(runs, ["dead", "alive"], "co", "other",
+                                                   "PGD")}
+    assert rows["dead"].verdict == "does not hold (did not train in 1/2 seeds)"
+    assert "did not train" in rows["dead"].measured
+    assert rows["alive"].verdict == "holds"
