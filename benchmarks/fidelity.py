@@ -35,7 +35,8 @@ Tiers:
   ``sparse`` L0 k = 20 pixels, 6 epochs, per-epoch clean / 1-step / 100-step sPGD, final
   Sparse-AutoAttack (100 sPGD steps per stage, 1 000 Sparse-RS queries) on 1 000 images.
   The CO search that chose ε = 0.45 (at 0.35 FGSM-RS collapsed in 1 seed of 3) is in
-  benchmarks/fidelity.md.
+  benchmarks/fidelity.md; PGD-AT does not train at 0.45 either, so this setting shows FGSM-RS's
+  collapse but cannot show a method avoiding it (fidelity.md says what to run instead).
 * ``--full``: CIFAR-10, PreAct ResNet-18, the papers' settings (GPU; standard AutoAttack).
 
 Costs: the training attack's forward/backward passes per sample and epoch (hardware-
