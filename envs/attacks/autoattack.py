@@ -276,9 +276,15 @@ class AutoAttack(EvalAttack):
     spelling: ClassVar[str] = "autoattack"
     roles: ClassVar[AttackRole] = AttackRole.ENSEMBLE
 
+    @staticmethod
+    def factory(model: nn.Module, geometry: Geometry, eps: float, seed: int,
+                device: torch.device) -> Any:
+        """The pyautoattack adversary this attack runs (a subclass may run other stages)."""
+        return make_autoattack(model, geometry, eps, seed, device)
+
     @classmethod
     def parse(cls, name: str) -> AutoAttack | None:
-        return cls(name) if name == "autoattack" else None
+        return cls() if name == cls.spelling else None
 
     @classmethod
     def default(cls) -> AutoAttack:
@@ -293,7 +299,7 @@ class AutoAttack(EvalAttack):
         res = run_autoattack(model, x, y, geometry, eps, batch_size=context.batch_size,
                              seed=context.seed, state_path=state_path(context, self.name),
                              progress=context.progress,
-                             make_adversary=context.make_adversary or make_autoattack)
+                             make_adversary=context.make_adversary or self.factory)
         return AttackOutcome(res.robust, res.stages)
 
     def tags(self) -> dict[str, str]:

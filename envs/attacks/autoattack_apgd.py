@@ -18,9 +18,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from learned_at.envs.attacks.autoattack import (_norm_name, import_pyautoattack, run_autoattack,
-                                                state_path)
-from learned_at.envs.attacks.base import AttackContext, AttackOutcome, AttackRole, EvalAttack
+from learned_at.envs.attacks.autoattack import AutoAttack, _norm_name, import_pyautoattack
+from learned_at.envs.attacks.base import AttackRole
 from learned_at.envs.geometry.base import Geometry
 
 GRADIENT_STAGES = ["apgd-ce", "apgd-t"]
@@ -41,8 +40,9 @@ def make_autoattack_apgd(model: nn.Module, geometry: Geometry, eps: float, seed:
 
 
 @dataclass(frozen=True)
-class AutoAttackApgd(EvalAttack):
-    """APGD-CE then APGD-T on the points still robust (``autoattack_apgd``; module docstring).
+class AutoAttackApgd(AutoAttack):
+    """APGD-CE then APGD-T on the points still robust (``autoattack_apgd``; module docstring):
+    :class:`~envs.attacks.autoattack.AutoAttack`'s loop with :func:`make_autoattack_apgd`.
 
     Shape: x (N, C, H, W) in [0, 1], y (N,) -> robust (N,) bool, plus one stage per attack.
     """
@@ -51,22 +51,7 @@ class AutoAttackApgd(EvalAttack):
     spelling: ClassVar[str] = "autoattack_apgd"
     roles: ClassVar[AttackRole] = AttackRole.WHITEBOX
 
-    @classmethod
-    def parse(cls, name: str) -> AutoAttackApgd | None:
-        return cls() if name == "autoattack_apgd" else None
-
-    @classmethod
-    def default(cls) -> AutoAttackApgd:
-        return cls()
-
-    @classmethod
-    def check_available(cls) -> None:
-        import_pyautoattack()
-
-    def robust_mask(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                    geometry: Geometry, eps: float, context: AttackContext) -> AttackOutcome:
-        res = run_autoattack(model, x, y, geometry, eps, batch_size=context.batch_size,
-                             seed=context.seed, state_path=state_path(context, self.name),
-                             progress=context.progress,
-                             make_adversary=context.make_adversary or make_autoattack_apgd)
-        return AttackOutcome(res.robust, res.stages)
+    @staticmethod
+    def factory(model: nn.Module, geometry: Geometry, eps: float, seed: int,
+                device: torch.device) -> Any:
+        return make_autoattack_apgd(model, geometry, eps, seed, device)
