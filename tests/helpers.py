@@ -78,3 +78,12 @@ def run_command(main, argv: list[str]) -> int:
         return main()
     finally:
         sys.argv = saved
+
+
+def one_line(capsys, prog: str) -> str:
+    """The one line ``prog`` wrote to stderr about why it stopped (no traceback around it)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.strip().splitlines() if line.startswith(f"{prog}: ")]
+    assert len(lines) == 1, err
+    return lines[0]

@@ -33,7 +33,7 @@ from mlflow.exceptions import MlflowException
 
 from learned_at.runners import compare, cotrain, evaluate
 from learned_at.runners.tracking_errors import retry_seconds
-from tests.helpers import run_command
+from tests.helpers import one_line, run_command
 from tests.runners.conftest import (ALICE, BOB, assert_same_training, final_state, log_in,
                                     login_env, metric_histories)
 from tests.runners.tracking_server import grant, mlflow_server
@@ -117,14 +117,6 @@ def _only_run(client: MlflowClient, experiment: str) -> str:
     return run.info.run_id
 
 
-def _one_line(capsys, prog: str) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.strip().splitlines() if line.startswith(f"{prog}: ")]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
 # ---------------------------------------------------------------------------- authentication
 
 def test_an_anonymous_client_and_a_wrong_password_are_refused(team_server, tmp_path, monkeypatch,
@@ -138,14 +130,14 @@ def test_an_anonymous_client_and_a_wrong_password_are_refused(team_server, tmp_p
     assert refused.value.error_code == "UNAUTHENTICATED"
     assert run_command(compare.main, ["experiment=learned-at", "log=false",
                                       f"tracking_uri={server.uri}"]) == 2
-    line = _one_line(capsys, "runners.compare")
+    line = one_line(capsys, "runners.compare")
     assert f"the tracking server {server.uri} asks for a login (HTTP 401)" in line
     assert "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in line
 
     log_in(monkeypatch, (ALICE[0], "not-her-password"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
     assert run_command(cotrain.main, [*RUN, "experiment=refused"]) == 2
-    line = _one_line(capsys, "runners.cotrain")
+    line = one_line(capsys, "runners.cotrain")
     assert line == (f"runners.cotrain: the tracking server {server.uri} refused the login of "
                     "user 'alice' while writing to experiment 'refused' (HTTP 401: wrong "
                     "password or unknown user); check MLFLOW_TRACKING_USERNAME and "
@@ -172,13 +164,13 @@ def test_a_user_without_permission_cannot_write_to_a_colleagues_experiment(
             write()
         assert denied.value.error_code == "PERMISSION_DENIED"
     assert run_command(cotrain.main, [*RUN, "experiment=alice-only"]) == 2
-    line = _one_line(capsys, "runners.cotrain")
+    line = one_line(capsys, "runners.cotrain")
     assert line.startswith(f"runners.cotrain: the tracking server {server.uri} denied user "
                            "'bob' permission while writing to experiment 'alice-only' (HTTP "
                            "403); ask the experiment's owner or an admin to grant EDIT on it")
     assert run_command(cotrain.main, [f"resume={alices_run}",
                                       f"checkpoint_dir={tmp_path}/ck"]) == 2
-    line = _one_line(capsys, "runners.cotrain")
+    line = one_line(capsys, "runners.cotrain")
     assert f"denied user 'bob' permission while claiming run {alices_run} (HTTP 403)" in line
 
     grant(server, ALICE, BOB[0], experiment, "EDIT")  # the owner lets bob in

@@ -17,7 +17,7 @@ from learned_at.runners import compare, cotrain, evaluate, inspect
 from learned_at.runners.tracking_errors import (TrackingAuthError, TrackingPermissionError,
                                                 TrackingUnavailableError, retry_seconds,
                                                 tracking_access_error)
-from tests.helpers import run_command
+from tests.helpers import one_line, run_command
 from tests.runners.tracking_server import free_port
 
 #: MLflow's basic-auth app answers a missing or wrong login with this (HTTP 401)
@@ -71,14 +71,6 @@ def no_credentials(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
 
 
-def _one_line(capsys, prog: str) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.strip().splitlines() if line.startswith(f"{prog}: ")]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
 def test_mlflow_retry_time_from_its_settings():
     assert retry_seconds({}) == 244  # 0 + 4 + 8 + 16 + 32 + 64 + 120 (capped): about 4 min
     assert retry_seconds({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
@@ -105,7 +97,7 @@ def test_anonymous_and_wrong_login_are_told_apart(login_refused, no_credentials,
                                  "user); check MLFLOW_TRACKING_USERNAME")
 
 
-def test_every_command_says_a_refused_login_in_one_line(login_refused, no_credentials,
+def test_every_command_says_a_refused_login_inone_line(login_refused, no_credentials,
                                                         monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", login_refused)
     commands = [(cotrain.main, ["epochs=1", "progress=false"], "runners.cotrain"),
@@ -115,7 +107,7 @@ def test_every_command_says_a_refused_login_in_one_line(login_refused, no_creden
                 (compare.main, ["experiment=learned-at", "log=false"], "runners.compare")]
     for main, argv, prog in commands:
         assert run_command(main, argv) == 2, argv
-        line = _one_line(capsys, prog)
+        line = one_line(capsys, prog)
         assert f"the tracking server {login_refused} asks for a login (HTTP 401)" in line, line
         assert "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in line
 
@@ -127,7 +119,7 @@ def test_a_missing_permission_is_one_line_naming_the_fix(permission_denied, monk
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw")
     assert run_command(cotrain.main, ["epochs=1", "progress=false"]) == 2
-    line = _one_line(capsys, "runners.cotrain")
+    line = one_line(capsys, "runners.cotrain")
     assert line.startswith(f"runners.cotrain: the tracking server {permission_denied} denied user "
                            "'bob' permission while writing to experiment 'learned-at' (HTTP 403); "
                            "ask the experiment's owner or an admin to grant EDIT on it"), line
@@ -138,7 +130,7 @@ def test_a_missing_permission_is_one_line_naming_the_fix(permission_denied, monk
     assert "permission for /api/2.0/mlflow/runs/set-tag (HTTP 403);" in str(error)
 
 
-def test_a_server_that_does_not_answer_is_one_line(monkeypatch, capsys, tmp_path):
+def test_a_server_that_does_not_answer_isone_line(monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(tmp_path)
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -151,7 +143,7 @@ def test_a_server_that_does_not_answer_is_one_line(monkeypatch, capsys, tmp_path
                              (compare.main, ["run_ids=[0123abcd]", "log=false"],
                               "runners.compare")]:
         assert run_command(main, argv) == 2
-        line = _one_line(capsys, prog)
+        line = one_line(capsys, prog)
         doing = ("writing to experiment 'learned-at'" if prog.endswith("cotrain")
                  else "reading run 0123abcd")
         assert line == (f"{prog}: the tracking server {uri} did not answer while {doing} "
